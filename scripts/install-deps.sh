@@ -1,0 +1,16 @@
+#!/bin/bash
+# Installs everything racker needs to build and test, from Debian's archive only.
+set -euo pipefail
+pkgs=(build-essential cmake g++ pkg-config clang-format
+  libseccomp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  busybox-static python3 python3-pytest jq iproute2 util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,11 @@
+#!/bin/bash
+# The main job, from a fresh Debian 12 machine as root: install what is needed, build,
+# and run a busybox container with racker-oci.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+"$top/scripts/install-deps.sh"
+"$top/scripts/build.sh"
+bundle=${RACKER_DEMO_BUNDLE:-/var/tmp/racker-demo-bundle}
+"$top/scripts/make-busybox-bundle.sh" "$top/build/racker-oci" "$bundle"
+echo "== racker-oci run (bundle $bundle)"
+"$top/build/racker-oci" run --bundle "$bundle" "racker-demo-$$"

@@ -1,0 +1,29 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace racker {
+
+// Reads a whole file; throws Error naming the path.
+std::string read_file(const std::string& path);
+// Reads a whole file if it exists; nullopt when it does not.
+std::optional<std::string> read_file_if_exists(const std::string& path);
+// Writes data to path.tmp then renames it over path, so readers see old or new, never half.
+void write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// Writes data to an existing file (e.g. a cgroup or /proc knob); throws Error naming it.
+void write_file(const std::string& path, std::string_view data);
+// mkdir -p; throws on failure.
+void mkdir_p(const std::string& path, mode_t mode = 0755);
+// rm -rf that never crosses into another filesystem (stays on the device of path).
+void remove_tree(const std::string& path);
+bool path_exists(const std::string& path);
+// Lexically cleans a path: collapses "//", ".", and "..", keeping it absolute if it was.
+std::string clean_path(std::string_view path);
+// Joins root and an absolute or relative path lexically, never climbing above root.
+std::string join_under(const std::string& root, std::string_view path);
+
+}  // namespace racker

@@ -1,0 +1,65 @@
+// cgroups: one interface over the three host layouts (pure v1, pure v2, and hybrid: v1
+// controllers plus a cgroup2 mount at /sys/fs/cgroup/unified). Picked at run time by looking
+// at /sys/fs/cgroup. A host without systemd is normal; --systemd-cgroup falls back to cgroupfs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "oci/spec.hpp"
+
+namespace racker::runtime {
+
+enum class CgroupLayout { v1, v2, hybrid };
+
+// Detects the layout of /sys/fs/cgroup (or of `mount_root` in tests).
+CgroupLayout detect_cgroup_layout(const std::string& mount_root = "/sys/fs/cgroup");
+
+// Device-cgroup rules granting "rwm" on each of linux.devices, for the caller to append to
+// linux.resources.devices before apply() (runc does the same). FIFOs need no rule.
+std::vector<oci::DeviceRule> device_rules_for(const std::vector<oci::Device>& devices);
+
+class CgroupManager {
+ public:
+  virtual ~CgroupManager() = default;
+
+  // cgroups_path is linux.cgroupsPath: absolute = below each hierarchy's root; relative =
+  // below the caller's own cgroup; empty = relative "<id>" (what runc's cgroupfs driver does).
+  // "slice:prefix:name" (systemd syntax) is mapped to the cgroupfs path systemd would use,
+  // e.g. "system.slice:racker:id" -> "/system.slice/racker-id.scope". Reads /proc/self/* and
+  // /sys/fs/cgroup but creates nothing. Throws racker::Error.
+  static std::unique_ptr<CgroupManager> create(const std::string& cgroups_path,
+                                               const std::string& container_id);
+  // Rebuilds a manager from what save() returned (stored in the container's state).
+  static std::unique_ptr<CgroupManager> load(const nlohmann::json& saved);
+  virtual nlohmann::json save() const = 0;
+
+  // Checks resources against what the host offers; throws racker::Error naming the field
+  // (e.g. "linux.resources.hugepageLimits: no hugetlb controller on this host").
+  virtual void validate(const oci::Resources& res) const = 0;
+  // Creates the cgroup(s), applies res (may be null), and moves pid in. The device rules
+  // always get the runtime's defaults appended (deny everything else). Throws racker::Error;
+  // call destroy() afterwards to remove what was created.
+  virtual void apply(pid_t pid, const oci::Resources* res) = 0;
+  // Moves another process (exec) into the container's cgroup(s).
+  virtual void add_process(pid_t pid) = 0;
+  // Applies new limits to an existing cgroup (`update`).
+  virtual void update(const oci::Resources& res) = 0;
+  virtual void freeze() = 0;
+  virtual void thaw() = 0;
+  virtual bool frozen() const = 0;
+  // Every pid in the container's cgroup (recursively).
+  virtual std::vector<pid_t> pids() const = 0;
+  // Kills what is left in cgroups this manager created and removes the directories it
+  // created (retrying while the kernel still drains them); pre-existing ones stay. Never throws.
+  virtual void destroy() noexcept = 0;
+  // Path of the container cgroup in the unified hierarchy (v2/hybrid), for cgroupns; "" if none.
+  virtual std::string unified_path() const = 0;
+};
+
+}  // namespace racker::runtime

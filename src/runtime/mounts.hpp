@@ -1,0 +1,55 @@
+// Mounts inside the container: option parsing (shared with validation, so bad options fail
+// at create time), path resolution that never leaves the rootfs, and the rootfs setup the
+// container init performs in its own mount namespace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "oci/spec.hpp"
+
+namespace racker::runtime {
+
+struct MountOptions {
+  unsigned long flags = 0;        // MS_* set
+  unsigned long clear = 0;        // MS_* explicitly cleared (rw, suid, ...)
+  unsigned long propagation = 0;  // MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (+MS_REC)
+  uint64_t attr_set = 0;          // MOUNT_ATTR_* for recursive options (rro, rnosuid, ...)
+  uint64_t attr_clr = 0;
+  bool bind = false;
+  bool recursive_bind = false;
+  std::string data;  // comma-separated filesystem options (mode=, size=, newinstance, ...)
+};
+
+// Parses a mount's options. Throws racker::Error naming "mounts[i].options[j]" for options
+// the runtime does not know.
+MountOptions parse_mount_options(const oci::Mount& m, const std::string& where);
+
+// Propagation flags for linux.rootfsPropagation ("" -> 0).
+unsigned long propagation_flags(const std::string& name);
+
+// Resolves `path` inside `root` following symlinks as if root were "/": the result is always
+// below root. Components that do not exist are appended lexically.
+std::string secure_join(const std::string& root, const std::string& path);
+
+struct RootfsPlan {
+  const oci::Spec* spec = nullptr;
+  std::string rootfs;  // absolute host path
+  bool no_pivot = false;
+  bool in_user_ns = false;     // created or joined: mknod is not allowed, bind devices instead
+  bool new_cgroup_ns = false;  // cgroup mounts become real cgroupfs mounts
+  bool have_console = false;   // process.terminal
+};
+
+// Runs in the container init. Sets up every mount, device and the pivot_root. Throws
+// racker::Error (caught by the init and reported to the parent).
+void prepare_rootfs(const RootfsPlan& plan);
+// After pivot_root: readonly root, masked and readonly paths, propagation of "/".
+void finalize_rootfs(const RootfsPlan& plan);
+// Binds the pty slave at /dev/console (after pivot_root).
+void setup_console(const std::string& slave_path);
+
+}  // namespace racker::runtime

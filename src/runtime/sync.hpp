@@ -1,0 +1,54 @@
+// Messages between the runtime and the container init over a SOCK_SEQPACKET socketpair.
+// Errors in the init travel back as text with their errno; nothing throws across the fork.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include <sys/socket.h>
+
+namespace racker::runtime {
+
+enum class SyncType : uint32_t {
+  go = 1,          // parent -> init: ids mapped, cgroup joined: carry on
+  run_hooks = 2,   // init -> parent: namespaces and mounts ready, run prestart/createRuntime
+  hooks_done = 3,  // parent -> init: text = state JSON for createContainer/startContainer
+  ready = 4,       // init -> parent: set up, waiting on exec.fifo
+  error = 5,       // init -> parent: text = message, err = errno
+};
+
+struct SyncMessage {
+  SyncType type{};
+  int32_t err = 0;
+  uint32_t len = 0;
+  char text[8192 - 12];
+};
+
+inline bool sync_send(int fd, SyncType type, const std::string& text = "", int err = 0) {
+  SyncMessage m;
+  m.type = type;
+  m.err = err;
+  m.len = static_cast<uint32_t>(std::min(text.size(), sizeof m.text));
+  std::memcpy(m.text, text.data(), m.len);
+  ssize_t n;
+  do {
+    n = ::send(fd, &m, 12 + m.len, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n >= 0;
+}
+
+// Returns false on EOF or error.
+inline bool sync_recv(int fd, SyncMessage* m) {
+  ssize_t n;
+  do {
+    n = ::recv(fd, m, sizeof *m, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 12) return false;
+  if (m->len > sizeof m->text) m->len = sizeof m->text;
+  return true;
+}
+
+inline std::string sync_text(const SyncMessage& m) { return std::string(m.text, m.len); }
+
+}  // namespace racker::runtime
