@@ -128,20 +128,27 @@ std::string clean_path(std::string_view path) {
     }
     parts.push_back(p);
   }
-  std::string out = abs ? "/" : "";
+  std::string out;
+  if (abs) out.push_back('/');
   for (size_t k = 0; k < parts.size(); ++k) {
-    if (k) out += '/';
-    out += parts[k];
+    if (k) out.push_back('/');
+    out.append(parts[k]);
   }
-  if (out.empty()) out = ".";
+  if (out.empty()) out.push_back('.');
   return out;
 }
 
 std::string join_under(const std::string& root, std::string_view path) {
-  std::string rel = clean_path(std::string("/") + std::string(path));
+  std::string abs;
+  abs.reserve(path.size() + 1);
+  abs.push_back('/');
+  abs.append(path);
+  std::string rel = clean_path(abs);
   if (rel == "/") return root;
-  if (!root.empty() && root.back() == '/') return root + rel.substr(1);
-  return root + rel;
+  std::string out = root;
+  if (!out.empty() && out.back() == '/') out.pop_back();
+  out.append(rel);
+  return out;
 }
 
 }  // namespace racker

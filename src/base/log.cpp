@@ -38,7 +38,9 @@ void configure(const std::string& path, Format format, bool debug) {
   }
 }
 
-bool to_file() { return g_fd != 2; }
+bool to_file() {
+  return g_fd != 2;
+}
 
 void write(Level level, const std::string& msg) {
   if (level == Level::debug && !g_debug) return;

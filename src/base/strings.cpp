@@ -18,7 +18,9 @@ std::vector<std::string> split(std::string_view s, char sep) {
   }
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) { return s.starts_with(prefix); }
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.starts_with(prefix);
+}
 
 std::optional<int64_t> parse_int(std::string_view s) {
   int64_t v = 0;

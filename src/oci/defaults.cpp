@@ -13,7 +13,8 @@ nlohmann::json example_spec(bool rootless) {
        {{"terminal", true},
         {"user", {{"uid", 0}, {"gid", 0}}},
         {"args", {"sh"}},
-        {"env", {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}},
+        {"env",
+         {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}},
         {"cwd", "/"},
         {"capabilities",
          {{"bounding", caps}, {"effective", caps}, {"permitted", caps}, {"ambient", caps}}},
@@ -50,8 +51,12 @@ nlohmann::json example_spec(bool rootless) {
       {"linux",
        {{"resources", {{"devices", {{{"allow", false}, {"access", "rwm"}}}}}},
         {"namespaces",
-         {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}},
-          {{"type", "mount"}}, {{"type", "cgroup"}}}},
+         {{{"type", "pid"}},
+          {{"type", "network"}},
+          {{"type", "ipc"}},
+          {{"type", "uts"}},
+          {{"type", "mount"}},
+          {{"type", "cgroup"}}}},
         {"maskedPaths",
          {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
           "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -60,9 +65,8 @@ nlohmann::json example_spec(bool rootless) {
          {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}}};
   if (rootless) {
     spec["linux"].erase("resources");
-    spec["linux"]["namespaces"] = {{{"type", "pid"}},   {{"type", "ipc"}},
-                                   {{"type", "uts"}},   {{"type", "mount"}},
-                                   {{"type", "cgroup"}}, {{"type", "user"}}};
+    spec["linux"]["namespaces"] = {{{"type", "pid"}},   {{"type", "ipc"}},    {{"type", "uts"}},
+                                   {{"type", "mount"}}, {{"type", "cgroup"}}, {{"type", "user"}}};
     spec["linux"]["uidMappings"] = {{{"containerID", 0}, {"hostID", getuid()}, {"size", 1}}};
     spec["linux"]["gidMappings"] = {{{"containerID", 0}, {"hostID", getgid()}, {"size", 1}}};
     auto& mounts = spec["mounts"];

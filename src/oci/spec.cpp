@@ -378,8 +378,8 @@ Linux parse_linux(const Obj& l) {
   if (auto r = l.obj("resources")) lx.resources = parse_resources(*r);
   lx.rootfs_propagation = l.str("rootfsPropagation").value_or("");
   if (!lx.rootfs_propagation.empty()) {
-    static const char* kProp[] = {"shared",   "slave",  "private",  "unbindable",
-                                  "rshared",  "rslave", "rprivate", "runbindable"};
+    static const char* kProp[] = {"shared",  "slave",  "private",  "unbindable",
+                                  "rshared", "rslave", "rprivate", "runbindable"};
     bool ok = false;
     for (auto* p : kProp) ok |= (lx.rootfs_propagation == p);
     if (!ok)
@@ -412,14 +412,14 @@ const Namespace* Linux::find_namespace(const std::string& type) const {
 
 std::optional<int> rlimit_from_name(const std::string& name) {
   static const std::pair<const char*, int> kLimits[] = {
-      {"RLIMIT_CPU", RLIMIT_CPU},         {"RLIMIT_FSIZE", RLIMIT_FSIZE},
-      {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_STACK", RLIMIT_STACK},
-      {"RLIMIT_CORE", RLIMIT_CORE},       {"RLIMIT_RSS", RLIMIT_RSS},
-      {"RLIMIT_NPROC", RLIMIT_NPROC},     {"RLIMIT_NOFILE", RLIMIT_NOFILE},
-      {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_AS", RLIMIT_AS},
-      {"RLIMIT_LOCKS", RLIMIT_LOCKS},     {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+      {"RLIMIT_CPU", RLIMIT_CPU},           {"RLIMIT_FSIZE", RLIMIT_FSIZE},
+      {"RLIMIT_DATA", RLIMIT_DATA},         {"RLIMIT_STACK", RLIMIT_STACK},
+      {"RLIMIT_CORE", RLIMIT_CORE},         {"RLIMIT_RSS", RLIMIT_RSS},
+      {"RLIMIT_NPROC", RLIMIT_NPROC},       {"RLIMIT_NOFILE", RLIMIT_NOFILE},
+      {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},   {"RLIMIT_AS", RLIMIT_AS},
+      {"RLIMIT_LOCKS", RLIMIT_LOCKS},       {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
       {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},
-      {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME}};
+      {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},     {"RLIMIT_RTTIME", RLIMIT_RTTIME}};
   for (auto& [n, v] : kLimits)
     if (name == n) return v;
   return std::nullopt;
@@ -546,7 +546,9 @@ Spec parse_spec(const std::string& text) {
   spec.annotations = top.string_map("annotations");
   if (auto l = top.obj("linux")) spec.linux_ = parse_linux(*l);
   if (top.get("solaris") || top.get("windows") || top.get("vm"))
-    fail(top.get("windows") ? "windows" : top.get("solaris") ? "solaris" : "vm",
+    fail(top.get("windows")   ? "windows"
+         : top.get("solaris") ? "solaris"
+                              : "vm",
          "not supported on linux");
   return spec;
 }

@@ -43,10 +43,9 @@ namespace {
 // Controllers the kernel can mount as v1 hierarchies; other super options (noprefix,
 // clone_children, release_agent=...) are not controllers.
 bool is_v1_controller(std::string_view opt) {
-  static const char* const kKnown[] = {"cpu",     "cpuacct", "cpuset",     "memory",
-                                       "devices", "freezer", "net_cls",    "net_prio",
-                                       "blkio",   "hugetlb", "perf_event", "pids",
-                                       "rdma",    "misc",    "debug"};
+  static const char* const kKnown[] = {"cpu",        "cpuacct", "cpuset",   "memory", "devices",
+                                       "freezer",    "net_cls", "net_prio", "blkio",  "hugetlb",
+                                       "perf_event", "pids",    "rdma",     "misc",   "debug"};
   for (const char* k : kKnown)
     if (opt == k) return true;
   return starts_with(opt, "name=");
@@ -69,8 +68,8 @@ std::string unescape_mount_field(std::string_view s) {
 
 bool path_is_under(std::string_view path, std::string_view root) {
   if (root == "/") return !path.empty() && path[0] == '/';
-  return path == root || (starts_with(path, root) && path.size() > root.size() &&
-                          path[root.size()] == '/');
+  return path == root ||
+         (starts_with(path, root) && path.size() > root.size() && path[root.size()] == '/');
 }
 
 std::string join_paths(const std::string& root, const std::string& rel) {
@@ -86,7 +85,8 @@ std::string parent_dir(const std::string& p) {
 // The caller's cgroup as seen from a mount whose root is `root` (a bind-mounted subtree).
 std::string relative_to_mount_root(const std::string& own, const std::string& root) {
   if (root == "/" || root.empty()) return own;
-  if (path_is_under(own, root)) return own.substr(root.size()).empty() ? "/" : own.substr(root.size());
+  if (path_is_under(own, root))
+    return own.substr(root.size()).empty() ? "/" : own.substr(root.size());
   return own;  // e.g. inside a cgroup namespace: already relative to what is mounted
 }
 
@@ -155,7 +155,8 @@ std::map<std::string, std::string> parse_proc_cgroup(std::string_view text) {
 std::string expand_slice(const std::string& slice) {
   const std::string suffix = ".slice";
   auto bad = [&]() { return Error("linux.cgroupsPath: invalid slice name \"" + slice + "\""); };
-  if (slice.size() <= suffix.size() || slice.compare(slice.size() - suffix.size(), suffix.size(), suffix) != 0 ||
+  if (slice.size() <= suffix.size() ||
+      slice.compare(slice.size() - suffix.size(), suffix.size(), suffix) != 0 ||
       slice.find('/') != std::string::npos)
     throw bad();
   std::string name = slice.substr(0, slice.size() - suffix.size());
@@ -177,7 +178,8 @@ std::optional<std::string> systemd_to_cgroupfs(const std::string& path) {
   const std::string& prefix = parts[1];
   const std::string& name = parts[2];
   if (name.empty() || name.find('/') != std::string::npos || prefix.find('/') != std::string::npos)
-    throw Error("linux.cgroupsPath: invalid unit name in \"" + path + "\" (want slice:prefix:name)");
+    throw Error("linux.cgroupsPath: invalid unit name in \"" + path +
+                "\" (want slice:prefix:name)");
   std::string unit;
   if (name.size() > 6 && name.compare(name.size() - 6, 6, ".slice") == 0)
     unit = name;
@@ -221,7 +223,11 @@ ResolvedCgroups resolve_cgroup_dirs(CgroupLayout layout, const std::vector<Cgrou
           }
         path = join_paths(m.mount_point, relative_to_mount_root(mine, m.root) + "/" + inner);
       }
-      r.v1.push_back(CgroupDir{.controllers = m.controllers, .mount = m.mount_point, .path = path});
+      CgroupDir d;
+      d.controllers = m.controllers;
+      d.mount = m.mount_point;
+      d.path = path;
+      r.v1.push_back(std::move(d));
     }
     if (r.v1.empty()) throw Error("cgroups: no cgroup v1 hierarchy is mounted");
   }
@@ -239,31 +245,39 @@ ResolvedCgroups resolve_cgroup_dirs(CgroupLayout layout, const std::vector<Cgrou
       if (layout == CgroupLayout::v2) mine = parent_dir(mine);
       path = join_paths(u->mount_point, mine + "/" + inner);
     }
-    r.unified = CgroupDir{.mount = u->mount_point, .path = path};
+    r.unified.emplace();
+    r.unified->mount = u->mount_point;
+    r.unified->path = path;
   }
   return r;
 }
 
 nlohmann::json dir_to_json(const CgroupDir& d) {
-  return {{"controllers", d.controllers}, {"mount", d.mount}, {"path", d.path}, {"created", d.created}};
+  return {
+      {"controllers", d.controllers}, {"mount", d.mount}, {"path", d.path}, {"created", d.created}};
 }
 
 CgroupDir dir_from_json(const nlohmann::json& j) {
   CgroupDir d;
   try {
-    d.controllers = j.value("controllers", std::vector<std::string>{});
+    auto list = [&](const char* key) {
+      return j.contains(key) && !j[key].is_null() ? j[key].get<std::vector<std::string>>()
+                                                  : std::vector<std::string>{};
+    };
+    d.controllers = list("controllers");
     d.mount = j.at("mount").get<std::string>();
     d.path = j.at("path").get<std::string>();
-    d.created = j.value("created", std::vector<std::string>{});
+    d.created = list("created");
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("cgroup state: ") + e.what());
   }
   // A tampered state file must not make destroy() rmdir arbitrary paths.
-  if (d.mount.empty() || d.mount[0] != '/' || !path_is_under(clean_path(d.path), clean_path(d.mount)))
+  if (d.mount.empty() || d.mount[0] != '/' ||
+      !path_is_under(clean_path(d.path), clean_path(d.mount)))
     throw Error("cgroup state: " + d.path + " is not below " + d.mount);
   for (const auto& c : d.created)
-    if (!path_is_under(clean_path(c), clean_path(d.mount)) || clean_path(c) == clean_path(d.mount) ||
-        !path_is_under(clean_path(d.path), clean_path(c)))
+    if (!path_is_under(clean_path(c), clean_path(d.mount)) ||
+        clean_path(c) == clean_path(d.mount) || !path_is_under(clean_path(d.path), clean_path(c)))
       throw Error("cgroup state: created directory " + c + " is not on the way to " + d.path);
   return d;
 }
@@ -318,20 +332,20 @@ const std::vector<oci::DeviceRule>& default_device_rules() {
   static const std::vector<oci::DeviceRule> rules = [] {
     auto rule = [](char type, std::optional<int64_t> major, std::optional<int64_t> minor,
                    const char* access) {
-      return oci::DeviceRule{.allow = true, .type = type, .major = major, .minor = minor,
-                             .access = access};
+      return oci::DeviceRule{
+          .allow = true, .type = type, .major = major, .minor = minor, .access = access};
     };
     return std::vector<oci::DeviceRule>{
         rule('c', std::nullopt, std::nullopt, "m"),  // mknod of any device node
         rule('b', std::nullopt, std::nullopt, "m"),
-        rule('c', 1, 3, "rwm"),              // /dev/null
-        rule('c', 1, 5, "rwm"),              // /dev/zero
-        rule('c', 1, 7, "rwm"),              // /dev/full
-        rule('c', 5, 0, "rwm"),              // /dev/tty
-        rule('c', 1, 8, "rwm"),              // /dev/random
-        rule('c', 1, 9, "rwm"),              // /dev/urandom
-        rule('c', 5, 1, "rwm"),              // /dev/console
-        rule('c', 5, 2, "rwm"),              // /dev/ptmx
+        rule('c', 1, 3, "rwm"),               // /dev/null
+        rule('c', 1, 5, "rwm"),               // /dev/zero
+        rule('c', 1, 7, "rwm"),               // /dev/full
+        rule('c', 5, 0, "rwm"),               // /dev/tty
+        rule('c', 1, 8, "rwm"),               // /dev/random
+        rule('c', 1, 9, "rwm"),               // /dev/urandom
+        rule('c', 5, 1, "rwm"),               // /dev/console
+        rule('c', 5, 2, "rwm"),               // /dev/ptmx
         rule('c', 136, std::nullopt, "rwm"),  // /dev/pts/*
     };
   }();
@@ -385,8 +399,10 @@ std::vector<bpf_insn> device_filter_program(const std::vector<oci::DeviceRule>& 
     const auto& r = rules[i];
     int32_t mask = 0;
     for (char c : r.access.empty() ? std::string("rwm") : r.access)
-      mask |= c == 'r' ? BPF_DEVCG_ACC_READ : c == 'w' ? BPF_DEVCG_ACC_WRITE
-                                                       : c == 'm' ? BPF_DEVCG_ACC_MKNOD : 0;
+      mask |= c == 'r'   ? BPF_DEVCG_ACC_READ
+              : c == 'w' ? BPF_DEVCG_ACC_WRITE
+              : c == 'm' ? BPF_DEVCG_ACC_MKNOD
+                         : 0;
     if (mask == 0) continue;
     const int32_t all = BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE | BPF_DEVCG_ACC_MKNOD;
     std::vector<bpf_insn> conds;  // jumps with off = 0 to be patched to "skip this rule"
@@ -426,7 +442,9 @@ std::vector<bpf_insn> device_filter_program(const std::vector<oci::DeviceRule>& 
 
 namespace {
 
-long bpf(int cmd, bpf_attr* attr) { return ::syscall(SYS_bpf, cmd, attr, sizeof(*attr)); }
+long bpf(int cmd, bpf_attr* attr) {
+  return ::syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
 
 UniqueFd load_device_program(const std::vector<bpf_insn>& prog) {
   static const char kLicense[] = "Apache";
@@ -530,11 +548,17 @@ std::string read_knob(const std::string& path) {
   }
 }
 
-std::string str(int64_t v) { return std::to_string(v); }
-std::string str(uint64_t v) { return std::to_string(v); }
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+std::string str(uint64_t v) {
+  return std::to_string(v);
+}
 
 // The config.json path of a resource field, e.g. linux.resources.memory.limit.
-std::string field(std::string_view rest) { return "linux.resources." + std::string(rest); }
+std::string field(std::string_view rest) {
+  return "linux.resources." + std::string(rest);
+}
 
 std::vector<std::string> words(const std::string& s) {
   std::vector<std::string> out;
@@ -702,7 +726,8 @@ void v1_memory(const CgroupDir& d, const oci::MemoryResources& m, bool updating)
     // Kernels since 5.16 accept and ignore (or reject) kmem limits; that is not worth failing a
     // container for, but anything else is.
     if (!path_exists(f("memory.kmem.limit_in_bytes"))) {
-      log::debug(field("memory.kernel") + ": no memory.kmem.limit_in_bytes on this kernel; ignored");
+      log::debug(field("memory.kernel") +
+                 ": no memory.kmem.limit_in_bytes on this kernel; ignored");
     } else if (int err = write_raw(f("memory.kmem.limit_in_bytes"), str(*m.kernel))) {
       if (err != EOPNOTSUPP && err != EINVAL)
         throw Error(field("memory.kernel") + ": write " + f("memory.kmem.limit_in_bytes") + ": " +
@@ -714,12 +739,14 @@ void v1_memory(const CgroupDir& d, const oci::MemoryResources& m, bool updating)
   }
   if (m.kernel_tcp)
     write_knob(field("memory.kernelTCP"), f("memory.kmem.tcp.limit_in_bytes"), str(*m.kernel_tcp));
-  if (m.swappiness) write_knob(field("memory.swappiness"), f("memory.swappiness"), str(*m.swappiness));
+  if (m.swappiness)
+    write_knob(field("memory.swappiness"), f("memory.swappiness"), str(*m.swappiness));
   if (m.disable_oom_killer)
     write_knob(field("memory.disableOOMKiller"), f("memory.oom_control"),
                *m.disable_oom_killer ? "1" : "0");
   if (m.use_hierarchy)
-    write_knob(field("memory.useHierarchy"), f("memory.use_hierarchy"), *m.use_hierarchy ? "1" : "0");
+    write_knob(field("memory.useHierarchy"), f("memory.use_hierarchy"),
+               *m.use_hierarchy ? "1" : "0");
 }
 
 void v1_cpu(const CgroupDir& d, const oci::CpuResources& c) {
@@ -740,8 +767,8 @@ void v1_cpu(const CgroupDir& d, const oci::CpuResources& c) {
     if (err == EINVAL && set_nonzero(c.quota))
       period_pending = true;
     else if (err)
-      throw Error(field("cpu.period") + ": write " + f("cpu.cfs_period_us") + ": " + errno_text(err),
-                  err);
+      throw Error(
+          field("cpu.period") + ": write " + f("cpu.cfs_period_us") + ": " + errno_text(err), err);
   }
   if (set_nonzero(c.quota)) write_knob(field("cpu.quota"), f("cpu.cfs_quota_us"), str(*c.quota));
   if (period_pending) write_knob(field("cpu.period"), f("cpu.cfs_period_us"), str(*c.period));
@@ -774,7 +801,9 @@ void v1_cpuset(const CgroupDir& d, const oci::CpuResources& c) {
   if (!c.mems.empty()) write_knob(field("cpu.mems"), d.path + "/cpuset.mems", c.mems);
 }
 
-std::string pids_max(int64_t limit) { return limit > 0 ? str(limit) : "max"; }
+std::string pids_max(int64_t limit) {
+  return limit > 0 ? str(limit) : "max";
+}
 
 void v1_blkio(const CgroupDir& d, const oci::BlockIoResources& b) {
   // The knob depends on the I/O scheduler (CFQ: blkio.weight, BFQ: blkio.bfq.weight); a
@@ -789,10 +818,12 @@ void v1_blkio(const CgroupDir& d, const oci::BlockIoResources& b) {
                 ENOENT);
   };
   if (b.weight)
-    write_knob(field("blockIO.weight"), pick(field("blockIO.weight"), {"blkio.weight", "blkio.bfq.weight"}),
+    write_knob(field("blockIO.weight"),
+               pick(field("blockIO.weight"), {"blkio.weight", "blkio.bfq.weight"}),
                str(uint64_t{*b.weight}));
   if (b.leaf_weight)
-    write_knob(field("blockIO.leafWeight"), pick(field("blockIO.leafWeight"), {"blkio.leaf_weight"}),
+    write_knob(field("blockIO.leafWeight"),
+               pick(field("blockIO.leafWeight"), {"blkio.leaf_weight"}),
                str(uint64_t{*b.leaf_weight}));
   for (size_t i = 0; i < b.weight_device.size(); ++i) {
     const auto& wd = b.weight_device[i];
@@ -802,12 +833,15 @@ void v1_blkio(const CgroupDir& d, const oci::BlockIoResources& b) {
       write_knob(fld, pick(fld, {"blkio.weight_device", "blkio.bfq.weight_device"}),
                  dev + str(uint64_t{*wd.weight}));
     if (wd.leaf_weight)
-      write_knob(fld, pick(fld, {"blkio.leaf_weight_device"}), dev + str(uint64_t{*wd.leaf_weight}));
+      write_knob(fld, pick(fld, {"blkio.leaf_weight_device"}),
+                 dev + str(uint64_t{*wd.leaf_weight}));
   }
-  auto throttle = [&](const char* name, const char* file, const std::vector<oci::ThrottleDevice>& v) {
+  auto throttle = [&](const char* name, const char* file,
+                      const std::vector<oci::ThrottleDevice>& v) {
     for (size_t i = 0; i < v.size(); ++i) {
       std::string fld = field(std::string("blockIO.") + name + "[" + std::to_string(i) + "]");
-      write_knob(fld, pick(fld, {file}), str(v[i].major) + ":" + str(v[i].minor) + " " + str(v[i].rate));
+      write_knob(fld, pick(fld, {file}),
+                 str(v[i].major) + ":" + str(v[i].minor) + " " + str(v[i].rate));
     }
   };
   throttle("throttleReadBpsDevice", "blkio.throttle.read_bps_device", b.throttle_read_bps);
@@ -865,15 +899,16 @@ void v2_memory(const CgroupDir& d, const oci::MemoryResources& m, bool updating)
       // No swap accounting: "max" and 0 mean nothing to enforce, so they are not errors.
       int err = write_raw(f("memory.swap.max"), val(swap));
       if (err && !(err == ENOENT && (swap == -1 || swap == 0)))
-        throw Error(field("memory.swap") + ": write " + f("memory.swap.max") + ": " + errno_text(err),
-                    err);
+        throw Error(
+            field("memory.swap") + ": write " + f("memory.swap.max") + ": " + errno_text(err), err);
     }
   }
   if (m.limit) write_knob(field("memory.limit"), f("memory.max"), val(*m.limit));
   if (m.reservation) write_knob(field("memory.reservation"), f("memory.low"), val(*m.reservation));
   if (m.kernel || m.kernel_tcp || m.swappiness || m.disable_oom_killer)
-    log::debug("linux.resources.memory: kernel, kernelTCP, swappiness and disableOOMKiller have no "
-               "cgroup v2 equivalent; ignored");
+    log::debug(
+        "linux.resources.memory: kernel, kernelTCP, swappiness and disableOOMKiller have no "
+        "cgroup v2 equivalent; ignored");
 }
 
 void v2_cpu(const CgroupDir& d, const oci::CpuResources& c) {
@@ -979,8 +1014,9 @@ void v2_freeze(const std::string& dir, bool freeze) {
   const char* verb = freeze ? "freeze" : "thaw";
   write_knob(verb, dir + "/cgroup.freeze", freeze ? "1" : "0");
   try {
-    wait_until(std::string(verb) + " " + dir,
-               [&] { return v2_events_flag(dir, "frozen", freeze); }, std::chrono::seconds(2));
+    wait_until(
+        std::string(verb) + " " + dir, [&] { return v2_events_flag(dir, "frozen", freeze); },
+        std::chrono::seconds(2));
   } catch (const Error&) {
     if (freeze) write_raw(dir + "/cgroup.freeze", "0");
     throw;
@@ -1131,9 +1167,9 @@ class CgroupfsManager : public CgroupManager {
       if (m.kernel_tcp)
         need_v1_file("memory", field("memory.kernelTCP"), "memory.kmem.tcp.limit_in_bytes");
       if (m.swappiness && *m.swappiness > 100)
-        throw Error(field("memory.swappiness") + ": " + str(*m.swappiness) +
-                        " is out of range (0 to 100)",
-                    EINVAL);
+        throw Error(
+            field("memory.swappiness") + ": " + str(*m.swappiness) + " is out of range (0 to 100)",
+            EINVAL);
     }
     if (res.cpu) {
       const auto& c = *res.cpu;
@@ -1156,7 +1192,8 @@ class CgroupfsManager : public CgroupManager {
       throttle("throttleReadBpsDevice", "blkio.throttle.read_bps_device", b.throttle_read_bps);
       throttle("throttleWriteBpsDevice", "blkio.throttle.write_bps_device", b.throttle_write_bps);
       throttle("throttleReadIOPSDevice", "blkio.throttle.read_iops_device", b.throttle_read_iops);
-      throttle("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device", b.throttle_write_iops);
+      throttle("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device",
+               b.throttle_write_iops);
     }
     if (!res.hugepage_limits.empty()) {
       if (!v1_dir("hugetlb") && !hugetlb_in_unified)
@@ -1253,7 +1290,8 @@ class CgroupfsManager : public CgroupManager {
       if (fz && ours(*fz)) write_raw(fz->path + "/freezer.state", "THAWED");
     }
     try {
-      wait_until("wait for cgroup to empty", [&] { return pids().empty(); }, std::chrono::seconds(1));
+      wait_until(
+          "wait for cgroup to empty", [&] { return pids().empty(); }, std::chrono::seconds(1));
     } catch (const Error& e) {
       log::debug(e.what());
     }
@@ -1352,8 +1390,9 @@ class V2Manager final : public CgroupfsManager {
           c.idle)
         need("cpu", field("cpu"));
       if (set_nonzero(c.realtime_period) || set_nonzero(c.realtime_runtime))
-        throw Error(field("cpu.realtimeRuntime") + ": real-time limits are not supported on cgroup v2",
-                    ENOTSUP);
+        throw Error(
+            field("cpu.realtimeRuntime") + ": real-time limits are not supported on cgroup v2",
+            ENOTSUP);
       if (!c.cpus.empty() || !c.mems.empty()) need("cpuset", field("cpu.cpus"));
     }
     if (res.pids_limit) need("pids", field("pids"));
@@ -1386,11 +1425,13 @@ class V2Manager final : public CgroupfsManager {
     if (res.memory) v2_memory(d, *res.memory, updating);
     if (res.cpu) {
       if (set_nonzero(res.cpu->realtime_period) || set_nonzero(res.cpu->realtime_runtime))
-        throw Error(field("cpu.realtimeRuntime") + ": real-time limits are not supported on cgroup v2",
-                    ENOTSUP);
+        throw Error(
+            field("cpu.realtimeRuntime") + ": real-time limits are not supported on cgroup v2",
+            ENOTSUP);
       v2_cpu(d, *res.cpu);
     }
-    if (res.pids_limit) write_knob(field("pids.limit"), d.path + "/pids.max", pids_max(*res.pids_limit));
+    if (res.pids_limit)
+      write_knob(field("pids.limit"), d.path + "/pids.max", pids_max(*res.pids_limit));
     if (res.block_io) {
       if (res.block_io->leaf_weight)
         throw Error(field("blockIO.leafWeight") + ": not supported on cgroup v2", ENOTSUP);
@@ -1455,7 +1496,8 @@ std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_
   CgroupLayout layout = detect_cgroup_layout(root);
   auto mounts = parse_cgroup_mounts(read_file("/proc/self/mountinfo"), root);
   auto own = parse_proc_cgroup(read_file("/proc/self/cgroup"));
-  auto dirs = resolve_cgroup_dirs(layout, mounts, own, inner_path(cgroups_path, container_id), root);
+  auto dirs =
+      resolve_cgroup_dirs(layout, mounts, own, inner_path(cgroups_path, container_id), root);
   return make_manager(layout, std::move(dirs.v1), std::move(dirs.unified));
 }
 

@@ -91,8 +91,7 @@ std::vector<std::string> host_hugepage_names(const std::string& dir = "/sys/kern
 std::vector<bpf_insn> device_filter_program(const std::vector<oci::DeviceRule>& rules);
 // Loads the program for rules and attaches it to the cgroup2 directory (BPF_F_ALLOW_MULTI),
 // then detaches programs this directory had before. Throws racker::Error.
-void attach_device_filter(const std::string& cgroup_dir,
-                          const std::vector<oci::DeviceRule>& rules);
+void attach_device_filter(const std::string& cgroup_dir, const std::vector<oci::DeviceRule>& rules);
 
 // strerror, lower-cased to match the project's messages.
 std::string errno_text(int err);

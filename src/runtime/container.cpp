@@ -38,10 +38,14 @@ struct NsInfo {
 };
 // Order matters when joining: user first, mount last (it changes what paths mean).
 constexpr NsInfo kNamespaces[] = {
-    {"user", "user", CLONE_NEWUSER}, {"ipc", "ipc", CLONE_NEWIPC},
-    {"uts", "uts", CLONE_NEWUTS},    {"network", "net", CLONE_NEWNET},
-    {"pid", "pid", CLONE_NEWPID},    {"cgroup", "cgroup", CLONE_NEWCGROUP},
-    {"time", "time", 0x80 /* CLONE_NEWTIME */}, {"mount", "mnt", CLONE_NEWNS},
+    {"user", "user", CLONE_NEWUSER},
+    {"ipc", "ipc", CLONE_NEWIPC},
+    {"uts", "uts", CLONE_NEWUTS},
+    {"network", "net", CLONE_NEWNET},
+    {"pid", "pid", CLONE_NEWPID},
+    {"cgroup", "cgroup", CLONE_NEWCGROUP},
+    {"time", "time", 0x80 /* CLONE_NEWTIME */},
+    {"mount", "mnt", CLONE_NEWNS},
 };
 
 oci::State make_state(const std::string& id, const std::string& status, pid_t pid,
@@ -55,7 +59,9 @@ oci::State make_state(const std::string& id, const std::string& status, pid_t pi
   return s;
 }
 
-std::string state_json(const oci::State& s) { return oci::to_json(s).dump(); }
+std::string state_json(const oci::State& s) {
+  return oci::to_json(s).dump();
+}
 
 void write_mappings(pid_t pid, const char* file, const std::vector<oci::IdMapping>& maps) {
   std::string text;
@@ -65,7 +71,9 @@ void write_mappings(pid_t pid, const char* file, const std::vector<oci::IdMappin
   write_file("/proc/" + std::to_string(pid) + "/" + file, text);
 }
 
-int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int open_pidfd(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Waits up to timeout_ms for pid to die (any parent). True if it is gone.
 bool wait_gone(pid_t pid, unsigned long long start_time, int timeout_ms) {
@@ -85,7 +93,9 @@ void write_pid_file(const std::string& path, pid_t pid) {
 
 }  // namespace
 
-int wait_child_forwarding(pid_t child) { return wait_forwarding(child, child); }
+int wait_child_forwarding(pid_t child) {
+  return wait_forwarding(child, child);
+}
 
 // Waits for our child pid, forwarding the usual termination signals to `target`.
 // Returns the exit status with 128+N for a signal.
@@ -127,14 +137,14 @@ int parse_signal(const std::string& s) {
   for (auto& c : name) c = static_cast<char>(toupper(c));
   if (name.starts_with("SIG")) name = name.substr(3);
   static const std::pair<const char*, int> kSigs[] = {
-      {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-      {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},   {"IOT", SIGIOT},   {"BUS", SIGBUS},
-      {"FPE", SIGFPE},   {"KILL", SIGKILL},   {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},
-      {"USR2", SIGUSR2}, {"PIPE", SIGPIPE},   {"ALRM", SIGALRM}, {"TERM", SIGTERM},
-      {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"STOP", SIGSTOP},
-      {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},   {"TTOU", SIGTTOU}, {"URG", SIGURG},
-      {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},   {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
-      {"WINCH", SIGWINCH}, {"IO", SIGIO},     {"POLL", SIGPOLL}, {"PWR", SIGPWR},
+      {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},     {"ILL", SIGILL},
+      {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"IOT", SIGIOT},       {"BUS", SIGBUS},
+      {"FPE", SIGFPE},       {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},
+      {"USR2", SIGUSR2},     {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},
+      {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},
+      {"TSTP", SIGTSTP},     {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},
+      {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+      {"WINCH", SIGWINCH},   {"IO", SIGIO},     {"POLL", SIGPOLL},     {"PWR", SIGPWR},
       {"SYS", SIGSYS}};
   for (auto& [n, v] : kSigs)
     if (name == n) return v;
@@ -181,8 +191,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
                                            bool foreground) {
   validate_id(id);
   char bundle_buf[PATH_MAX];
-  if (!::realpath(opts.bundle.c_str(), bundle_buf))
-    throw_errno("bundle \"" + opts.bundle + "\"");
+  if (!::realpath(opts.bundle.c_str(), bundle_buf)) throw_errno("bundle \"" + opts.bundle + "\"");
   std::string bundle = bundle_buf;
   std::string config_text;
   {
@@ -200,8 +209,14 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
 
   std::unique_ptr<CgroupManager> cgroup =
       CgroupManager::create(spec.linux_ ? spec.linux_->cgroups_path : "", id);
-  const oci::Resources* resources =
-      spec.linux_ && spec.linux_->resources ? &*spec.linux_->resources : nullptr;
+  std::optional<oci::Resources> res_with_devices;
+  if (spec.linux_ && spec.linux_->resources) {
+    // the devices the spec creates must stay usable under the device controller
+    res_with_devices = *spec.linux_->resources;
+    for (auto& rule : device_rules_for(spec.linux_->devices))
+      res_with_devices->devices.push_back(rule);
+  }
+  const oci::Resources* resources = res_with_devices ? &*res_with_devices : nullptr;
   if (resources) cgroup->validate(*resources);
 
   // Namespaces: which to create in clone(), which to join, which to unshare later.
@@ -258,7 +273,11 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   bool applied_cgroup = false;
   try {
     write_file_atomic(dir + "/config.json", config_text, 0600);
-    if (::mkfifo((dir + "/exec.fifo").c_str(), 0600) != 0) throw_errno("mkfifo exec.fifo");
+    // the init opens it after switching to the container's user: writable by anyone, the
+    // state dir (0711) keeps others from finding it
+    std::string fifo = dir + "/exec.fifo";
+    if (::mkfifo(fifo.c_str(), 0622) != 0 || ::chmod(fifo.c_str(), 0622) != 0)
+      throw_errno("mkfifo exec.fifo");
     UniqueFd dirfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!dirfd) throw_errno("open " + dir);
     ctx.state_dir_fd = dirfd.get();
@@ -269,7 +288,8 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
         console_conn = connect_unix(opts.console_socket);
       } else {
         int sp[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+          throw_errno("socketpair");
         console_local.reset(sp[0]);
         console_conn.reset(sp[1]);
       }
@@ -287,9 +307,8 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
       own_pid_ns.reset(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
       if (::setns(pid_ns_join.get(), CLONE_NEWPID) != 0) throw_errno("join pid namespace");
     }
-    pid = static_cast<pid_t>(
-        ::syscall(SYS_clone, static_cast<unsigned long>(clone_flags) | SIGCHLD, nullptr, nullptr,
-                  nullptr, 0));
+    pid = static_cast<pid_t>(::syscall(SYS_clone, static_cast<unsigned long>(clone_flags) | SIGCHLD,
+                                       nullptr, nullptr, nullptr, 0));
     if (pid == 0) {
       parent_sock.reset();
       container_init(ctx);
@@ -388,8 +407,7 @@ void Runtime::start(const std::string& id) {
   auto rec = load(id);
   auto status = status_of(rec);
   if (status != "created")
-    throw Error("cannot start container \"" + id + "\": it is " + status + ", not created",
-                EINVAL);
+    throw Error("cannot start container \"" + id + "\": it is " + status + ", not created", EINVAL);
   release_init(id, rec);
   auto spec_text = read_file_if_exists(store_.dir(id) + "/config.json");
   if (spec_text) {
@@ -450,8 +468,8 @@ std::vector<ContainerInfo> Runtime::list() const {
       info.state = make_state(id, "creating", 0, "", {});
     } else {
       auto status = status_of(*rec);
-      info.state = make_state(id, status, status == "stopped" ? 0 : rec->pid, rec->bundle,
-                              rec->annotations);
+      info.state =
+          make_state(id, status, status == "stopped" ? 0 : rec->pid, rec->bundle, rec->annotations);
       info.rootfs = rec->rootfs;
       info.created = rec->created;
       info.owner = rec->owner;

@@ -34,9 +34,9 @@ struct NsFile {
   int flag;
 };
 constexpr NsFile kJoinOrder[] = {
-    {"user", "user", CLONE_NEWUSER}, {"ipc", "ipc", CLONE_NEWIPC},   {"uts", "uts", CLONE_NEWUTS},
-    {"network", "net", CLONE_NEWNET}, {"cgroup", "cgroup", CLONE_NEWCGROUP},
-    {"mount", "mnt", CLONE_NEWNS},
+    {"user", "user", CLONE_NEWUSER},       {"ipc", "ipc", CLONE_NEWIPC},
+    {"uts", "uts", CLONE_NEWUTS},          {"network", "net", CLONE_NEWNET},
+    {"cgroup", "cgroup", CLONE_NEWCGROUP}, {"mount", "mnt", CLONE_NEWNS},
 };
 
 oci::Process build_process(const oci::Spec& spec, const ExecOptions& o) {
@@ -81,9 +81,9 @@ oci::Process build_process(const oci::Spec& spec, const ExecOptions& o) {
     auto cap = oci::capability_from_name(name);
     if (!cap) throw Error("unknown capability \"" + name + "\"", EINVAL);
     if (!p.capabilities) p.capabilities = oci::Capabilities{};
-    for (auto* set : {&p.capabilities->bounding, &p.capabilities->effective,
-                      &p.capabilities->permitted, &p.capabilities->inheritable,
-                      &p.capabilities->ambient}) {
+    for (auto* set :
+         {&p.capabilities->bounding, &p.capabilities->effective, &p.capabilities->permitted,
+          &p.capabilities->inheritable, &p.capabilities->ambient}) {
       if (!*set) *set = std::vector<int>{};
       (*set)->push_back(*cap);
     }
@@ -112,7 +112,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   bool in_user_ns = false;
   auto same_as_ours = [](const std::string& theirs, const char* name) {
     struct stat a, b;
-    return ::stat(theirs.c_str(), &a) == 0 && ::stat(("/proc/self/ns/" + std::string(name)).c_str(), &b) == 0 &&
+    return ::stat(theirs.c_str(), &a) == 0 &&
+           ::stat(("/proc/self/ns/" + std::string(name)).c_str(), &b) == 0 &&
            a.st_ino == b.st_ino && a.st_dev == b.st_dev;
   };
   for (auto& ns : kJoinOrder) {
@@ -144,7 +145,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
   UniqueFd parent_sock(sp[0]), child_sock(sp[1]);
-  std::string state = oci::to_json(oci::State{"1.2.0", id, status, rec.pid, rec.bundle, rec.annotations}).dump();
+  std::string state =
+      oci::to_json(oci::State{"1.2.0", id, status, rec.pid, rec.bundle, rec.annotations}).dump();
 
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -157,7 +159,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
         if (::setns(fd.get(), flag) != 0) throw_errno("join namespace");
       for (auto& [fd, flag] : joins) fd.reset();
       if (in_user_ns) {
-        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("setuid 0 in user namespace");
+        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)
+          throw_errno("setuid 0 in user namespace");
       }
       if (joins.empty() || joins.back().second != CLONE_NEWNS) {
         // same mount namespace as the host: at least enter the container's root
@@ -188,6 +191,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
       }
       ProcessSetup setup{&proc, seccomp ? &*seccomp : nullptr, o.preserve_fds, {}, state};
       finish_process_setup(setup);
+      install_late_seccomp(setup);
       exec_process(proc);
     } catch (const std::exception& e) {
       int err = 0;
@@ -205,7 +209,8 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     if (!rec.cgroup.is_null()) CgroupManager::load(rec.cgroup)->add_process(pid);
     sync_send(parent_sock.get(), SyncType::go);
     SyncMessage m;
-    if (sync_recv(parent_sock.get(), &m) && m.type == SyncType::error) throw Error(sync_text(m), m.err);
+    if (sync_recv(parent_sock.get(), &m) && m.type == SyncType::error)
+      throw Error(sync_text(m), m.err);
   } catch (const Error&) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);

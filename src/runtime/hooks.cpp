@@ -20,7 +20,8 @@ void run_hook(const oci::Hook& hook, const std::string& state_json) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe");
   UniqueFd rd(p[0]), wr(p[1]);
-  std::vector<std::string> args = hook.args.empty() ? std::vector<std::string>{hook.path} : hook.args;
+  std::vector<std::string> args =
+      hook.args.empty() ? std::vector<std::string>{hook.path} : hook.args;
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -58,7 +59,8 @@ void run_hook(const oci::Hook& hook, const std::string& state_json) {
   if (WIFEXITED(status))
     throw Error("hook " + hook.path + " exited with status " + std::to_string(WEXITSTATUS(status)),
                 ECHILD);
-  throw Error("hook " + hook.path + " killed by signal " + std::to_string(WTERMSIG(status)), ECHILD);
+  throw Error("hook " + hook.path + " killed by signal " + std::to_string(WTERMSIG(status)),
+              ECHILD);
 }
 
 void run_hooks(const std::vector<oci::Hook>& hooks, const std::string& kind,

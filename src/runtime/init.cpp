@@ -83,7 +83,8 @@ void setup_terminal(const InitContext& ctx) {
     ::ioctl(slave.get(), TIOCSWINSZ, &ws);
   }
   if (ctx.has_mount_ns) setup_console(slave_path);
-  if (!send_fd(ctx.console_fd, m.get(), "console")) throw_errno("send pty master to console socket");
+  if (!send_fd(ctx.console_fd, m.get(), "console"))
+    throw_errno("send pty master to console socket");
   ::close(ctx.console_fd);
   ::setsid();
   if (::ioctl(slave.get(), TIOCSCTTY, 0) != 0) throw_errno("set controlling terminal");
@@ -94,10 +95,12 @@ void setup_terminal(const InitContext& ctx) {
 void verify_cwd() {
   char buf[4096];
   if (::getcwd(buf, sizeof buf) == nullptr) {
-    if (errno == ENOENT) throw Error("current working directory is outside of the container root", EPERM);
+    if (errno == ENOENT)
+      throw Error("current working directory is outside of the container root", EPERM);
     return;  // e.g. blocked by seccomp: nothing we can check
   }
-  if (buf[0] != '/') throw Error("current working directory is outside of the container root", EPERM);
+  if (buf[0] != '/')
+    throw Error("current working directory is outside of the container root", EPERM);
 }
 
 }  // namespace
@@ -107,8 +110,7 @@ std::string find_executable(const oci::Process& process) {
   const std::string& name = process.args[0];
   if (name.find('/') != std::string::npos) {
     struct stat st;
-    if (::stat(name.c_str(), &st) != 0)
-      throw_errno("exec: \"" + name + "\": stat " + name);
+    if (::stat(name.c_str(), &st) != 0) throw_errno("exec: \"" + name + "\": stat " + name);
     return name;
   }
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -160,10 +162,16 @@ void finish_process_setup(const ProcessSetup& s) {
   }
   ::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
   if (p.user.umask) ::umask(*p.user.umask);
-  if (s.seccomp && p.no_new_privileges) {
-    listener = install_seccomp(*s.seccomp);
-    if (listener < 0) throw_errno("install seccomp filter", -listener);
+  if (listener > 0 && s.seccomp->wants_listener) {
+    send_seccomp_listener(listener, s.seccomp->listener_path, s.state_json);
+    ::close(listener);
   }
+}
+
+void install_late_seccomp(const ProcessSetup& s) {
+  if (!s.seccomp || !s.process->no_new_privileges) return;
+  int listener = install_seccomp(*s.seccomp);
+  if (listener < 0) throw_errno("install seccomp filter", -listener);
   if (listener > 0 && s.seccomp->wants_listener) {
     send_seccomp_listener(listener, s.seccomp->listener_path, s.state_json);
     ::close(listener);
@@ -212,8 +220,8 @@ void container_init(const InitContext& ctx) {
     if (!spec.domainname.empty())
       check(::setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
 
-    RootfsPlan plan{&spec, ctx.rootfs, ctx.no_pivot, ctx.in_user_ns, ctx.new_cgroup_ns,
-                    proc.terminal};
+    RootfsPlan plan{&spec,          ctx.rootfs,        ctx.no_pivot,
+                    ctx.in_user_ns, ctx.new_cgroup_ns, proc.terminal};
     if (ctx.has_mount_ns) prepare_rootfs(plan);
 
     sync_send(ctx.sync_fd, SyncType::run_hooks);
@@ -247,6 +255,11 @@ void container_init(const InitContext& ctx) {
                       "\" requested but AppArmor is not enabled on this host",
                   EINVAL);
 
+    // user, capabilities, no_new_privs, fd hygiene: done before reporting ready so that
+    // `create` fails (not the detached init) when any of it cannot be granted
+    ProcessSetup setup{&proc, ctx.seccomp, ctx.preserve_fds, {}, state_json};
+    finish_process_setup(setup);
+
     sync_send(ctx.sync_fd, SyncType::ready);
     ready_sent = true;
     ::close(ctx.sync_fd);
@@ -258,8 +271,7 @@ void container_init(const InitContext& ctx) {
     ::close(ctx.state_dir_fd);
     run_hooks(spec.hooks.start_container, "startContainer", state_json);
 
-    ProcessSetup setup{&proc, ctx.seccomp, ctx.preserve_fds, {}, state_json};
-    finish_process_setup(setup);
+    install_late_seccomp(setup);
     exec_process(proc);
   } catch (const std::exception& e) {
     if (!ready_sent) {

@@ -51,7 +51,10 @@ struct ProcessSetup {
   std::vector<int> keep_fds;  // fds to keep open across the final close (besides preserved)
   std::string state_json;
 };
+// Everything but a seccomp filter that needs no_new_privs (that one must be the very last
+// step before execve: install_late_seccomp).
 void finish_process_setup(const ProcessSetup& setup);
+void install_late_seccomp(const ProcessSetup& setup);
 [[noreturn]] void exec_process(const oci::Process& process);
 // Resolves args[0] against PATH of the process env; throws racker::Error if not found.
 std::string find_executable(const oci::Process& process);

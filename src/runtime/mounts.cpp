@@ -29,19 +29,32 @@ struct FlagOpt {
 };
 
 constexpr FlagOpt kFlags[] = {
-    {"defaults", false, 0},         {"ro", false, MS_RDONLY},
-    {"rw", true, MS_RDONLY},        {"suid", true, MS_NOSUID},
-    {"nosuid", false, MS_NOSUID},   {"dev", true, MS_NODEV},
-    {"nodev", false, MS_NODEV},     {"exec", true, MS_NOEXEC},
-    {"noexec", false, MS_NOEXEC},   {"sync", false, MS_SYNCHRONOUS},
-    {"async", true, MS_SYNCHRONOUS}, {"dirsync", false, MS_DIRSYNC},
-    {"remount", false, MS_REMOUNT}, {"mand", false, MS_MANDLOCK},
-    {"nomand", true, MS_MANDLOCK},  {"atime", true, MS_NOATIME},
-    {"noatime", false, MS_NOATIME}, {"diratime", true, MS_NODIRATIME},
-    {"nodiratime", false, MS_NODIRATIME}, {"relatime", false, MS_RELATIME},
-    {"norelatime", true, MS_RELATIME}, {"strictatime", false, MS_STRICTATIME},
-    {"nostrictatime", true, MS_STRICTATIME}, {"lazytime", false, MS_LAZYTIME},
-    {"nolazytime", true, MS_LAZYTIME}, {"silent", false, MS_SILENT},
+    {"defaults", false, 0},
+    {"ro", false, MS_RDONLY},
+    {"rw", true, MS_RDONLY},
+    {"suid", true, MS_NOSUID},
+    {"nosuid", false, MS_NOSUID},
+    {"dev", true, MS_NODEV},
+    {"nodev", false, MS_NODEV},
+    {"exec", true, MS_NOEXEC},
+    {"noexec", false, MS_NOEXEC},
+    {"sync", false, MS_SYNCHRONOUS},
+    {"async", true, MS_SYNCHRONOUS},
+    {"dirsync", false, MS_DIRSYNC},
+    {"remount", false, MS_REMOUNT},
+    {"mand", false, MS_MANDLOCK},
+    {"nomand", true, MS_MANDLOCK},
+    {"atime", true, MS_NOATIME},
+    {"noatime", false, MS_NOATIME},
+    {"diratime", true, MS_NODIRATIME},
+    {"nodiratime", false, MS_NODIRATIME},
+    {"relatime", false, MS_RELATIME},
+    {"norelatime", true, MS_RELATIME},
+    {"strictatime", false, MS_STRICTATIME},
+    {"nostrictatime", true, MS_STRICTATIME},
+    {"lazytime", false, MS_LAZYTIME},
+    {"nolazytime", true, MS_LAZYTIME},
+    {"silent", false, MS_SILENT},
     {"loud", true, MS_SILENT},
 };
 
@@ -64,13 +77,20 @@ struct AttrOpt {
 };
 
 constexpr AttrOpt kAttrs[] = {
-    {"rro", false, MOUNT_ATTR_RDONLY},         {"rrw", true, MOUNT_ATTR_RDONLY},
-    {"rnosuid", false, MOUNT_ATTR_NOSUID},     {"rsuid", true, MOUNT_ATTR_NOSUID},
-    {"rnodev", false, MOUNT_ATTR_NODEV},       {"rdev", true, MOUNT_ATTR_NODEV},
-    {"rnoexec", false, MOUNT_ATTR_NOEXEC},     {"rexec", true, MOUNT_ATTR_NOEXEC},
-    {"rnodiratime", false, MOUNT_ATTR_NODIRATIME}, {"rdiratime", true, MOUNT_ATTR_NODIRATIME},
-    {"rnoatime", false, MOUNT_ATTR_NOATIME},   {"ratime", true, MOUNT_ATTR_NOATIME},
-    {"rrelatime", false, MOUNT_ATTR_RELATIME}, {"rnorelatime", true, MOUNT_ATTR_RELATIME},
+    {"rro", false, MOUNT_ATTR_RDONLY},
+    {"rrw", true, MOUNT_ATTR_RDONLY},
+    {"rnosuid", false, MOUNT_ATTR_NOSUID},
+    {"rsuid", true, MOUNT_ATTR_NOSUID},
+    {"rnodev", false, MOUNT_ATTR_NODEV},
+    {"rdev", true, MOUNT_ATTR_NODEV},
+    {"rnoexec", false, MOUNT_ATTR_NOEXEC},
+    {"rexec", true, MOUNT_ATTR_NOEXEC},
+    {"rnodiratime", false, MOUNT_ATTR_NODIRATIME},
+    {"rdiratime", true, MOUNT_ATTR_NODIRATIME},
+    {"rnoatime", false, MOUNT_ATTR_NOATIME},
+    {"ratime", true, MOUNT_ATTR_NOATIME},
+    {"rrelatime", false, MOUNT_ATTR_RELATIME},
+    {"rnorelatime", true, MOUNT_ATTR_RELATIME},
     {"rstrictatime", false, MOUNT_ATTR_STRICTATIME},
     {"rnostrictatime", true, MOUNT_ATTR_STRICTATIME},
 };
@@ -86,8 +106,8 @@ bool known_bare_data(const std::string& type, const std::string& opt) {
   return true;  // other filesystems (overlay, nfs, fuse...) know their own options
 }
 
-int do_mount(const std::string& src, const std::string& dst, const char* type,
-             unsigned long flags, const std::string& data) {
+int do_mount(const std::string& src, const std::string& dst, const char* type, unsigned long flags,
+             const std::string& data) {
   return ::mount(src.empty() ? nullptr : src.c_str(), dst.c_str(), type, flags,
                  data.empty() ? nullptr : data.c_str());
 }
@@ -184,13 +204,15 @@ std::vector<CgroupHierarchy> host_cgroups() {
 void mount_cgroups(const RootfsPlan& plan, const std::string& dest, const MountOptions& o) {
   auto hier = host_cgroups();
   unsigned long ro = o.flags & MS_RDONLY;
-  bool only_v2 = hier.size() == 1 && hier[0].fstype == "cgroup2" && hier[0].mountpoint == "/sys/fs/cgroup";
+  bool only_v2 =
+      hier.size() == 1 && hier[0].fstype == "cgroup2" && hier[0].mountpoint == "/sys/fs/cgroup";
   if (only_v2) {
     if (plan.new_cgroup_ns) {
       must_mount("cgroup2", dest, "cgroup2", o.flags, "");
     } else {
       must_mount(join_under(hier[0].mountpoint, hier[0].path), dest, nullptr, MS_BIND | MS_REC, "");
-      if (ro) must_mount("", dest, nullptr, MS_BIND | MS_REMOUNT | o.flags | locked_flags(dest), "");
+      if (ro)
+        must_mount("", dest, nullptr, MS_BIND | MS_REMOUNT | o.flags | locked_flags(dest), "");
     }
     return;
   }
@@ -219,7 +241,9 @@ void mount_cgroups(const RootfsPlan& plan, const std::string& dest, const MountO
       }
     }
   }
-  if (ro) must_mount("", dest, nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755");
+  if (ro)
+    must_mount("", dest, nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               "mode=755");
 }
 
 void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
@@ -275,8 +299,8 @@ void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
       struct mount_attr attr {};
       attr.attr_set = o.attr_set;
       attr.attr_clr = o.attr_clr;
-      if (::syscall(SYS_mount_setattr, AT_FDCWD, dest.c_str(), AT_RECURSIVE, &attr,
-                    sizeof attr) != 0)
+      if (::syscall(SYS_mount_setattr, AT_FDCWD, dest.c_str(), AT_RECURSIVE, &attr, sizeof attr) !=
+          0)
         throw_errno("mount_setattr " + m.destination);
     }
   } catch (const Error& e) {
@@ -289,7 +313,7 @@ struct DefaultDev {
   unsigned major, minor;
 };
 constexpr DefaultDev kDefaultDevices[] = {
-    {"/dev/null", 1, 3},    {"/dev/zero", 1, 5}, {"/dev/full", 1, 7},
+    {"/dev/null", 1, 3},   {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
     {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
 };
 
@@ -305,8 +329,7 @@ void make_device(const RootfsPlan& plan, const std::string& path, char type, uns
   }
   mode_t kind = type == 'b' ? S_IFBLK : type == 'p' ? S_IFIFO : S_IFCHR;
   ::unlink(dest.c_str());
-  if (::mknod(dest.c_str(), kind | perm, makedev(major, minor)) != 0)
-    throw_errno("mknod " + path);
+  if (::mknod(dest.c_str(), kind | perm, makedev(major, minor)) != 0) throw_errno("mknod " + path);
   if (::chmod(dest.c_str(), perm) != 0) throw_errno("chmod " + path);
   if (::chown(dest.c_str(), uid, gid) != 0) throw_errno("chown " + path);
 }
@@ -497,8 +520,11 @@ std::string secure_join(const std::string& root, const std::string& path) {
 void prepare_rootfs(const RootfsPlan& plan) {
   const auto& spec = *plan.spec;
   unsigned long prop = MS_SLAVE | MS_REC;
-  if (spec.linux_ && !spec.linux_->rootfs_propagation.empty())
+  if (spec.linux_ && !spec.linux_->rootfs_propagation.empty()) {
     prop = propagation_flags(spec.linux_->rootfs_propagation);
+    // an unbindable tree cannot be bind-mounted: it becomes unbindable after pivot_root
+    if (prop & MS_UNBINDABLE) prop = MS_PRIVATE | MS_REC;
+  }
   must_mount("", "/", nullptr, prop, "");
   make_parent_mount_private(plan.rootfs);
   must_mount(plan.rootfs, plan.rootfs, nullptr, MS_BIND | MS_REC, "");

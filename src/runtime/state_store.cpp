@@ -19,7 +19,8 @@ void validate_id(const std::string& id) {
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-' || c == '.' || c == '+';
-    if (!ok) throw Error("invalid container id \"" + id + "\": only [A-Za-z0-9_+.-] allowed", EINVAL);
+    if (!ok)
+      throw Error("invalid container id \"" + id + "\": only [A-Za-z0-9_+.-] allowed", EINVAL);
   }
 }
 
@@ -32,10 +33,16 @@ void StateStore::create_dir(const std::string& id) const {
 }
 
 void StateStore::save(const ContainerRecord& r) const {
-  nlohmann::json j = {{"id", r.id},         {"bundle", r.bundle},   {"rootfs", r.rootfs},
-                      {"pid", r.pid},       {"start_time", r.start_time},
-                      {"created", r.created}, {"owner", r.owner},   {"annotations", r.annotations},
-                      {"cgroup", r.cgroup}, {"has_pid_ns", r.has_pid_ns}};
+  nlohmann::json j = {{"id", r.id},
+                      {"bundle", r.bundle},
+                      {"rootfs", r.rootfs},
+                      {"pid", r.pid},
+                      {"start_time", r.start_time},
+                      {"created", r.created},
+                      {"owner", r.owner},
+                      {"annotations", r.annotations},
+                      {"cgroup", r.cgroup},
+                      {"has_pid_ns", r.has_pid_ns}};
   write_file_atomic(dir(r.id) + "/state.json", j.dump(), 0600);
 }
 
@@ -61,7 +68,9 @@ std::optional<ContainerRecord> StateStore::load(const std::string& id) const {
   }
 }
 
-bool StateStore::exists(const std::string& id) const { return path_exists(dir(id)); }
+bool StateStore::exists(const std::string& id) const {
+  return path_exists(dir(id));
+}
 
 std::vector<std::string> StateStore::ids() const {
   std::vector<std::string> out;
@@ -77,7 +86,9 @@ std::vector<std::string> StateStore::ids() const {
   return out;
 }
 
-void StateStore::remove(const std::string& id) const { remove_tree(dir(id)); }
+void StateStore::remove(const std::string& id) const {
+  remove_tree(dir(id));
+}
 
 unsigned long long process_start_time(pid_t pid) {
   if (pid <= 0) return 0;

@@ -49,6 +49,8 @@ inline bool sync_recv(int fd, SyncMessage* m) {
   return true;
 }
 
-inline std::string sync_text(const SyncMessage& m) { return std::string(m.text, m.len); }
+inline std::string sync_text(const SyncMessage& m) {
+  return std::string(m.text, m.len);
+}
 
 }  // namespace racker::runtime

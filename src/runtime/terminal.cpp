@@ -69,7 +69,8 @@ UniqueFd connect_unix(const std::string& path) {
   if (!s) throw_errno("socket");
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) throw Error("socket path too long: " + path, ENAMETOOLONG);
+  if (path.size() >= sizeof addr.sun_path)
+    throw Error("socket path too long: " + path, ENAMETOOLONG);
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     throw_errno("connect to console socket " + path);
@@ -118,8 +119,8 @@ void relay_pty(int master, int stop_fd) {
   bool in_open = true;
   char buf[16384];
   for (;;) {
-    struct pollfd p[4] = {{master, POLLIN, 0}, {in_open ? 0 : -1, POLLIN, 0}, {sfd, POLLIN, 0},
-                          {stop_fd, POLLIN, 0}};
+    struct pollfd p[4] = {
+        {master, POLLIN, 0}, {in_open ? 0 : -1, POLLIN, 0}, {sfd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     if (::poll(p, 4, -1) < 0) {
       if (errno == EINTR) continue;
       break;

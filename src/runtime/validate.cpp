@@ -57,7 +57,8 @@ std::string validate_spec(const oci::Spec& spec, const std::string& bundle) {
     auto& m = spec.mounts[i];
     std::string where = "mounts[" + std::to_string(i) + "]";
     auto o = parse_mount_options(m, where);
-    if ((o.bind || m.type == "bind") && m.source.empty()) fail(where + ".source", "required for a bind mount");
+    if ((o.bind || m.type == "bind") && m.source.empty())
+      fail(where + ".source", "required for a bind mount");
   }
   const oci::Linux* lx = spec.linux_ ? &*spec.linux_ : nullptr;
   bool userns = has_ns(spec, "user");
@@ -65,7 +66,8 @@ std::string validate_spec(const oci::Spec& spec, const std::string& bundle) {
     for (size_t i = 0; i < lx->namespaces.size(); ++i) {
       auto& n = lx->namespaces[i];
       if (n.type == "time" && n.path.empty())
-        fail("linux.namespaces[" + std::to_string(i) + "]", "creating a time namespace is not supported");
+        fail("linux.namespaces[" + std::to_string(i) + "]",
+             "creating a time namespace is not supported");
       if (!n.path.empty() && !path_exists(n.path))
         fail("linux.namespaces[" + std::to_string(i) + "].path",
              "namespace \"" + n.path + "\" does not exist");

@@ -9,8 +9,8 @@
 namespace racker::cli {
 
 struct OptionSpec {
-  std::string name;       // long name without dashes
-  char short_name = 0;    // 0 = none
+  std::string name;     // long name without dashes
+  char short_name = 0;  // 0 = none
   bool takes_value = false;
   bool repeatable = false;
   std::string help;

@@ -36,7 +36,9 @@ void print(const std::string& s) {
   std::fflush(stdout);
 }
 
-const std::string& id_arg(const ParsedArgs& a) { return a.positional.at(0); }
+const std::string& id_arg(const ParsedArgs& a) {
+  return a.positional.at(0);
+}
 
 runtime::CreateOptions create_options(const ParsedArgs& a) {
   runtime::CreateOptions o;
@@ -91,12 +93,16 @@ nlohmann::json features() {
       {"hooks",
        {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}},
       {"mountOptions",
-       {"async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "lazytime",
-        "loud", "mand", "noatime", "nodev", "nodiratime", "noexec", "nolazytime", "nomand",
-        "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro",
-        "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "silent", "slave",
-        "strictatime", "suid", "sync", "unbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev",
-        "rdev", "rnoexec", "rexec", "rnoatime", "ratime", "rnodiratime", "rdiratime", "rrelatime",
+       {"async",       "atime",        "bind",          "defaults",      "dev",
+        "diratime",    "dirsync",      "exec",          "lazytime",      "loud",
+        "mand",        "noatime",      "nodev",         "nodiratime",    "noexec",
+        "nolazytime",  "nomand",       "norelatime",    "nostrictatime", "nosuid",
+        "private",     "rbind",        "relatime",      "remount",       "ro",
+        "rprivate",    "rshared",      "rslave",        "runbindable",   "rw",
+        "shared",      "silent",       "slave",         "strictatime",   "suid",
+        "sync",        "unbindable",   "rro",           "rrw",           "rnosuid",
+        "rsuid",       "rnodev",       "rdev",          "rnoexec",       "rexec",
+        "rnoatime",    "ratime",       "rnodiratime",   "rdiratime",     "rrelatime",
         "rnorelatime", "rstrictatime", "rnostrictatime"}},
       {"linux",
        {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "user", "uts"}},
@@ -128,12 +134,16 @@ std::vector<Command> commands() {
                  return 0;
                },
                1, 1});
-  c.push_back({"start", "<container-id>", "start a created container", {},
+  c.push_back({"start",
+               "<container-id>",
+               "start a created container",
+               {},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  Runtime(g.root).start(id_arg(a));
                  return 0;
                },
-               1, 1});
+               1,
+               1});
   c.push_back({"run", "<container-id>", "create and start a container",
                with(kCreateOpts, {{"detach", 'd', false, false, "do not wait for the container"},
                                   {"keep", 0, false, false, "ignored"}}),
@@ -141,64 +151,80 @@ std::vector<Command> commands() {
                  return Runtime(g.root).run(id_arg(a), create_options(a), a.flag("detach"));
                },
                1, 1});
-  c.push_back({"state", "<container-id>", "print the state of a container", {},
+  c.push_back({"state",
+               "<container-id>",
+               "print the state of a container",
+               {},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  print(oci::to_json(Runtime(g.root).state(id_arg(a))).dump(2) + "\n");
                  return 0;
                },
-               1, 1});
-  c.push_back({"kill", "<container-id> [signal]", "send a signal (default SIGTERM)",
+               1,
+               1});
+  c.push_back({"kill",
+               "<container-id> [signal]",
+               "send a signal (default SIGTERM)",
                {{"all", 'a', false, false, "send to every process of the container"}},
                [](const ParsedArgs& a, const GlobalOptions& g) {
-                 int sig = runtime::parse_signal(a.positional.size() > 1 ? a.positional[1] : "TERM");
+                 int sig =
+                     runtime::parse_signal(a.positional.size() > 1 ? a.positional[1] : "TERM");
                  Runtime(g.root).kill(id_arg(a), sig, a.flag("all"));
                  return 0;
                },
-               1, 2});
-  c.push_back({"delete", "<container-id>...", "delete containers",
+               1,
+               2});
+  c.push_back({"delete",
+               "<container-id>...",
+               "delete containers",
                {{"force", 'f', false, false, "kill the container first if it is running"}},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  Runtime rt(g.root);
                  for (auto& id : a.positional) rt.remove(id, a.flag("force"));
                  return 0;
                },
-               1, SIZE_MAX});
-  c.push_back(
-      {"exec", "<container-id> <command> [args...]", "run a process in a running container",
-       {{"process", 'p', true, false, "process.json with the process to run"},
-        {"tty", 't', false, false, "allocate a pseudo-TTY"},
-        {"detach", 'd', false, false, "do not wait for the process"},
-        {"pid-file", 0, true, false, "file to write the process pid to"},
-        {"console-socket", 0, true, false, "unix socket that receives the pty master"},
-        {"cwd", 0, true, false, "working directory in the container"},
-        {"env", 'e', true, true, "set an environment variable (repeatable)"},
-        {"user", 'u', true, false, "uid[:gid]"},
-        {"cap", 'c', true, true, "add a capability (repeatable)"},
-        {"no-new-privs", 0, false, false, "set no_new_privs"},
-        {"preserve-fds", 0, true, false, "number of extra fds to pass on"},
-        {"additional-gids", 'g', true, true, "ignored"},
-        {"apparmor", 0, true, false, "ignored (no AppArmor)"},
-        {"process-label", 0, true, false, "ignored (no SELinux)"}},
-       [](const ParsedArgs& a, const GlobalOptions& g) {
-         runtime::ExecOptions o;
-         o.process_file = a.get("process");
-         o.args.assign(a.positional.begin() + 1, a.positional.end());
-         if (o.process_file.empty() && o.args.empty())
-           throw Error("exec: no command given (args or --process)", EINVAL);
-         o.env = a.all("env");
-         o.cwd = a.get("cwd");
-         o.user = a.get("user");
-         o.cap_add = a.all("cap");
-         o.tty = a.flag("tty");
-         o.detach = a.flag("detach");
-         o.pid_file = a.get("pid-file");
-         o.console_socket = a.get("console-socket");
-         o.no_new_privs = a.flag("no-new-privs");
-         o.preserve_fds = static_cast<int>(parse_int(a.get("preserve-fds", "0")).value_or(0));
-         return Runtime(g.root).exec(id_arg(a), o);
-       },
-       1, SIZE_MAX});
-  c.push_back({"list", "", "list containers",
+               1,
+               SIZE_MAX});
+  c.push_back({"exec",
+               "<container-id> <command> [args...]",
+               "run a process in a running container",
+               {{"process", 'p', true, false, "process.json with the process to run"},
+                {"tty", 't', false, false, "allocate a pseudo-TTY"},
+                {"detach", 'd', false, false, "do not wait for the process"},
+                {"pid-file", 0, true, false, "file to write the process pid to"},
+                {"console-socket", 0, true, false, "unix socket that receives the pty master"},
+                {"cwd", 0, true, false, "working directory in the container"},
+                {"env", 'e', true, true, "set an environment variable (repeatable)"},
+                {"user", 'u', true, false, "uid[:gid]"},
+                {"cap", 'c', true, true, "add a capability (repeatable)"},
+                {"no-new-privs", 0, false, false, "set no_new_privs"},
+                {"preserve-fds", 0, true, false, "number of extra fds to pass on"},
+                {"additional-gids", 'g', true, true, "ignored"},
+                {"apparmor", 0, true, false, "ignored (no AppArmor)"},
+                {"process-label", 0, true, false, "ignored (no SELinux)"}},
+               [](const ParsedArgs& a, const GlobalOptions& g) {
+                 runtime::ExecOptions o;
+                 o.process_file = a.get("process");
+                 o.args.assign(a.positional.begin() + 1, a.positional.end());
+                 if (o.process_file.empty() && o.args.empty())
+                   throw Error("exec: no command given (args or --process)", EINVAL);
+                 o.env = a.all("env");
+                 o.cwd = a.get("cwd");
+                 o.user = a.get("user");
+                 o.cap_add = a.all("cap");
+                 o.tty = a.flag("tty");
+                 o.detach = a.flag("detach");
+                 o.pid_file = a.get("pid-file");
+                 o.console_socket = a.get("console-socket");
+                 o.no_new_privs = a.flag("no-new-privs");
+                 o.preserve_fds =
+                     static_cast<int>(parse_int(a.get("preserve-fds", "0")).value_or(0));
+                 return Runtime(g.root).exec(id_arg(a), o);
+               },
+               1,
+               SIZE_MAX});
+  c.push_back({"list",
+               "",
+               "list containers",
                {{"format", 'f', true, false, "table or json"},
                 {"quiet", 'q', false, false, "print only ids"}},
                [](const ParsedArgs& a, const GlobalOptions& g) {
@@ -231,8 +257,11 @@ std::vector<Command> commands() {
                  }
                  return 0;
                },
-               0, 0});
-  c.push_back({"ps", "<container-id> [ps options]", "list the processes of a container",
+               0,
+               0});
+  c.push_back({"ps",
+               "<container-id> [ps options]",
+               "list the processes of a container",
                {{"format", 'f', true, false, "table or json"}},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  auto pids = Runtime(g.root).pids(id_arg(a));
@@ -254,20 +283,31 @@ std::vector<Command> commands() {
                  print(table(rows));
                  return 0;
                },
-               1, SIZE_MAX});
-  c.push_back({"pause", "<container-id>", "freeze every process of a container", {},
+               1,
+               SIZE_MAX});
+  c.push_back({"pause",
+               "<container-id>",
+               "freeze every process of a container",
+               {},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  Runtime(g.root).pause(id_arg(a));
                  return 0;
                },
-               1, 1});
-  c.push_back({"resume", "<container-id>", "thaw a paused container", {},
+               1,
+               1});
+  c.push_back({"resume",
+               "<container-id>",
+               "thaw a paused container",
+               {},
                [](const ParsedArgs& a, const GlobalOptions& g) {
                  Runtime(g.root).resume(id_arg(a));
                  return 0;
                },
-               1, 1});
-  c.push_back({"spec", "", "write a template config.json",
+               1,
+               1});
+  c.push_back({"spec",
+               "",
+               "write a template config.json",
                {{"bundle", 'b', true, false, "where to write it (default: current directory)"},
                 {"rootless", 0, false, false, "a spec for use without root"}},
                [](const ParsedArgs& a, const GlobalOptions&) {
@@ -276,13 +316,18 @@ std::vector<Command> commands() {
                  write_file_atomic(path, oci::example_spec(a.flag("rootless")).dump(2) + "\n");
                  return 0;
                },
-               0, 0});
-  c.push_back({"features", "", "print what this runtime supports, as JSON", {},
+               0,
+               0});
+  c.push_back({"features",
+               "",
+               "print what this runtime supports, as JSON",
+               {},
                [](const ParsedArgs&, const GlobalOptions&) {
                  print(features().dump(2) + "\n");
                  return 0;
                },
-               0, 0});
+               0,
+               0});
   return c;
 }
 
@@ -295,7 +340,9 @@ const Command* find(const std::string& verb) {
 
 }  // namespace
 
-bool is_command(const std::string& verb) { return find(verb) != nullptr; }
+bool is_command(const std::string& verb) {
+  return find(verb) != nullptr;
+}
 
 bool starts_processes(const std::string& verb) {
   return verb == "create" || verb == "run" || verb == "exec";
@@ -325,13 +372,13 @@ int run_command(const std::string& verb, const std::vector<std::string>& args,
     return 0;
   }
   if (a.positional.size() < c->min_args)
-    throw Error(std::string(c->name) + ": missing " + c->usage + " (see racker-oci " + c->name +
-                    " --help)",
-                EINVAL);
+    throw Error(
+        std::string(c->name) + ": missing " + c->usage + " (see racker-oci " + c->name + " --help)",
+        EINVAL);
   if (a.positional.size() > c->max_args)
-    throw Error(std::string(c->name) + ": unexpected argument \"" + a.positional[c->max_args] +
-                    "\"",
-                EINVAL);
+    throw Error(
+        std::string(c->name) + ": unexpected argument \"" + a.positional[c->max_args] + "\"",
+        EINVAL);
   return c->fn(a, global);
 }
 

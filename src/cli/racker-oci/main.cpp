@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
   }
   std::string fmt = g.get("log-format", "text");
   if (fmt != "text" && fmt != "json") {
-    std::fprintf(stderr, "racker-oci: invalid --log-format \"%s\": use text or json\n", fmt.c_str());
+    std::fprintf(stderr, "racker-oci: invalid --log-format \"%s\": use text or json\n",
+                 fmt.c_str());
     return 1;
   }
   log::configure(g.get("log"), fmt == "json" ? log::Format::json : log::Format::text,
