@@ -13,6 +13,6 @@ rm -f "$bundle/config.json"
 "$rt" spec --bundle "$bundle"
 if [ $# -eq 0 ]; then set -- sh -c 'echo "hello from racker-oci: $(hostname), pid $$, $(id)"'; fi
 args=$(printf '%s\n' "$@" | jq -R . | jq -s .)
-jq --argjson a "$args" '.process.terminal = false | .process.args = $a' \
+jq --argjson a "$args" '.ociVersion = "1.0.2" | .process.terminal = false | .process.args = $a' \
   "$bundle/config.json" >"$bundle/config.json.new"
 mv "$bundle/config.json.new" "$bundle/config.json"
