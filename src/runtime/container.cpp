@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -419,6 +420,11 @@ void Runtime::start(const std::string& id) {
 
 int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) {
   Created c = create_container(id, opts, !detach);
+  if (c.pty_master) {
+    // the payload must see our window size from its first instruction on
+    struct winsize ws;
+    if (::ioctl(0, TIOCGWINSZ, &ws) == 0) ::ioctl(c.pty_master.get(), TIOCSWINSZ, &ws);
+  }
   try {
     release_init(id, c.rec);
     auto spec = oci::parse_spec(read_file(store_.dir(id) + "/config.json"));
