@@ -103,16 +103,4 @@ unsigned long long process_start_time(pid_t pid) {
   return parse_uint(fields[19]).value_or(0);
 }
 
-std::string now_rfc3339() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char buf[64];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char ns[16];
-  snprintf(ns, sizeof ns, ".%09ldZ", ts.tv_nsec);
-  return std::string(buf) + ns;
-}
-
 }  // namespace racker::runtime

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/clock.hpp"
+
 namespace racker::runtime {
 
 struct ContainerRecord {
@@ -51,6 +53,5 @@ void validate_id(const std::string& id);
 
 // Start time of pid from /proc/<pid>/stat; 0 if it does not exist or is a zombie.
 unsigned long long process_start_time(pid_t pid);
-std::string now_rfc3339();
 
 }  // namespace racker::runtime
