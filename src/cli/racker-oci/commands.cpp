@@ -12,7 +12,7 @@
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "base/strings.hpp"
-#include "cli/racker-oci/args.hpp"
+#include "cli/args.hpp"
 #include "oci/spec.hpp"
 #include "runtime/container.hpp"
 

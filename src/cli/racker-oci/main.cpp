@@ -9,7 +9,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
-#include "cli/racker-oci/args.hpp"
+#include "cli/args.hpp"
 #include "cli/racker-oci/commands.hpp"
 #include "cli/racker-oci/reexec.hpp"
 

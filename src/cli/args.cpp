@@ -1,4 +1,4 @@
-#include "cli/racker-oci/args.hpp"
+#include "cli/args.hpp"
 
 #include <cerrno>
 

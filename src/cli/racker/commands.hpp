@@ -1,0 +1,23 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace racker::cli {
+
+struct RackerGlobals {
+  std::string root = "/var/lib/racker";
+  std::string registries_conf;
+  std::string authfile;
+};
+
+// Image commands: pull, images, rmi, tag, image inspect/prune. Each returns an exit status
+// and throws racker::Error for failures.
+int cmd_pull(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_images(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g);
+
+}  // namespace racker::cli

@@ -1,0 +1,100 @@
+// racker: the docker-like front end. Parses global options and dispatches to one command.
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "cli/args.hpp"
+#include "cli/racker/commands.hpp"
+
+using namespace racker;
+
+namespace {
+
+using Fn = std::function<int(const std::vector<std::string>&, const cli::RackerGlobals&)>;
+
+const std::vector<cli::OptionSpec> kGlobal = {
+    {"root", 0, true, false, "image and container store (default /var/lib/racker, $RACKER_ROOT)"},
+    {"registries-conf", 0, true, false,
+     "registries.conf to use ($RACKER_REGISTRIES_CONF; default /etc/containers/...)"},
+    {"authfile", 0, true, false, "credentials file (default: containers auth.json)"},
+    {"debug", 0, false, false, "debug logging"},
+    {"version", 'v', false, false, "print the version"},
+    {"help", 'h', false, false, "show help"},
+};
+
+int not_yet(const char* what) {
+  throw Error(std::string(what) + ": not implemented yet", ENOSYS);
+}
+
+void usage() {
+  std::printf(
+      "racker: operating system containers for humans and machines\n\n"
+      "usage: racker [global options] command [options] [arguments...]\n\n"
+      "commands:\n"
+      "  pull        pull an image from a registry\n"
+      "  images      list images\n"
+      "  rmi         remove images\n"
+      "  tag         give an image another name\n"
+      "  image       inspect | ls | rm | prune | pull\n"
+      "  push, load, save, login, logout, bake, run, exec, ps   (not implemented yet)\n\n"
+      "global options:\n%s",
+      cli::options_help(kGlobal).c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    auto g = cli::parse_args(args, kGlobal);
+    if (g.flag("version")) {
+      std::printf("racker version %s\n", RACKER_VERSION);
+      return 0;
+    }
+    if (g.positional.empty() || g.flag("help")) {
+      usage();
+      return g.positional.empty() && !g.flag("help") ? 1 : 0;
+    }
+    log::configure("", log::Format::text, g.flag("debug"));
+    cli::RackerGlobals globals;
+    if (const char* r = std::getenv("RACKER_ROOT")) globals.root = r;
+    globals.root = g.get("root", globals.root);
+    globals.registries_conf = g.get("registries-conf");
+    globals.authfile = g.get("authfile");
+    std::string verb = g.positional[0];
+    std::vector<std::string> rest(g.positional.begin() + 1, g.positional.end());
+    if (verb == "image" && !rest.empty()) {
+      std::string sub = rest[0];
+      rest.erase(rest.begin());
+      if (sub == "inspect") return cli::cmd_image_inspect(rest, globals);
+      if (sub == "prune") return cli::cmd_image_prune(rest, globals);
+      if (sub == "ls" || sub == "list") return cli::cmd_images(rest, globals);
+      if (sub == "rm") return cli::cmd_rmi(rest, globals);
+      if (sub == "pull") return cli::cmd_pull(rest, globals);
+      throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
+    }
+    static const std::map<std::string, Fn> kCommands = {{"pull", cli::cmd_pull},
+                                                        {"images", cli::cmd_images},
+                                                        {"rmi", cli::cmd_rmi},
+                                                        {"tag", cli::cmd_tag}};
+    auto it = kCommands.find(verb);
+    if (it != kCommands.end()) return it->second(rest, globals);
+    for (auto* later : {"push", "load", "save", "login", "logout", "bake", "run", "exec", "ps",
+                        "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
+      if (verb == later) return not_yet(later);
+    throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "racker: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "racker: %s\n", e.what());
+    return 1;
+  }
+}
