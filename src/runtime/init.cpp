@@ -237,7 +237,8 @@ void container_init(const InitContext& ctx) {
       if (!spec.mounts.empty()) log::warn("no mount namespace: skipping the mounts of config.json");
       check(::chroot(ctx.rootfs.c_str()), "chroot " + ctx.rootfs);
     }
-    apply_sysctl(spec);
+    apply_sysctl(spec);  // before /proc/sys turns read-only
+    if (ctx.has_mount_ns) protect_paths(plan);
     if (proc.terminal) setup_terminal(ctx);
     if (::chdir(proc.cwd.c_str()) != 0)
       throw_errno("chdir to cwd (\"" + proc.cwd + "\") set in config.json failed");

@@ -539,6 +539,10 @@ void finalize_rootfs(const RootfsPlan& plan) {
     unsigned long p = propagation_flags(spec.linux_->rootfs_propagation);
     if (p & (MS_SHARED | MS_UNBINDABLE)) must_mount("", "/", nullptr, p, "");
   }
+}
+
+void protect_paths(const RootfsPlan& plan) {
+  const auto& spec = *plan.spec;
   if (spec.linux_) {
     for (auto& p : spec.linux_->masked_paths) {
       struct stat st;

@@ -47,8 +47,10 @@ struct RootfsPlan {
 // Runs in the container init. Sets up every mount, device and the pivot_root. Throws
 // racker::Error (caught by the init and reported to the parent).
 void prepare_rootfs(const RootfsPlan& plan);
-// After pivot_root: readonly root, masked and readonly paths, propagation of "/".
+// pivot_root (or chroot for --no-pivot) and the propagation of the new "/".
 void finalize_rootfs(const RootfsPlan& plan);
+// After sysctls are written: masked and readonly paths, then the readonly root.
+void protect_paths(const RootfsPlan& plan);
 // Binds the pty slave at /dev/console (after pivot_root).
 void setup_console(const std::string& slave_path);
 

@@ -40,6 +40,13 @@ const std::string& id_arg(const ParsedArgs& a) {
   return a.positional.at(0);
 }
 
+int preserve_fds(const ParsedArgs& a) {
+  auto n = parse_int(a.get("preserve-fds", "0"));
+  if (!n || *n < 0 || *n > 65536)
+    throw Error("invalid --preserve-fds \"" + a.get("preserve-fds") + "\"", EINVAL);
+  return static_cast<int>(*n);
+}
+
 runtime::CreateOptions create_options(const ParsedArgs& a) {
   runtime::CreateOptions o;
   o.bundle = a.get("bundle", ".");
@@ -47,9 +54,7 @@ runtime::CreateOptions create_options(const ParsedArgs& a) {
   o.console_socket = a.get("console-socket");
   o.no_pivot = a.flag("no-pivot");
   o.no_new_keyring = a.flag("no-new-keyring");
-  auto n = parse_int(a.get("preserve-fds", "0"));
-  if (!n || *n < 0) throw Error("invalid --preserve-fds \"" + a.get("preserve-fds") + "\"", EINVAL);
-  o.preserve_fds = static_cast<int>(*n);
+  o.preserve_fds = preserve_fds(a);
   return o;
 }
 
@@ -216,8 +221,7 @@ std::vector<Command> commands() {
                  o.pid_file = a.get("pid-file");
                  o.console_socket = a.get("console-socket");
                  o.no_new_privs = a.flag("no-new-privs");
-                 o.preserve_fds =
-                     static_cast<int>(parse_int(a.get("preserve-fds", "0")).value_or(0));
+                 o.preserve_fds = preserve_fds(a);
                  return Runtime(g.root).exec(id_arg(a), o);
                },
                1,
