@@ -402,6 +402,19 @@ void Runtime::release_init(const std::string& id, const ContainerRecord& rec) {
       throw Error("container \"" + id + "\" init exited before start", ECHILD);
   }
   ::unlink(fifo.c_str());
+  // the init keeps its end open until execve (close-on-exec): wait for end-of-file
+  for (;;) {
+    struct pollfd p = {fd.get(), POLLIN, 0};
+    int r = ::poll(&p, 1, 100);
+    if (r > 0) {
+      char c;
+      ssize_t n = ::read(fd.get(), &c, 1);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+      continue;
+    }
+    if (r < 0 && errno != EINTR) break;
+    if (process_start_time(rec.pid) != rec.start_time) break;
+  }
 }
 
 void Runtime::start(const std::string& id) {

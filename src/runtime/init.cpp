@@ -268,7 +268,8 @@ void container_init(const InitContext& ctx) {
     if (fifo < 0) throw_errno("open exec.fifo");
     char zero = '0';
     if (!write_all(fifo, &zero, 1)) throw_errno("write exec.fifo");
-    ::close(fifo);
+    // fifo stays open (close-on-exec): `start` sees end-of-file once execve succeeded, so
+    // poststart hooks run after the payload was executed, as the spec asks
     ::close(ctx.state_dir_fd);
     run_hooks(spec.hooks.start_container, "startContainer", state_json);
 
