@@ -97,7 +97,8 @@ std::vector<ImageRecord> ImageStore::load() const {
   auto text = read_file_if_exists(root_ + "/images/index.json");
   if (!text) return out;
   try {
-    for (auto& j : json::parse(*text).at("images")) out.push_back(from_json(j));
+    json doc = json::parse(*text);  // named: a range-for over a temporary's member dangles
+    for (auto& j : doc.at("images")) out.push_back(from_json(j));
   } catch (const json::exception& e) {
     throw Error("corrupt image index " + root_ + "/images/index.json: " + e.what(), EINVAL);
   }
