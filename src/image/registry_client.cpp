@@ -735,6 +735,7 @@ void RegistryClient::get_blob(const std::string& repository, const std::string& 
   Impl& c = *impl_;
   uint64_t delivered = into.offset();  // on_data has (or the caller had) everything before this
   int failures = 0;
+  uint64_t unsatisfiable_at = UINT64_MAX;  // where a Range request was answered 416
   for (int round = 1;; ++round) {
     uint64_t start = into.offset();
     if (size >= 0 && start == static_cast<uint64_t>(size)) return;
@@ -781,7 +782,13 @@ void RegistryClient::get_blob(const std::string& repository, const std::string& 
     bool ok = !err && r.curl_code == CURLE_OK && (r.status == 200 || r.status == 206);
     if (ok && (size < 0 || into.offset() == static_cast<uint64_t>(size))) return;
 
-    if (!err && (bad_range || (r.curl_code == CURLE_OK && r.status == 416 && start > 0))) {
+    // a 416 body may itself be cut short (curl then reports an error): the status decides
+    if (!err && r.status == 416 && start > 0 && start == unsatisfiable_at)
+      throw RegistryError("GET " + r.url + ": the registry has only " + std::to_string(start) +
+                              " of the blob's " + std::to_string(size) + " bytes",
+                          EIO, r.status, "", false);
+    if (!err && (bad_range || (r.status == 416 && start > 0))) {
+      if (r.status == 416) unsatisfiable_at = start;
       into.reset();  // the server cannot resume this blob: start over, now
       err.emplace(
           "GET " + r.url + ": server did not honour Range: bytes=" + std::to_string(start) + "-",
