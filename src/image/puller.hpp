@@ -33,7 +33,8 @@ struct PullOptions {
   std::string platform;         // "" = host's
   std::string registries_conf;  // "" = default search
   std::string authfile;
-  int tls_verify = -1;  // -1 = per registries.conf, 0 = off, 1 = on
+  std::string certs_dir;  // "" = /etc/containers/certs.d/<host>/; else DIR/<host>/
+  int tls_verify = -1;    // -1 = per registries.conf, 0 = off, 1 = on
   std::function<void(const PullEvent&)> on_event;
 };
 

@@ -9,6 +9,7 @@ struct RackerGlobals {
   std::string root = "/var/lib/racker";
   std::string registries_conf;
   std::string authfile;
+  std::string certs_dir;
 };
 
 // Image commands: pull, images, rmi, tag, image inspect/prune. Each returns an exit status

@@ -83,6 +83,7 @@ int cmd_pull(const std::vector<std::string>& args, const RackerGlobals& g) {
   o.platform = a.get("platform");
   o.registries_conf = g.registries_conf;
   o.authfile = g.authfile;
+  o.certs_dir = g.certs_dir;
   if (a.has("tls-verify")) o.tls_verify = a.flag("tls-verify") ? 1 : 0;
   o.on_event = [&](const image::PullEvent& e) { progress.on_event(e); };
   auto rec = image::pull_image(content, images, a.positional[0], o);

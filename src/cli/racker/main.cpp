@@ -23,6 +23,7 @@ const std::vector<cli::OptionSpec> kGlobal = {
     {"registries-conf", 0, true, false,
      "registries.conf to use ($RACKER_REGISTRIES_CONF; default /etc/containers/...)"},
     {"authfile", 0, true, false, "credentials file (default: containers auth.json)"},
+    {"cert-dir", 0, true, false, "CA certificates per registry: DIR/HOST[:PORT]/*.crt"},
     {"debug", 0, false, false, "debug logging"},
     {"version", 'v', false, false, "print the version"},
     {"help", 'h', false, false, "show help"},
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
     globals.root = g.get("root", globals.root);
     globals.registries_conf = g.get("registries-conf");
     globals.authfile = g.get("authfile");
+    globals.certs_dir = g.get("cert-dir");
     std::string verb = g.positional[0];
     std::vector<std::string> rest(g.positional.begin() + 1, g.positional.end());
     if (verb == "image" && !rest.empty()) {
