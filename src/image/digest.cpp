@@ -33,9 +33,13 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
     throw Error("sha256: cannot initialise OpenSSL digest", EIO);
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(impl_->ctx);
+}
 
-void Sha256::update(const void* data, size_t len) { EVP_DigestUpdate(impl_->ctx, data, len); }
+void Sha256::update(const void* data, size_t len) {
+  EVP_DigestUpdate(impl_->ctx, data, len);
+}
 
 std::string Sha256::digest() {
   unsigned char md[EVP_MAX_MD_SIZE];
