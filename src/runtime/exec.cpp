@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -152,6 +153,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   if (pid == 0) {
     parent_sock.reset();
     try {
+      ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // see container_init
       SyncMessage m;
       if (!sync_recv(child_sock.get(), &m) || m.type != SyncType::go)
         throw Error("lost contact with the runtime", EPIPE);
@@ -189,10 +191,12 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
         if (::prlimit(0, static_cast<__rlimit_resource>(r.resource), &lim, nullptr) != 0)
           throw_errno("setrlimit " + r.type);
       }
+      int stub_fd = make_exec_stub_fd();
+      if (stub_fd < 0) throw_errno("create exec stub", -stub_fd);
       ProcessSetup setup{&proc, seccomp ? &*seccomp : nullptr, o.preserve_fds, {}, state};
       finish_process_setup(setup);
       install_late_seccomp(setup);
-      exec_process(proc);
+      exec_process(proc, stub_fd);
     } catch (const std::exception& e) {
       int err = 0;
       if (auto* re = dynamic_cast<const Error*>(&e)) err = re->err();

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -26,6 +27,9 @@
 #include "runtime/mounts.hpp"
 #include "runtime/sync.hpp"
 #include "runtime/terminal.hpp"
+
+extern "C" const char racker_exec_stub[];
+extern "C" const char racker_exec_stub_end[];
 
 namespace racker::runtime {
 namespace {
@@ -178,9 +182,24 @@ void install_late_seccomp(const ProcessSetup& s) {
   }
 }
 
-void exec_process(const oci::Process& process) {
+int make_exec_stub_fd() {
+  int fd = static_cast<int>(
+      ::syscall(SYS_memfd_create, "racker-exec-stub", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (fd < 0) return -errno;
+  size_t len = static_cast<size_t>(racker_exec_stub_end - racker_exec_stub);
+  if (!write_all(fd, racker_exec_stub, len) ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+void exec_process(const oci::Process& process, int stub_fd) {
   std::string path = find_executable(process);
   std::vector<char*> argv, envp;
+  if (stub_fd >= 0) argv.push_back(const_cast<char*>(path.c_str()));  // the stub's argv[0]
   for (auto& a : process.args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (auto& e : process.env) envp.push_back(const_cast<char*>(e.c_str()));
@@ -189,6 +208,13 @@ void exec_process(const oci::Process& process) {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (stub_fd >= 0) {
+    ::syscall(SYS_execveat, stub_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
+    // a seccomp profile may allow execve but not execveat: go through /proc instead
+    std::string via_proc = "/proc/self/fd/" + std::to_string(stub_fd);
+    ::execve(via_proc.c_str(), argv.data(), envp.data());
+    argv.erase(argv.begin());
+  }
   ::execve(path.c_str(), argv.data(), envp.data());
   throw_errno("exec " + path);
 }
@@ -198,6 +224,9 @@ void container_init(const InitContext& ctx) {
   const oci::Process& proc = *ctx.process;
   bool ready_sent = false;
   try {
+    // until execve, /proc/self/exe is the runtime's binary: keep container processes away
+    // from it (CVE-2019-5736); execve makes the payload dumpable again
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     SyncMessage m;
     wait_for(ctx.sync_fd, SyncType::go, &m);
     for (auto& j : ctx.joins) {
@@ -258,6 +287,8 @@ void container_init(const InitContext& ctx) {
 
     // user, capabilities, no_new_privs, fd hygiene: done before reporting ready so that
     // `create` fails (not the detached init) when any of it cannot be granted
+    int stub_fd = make_exec_stub_fd();  // before seccomp, which may forbid memfd_create
+    if (stub_fd < 0) throw_errno("create exec stub", -stub_fd);
     ProcessSetup setup{&proc, ctx.seccomp, ctx.preserve_fds, {}, state_json};
     finish_process_setup(setup);
 
@@ -274,7 +305,7 @@ void container_init(const InitContext& ctx) {
     run_hooks(spec.hooks.start_container, "startContainer", state_json);
 
     install_late_seccomp(setup);
-    exec_process(proc);
+    exec_process(proc, stub_fd);
   } catch (const std::exception& e) {
     if (!ready_sent) {
       int err = 0;

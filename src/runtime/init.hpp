@@ -51,11 +51,17 @@ struct ProcessSetup {
   std::vector<int> keep_fds;  // fds to keep open across the final close (besides preserved)
   std::string state_json;
 };
+
+// A sealed memfd holding the exec stub (exec_stub.S). The payload is executed through it so
+// that /proc/self/exe is never the host's binary. Returns -errno on failure. No allocation.
+int make_exec_stub_fd();
 // Everything but a seccomp filter that needs no_new_privs (that one must be the very last
 // step before execve: install_late_seccomp).
 void finish_process_setup(const ProcessSetup& setup);
 void install_late_seccomp(const ProcessSetup& setup);
-[[noreturn]] void exec_process(const oci::Process& process);
+// Executes the payload through the exec stub in stub_fd (or directly if stub_fd < 0 or the
+// seccomp profile forbids execveat). Throws racker::Error when it cannot.
+[[noreturn]] void exec_process(const oci::Process& process, int stub_fd);
 // Resolves args[0] against PATH of the process env; throws racker::Error if not found.
 std::string find_executable(const oci::Process& process);
 

@@ -1,0 +1,202 @@
+#include "engine/run.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <random>
+
+#include "base/clock.hpp"
+#include "base/error.hpp"
+#include "base/fs.hpp"
+#include "base/log.hpp"
+#include "base/strings.hpp"
+#include "image/content_store.hpp"
+#include "image/image_store.hpp"
+#include "runtime/container.hpp"
+
+namespace racker::engine {
+namespace {
+
+std::string random_id() {
+  std::random_device rd;
+  static const char* hex = "0123456789abcdef";
+  std::string id;
+  for (int i = 0; i < 64; ++i) id.push_back(hex[rd() % 16]);
+  return id;
+}
+
+std::optional<uint32_t> lookup(const std::string& file, const std::string& name, int field) {
+  auto text = read_file_if_exists(file);
+  if (!text) return std::nullopt;
+  for (auto& line : split(*text, '\n')) {
+    auto f = split(line, ':');
+    if (f.size() > static_cast<size_t>(field) && f[0] == name)
+      if (auto v = parse_uint(f[static_cast<size_t>(field)])) return static_cast<uint32_t>(*v);
+  }
+  return std::nullopt;
+}
+
+// The overlay of the image's layers with the container's upper dir, mounted at rootfs.
+void mount_overlay(const image::ImageStore& images, const image::ImageRecord& rec,
+                   const std::string& dir) {
+  std::string lower;
+  for (size_t i = rec.layers.size(); i-- > 0;) {
+    if (!lower.empty()) lower += ":";
+    lower += images.layer_dir(rec.layers[i].chain_id) + "/fs";
+  }
+  if (lower.empty()) {
+    mkdir_p(dir + "/empty");
+    lower = dir + "/empty";
+  }
+  std::string data = "lowerdir=" + lower + ",upperdir=" + dir + "/upper,workdir=" + dir + "/work";
+  if (data.size() >= 4000)
+    throw Error("image has too many layers for one overlay mount (" +
+                    std::to_string(rec.layers.size()) + ")",
+                E2BIG);
+  if (::mount("overlay", (dir + "/rootfs").c_str(), "overlay", 0, data.c_str()) != 0)
+    throw_errno("mount overlay rootfs at " + dir + "/rootfs");
+}
+
+std::string host_resolv_conf() {
+  // a systemd-resolved stub (127.0.0.53) is unreachable from another network namespace
+  auto text = read_file_if_exists("/etc/resolv.conf");
+  if (text && text->find("127.0.0.53") != std::string::npos) {
+    if (auto real = read_file_if_exists("/run/systemd/resolve/resolv.conf")) return *real;
+  }
+  return text ? *text : "";
+}
+
+}  // namespace
+
+std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user) {
+  if (user.empty()) return {0, 0};
+  auto parts = split(user, ':');
+  if (parts.size() > 2 || parts[0].empty()) throw Error("invalid user \"" + user + "\"", EINVAL);
+  uint32_t uid, gid = 0;
+  if (auto n = parse_uint(parts[0])) {
+    uid = static_cast<uint32_t>(*n);
+    gid = lookup(rootfs + "/etc/passwd", "", 3).value_or(0);  // numeric: group 0 unless given
+    for (auto& line : split(read_file_if_exists(rootfs + "/etc/passwd").value_or(""), '\n')) {
+      auto f = split(line, ':');
+      if (f.size() > 3 && f[2] == parts[0])
+        if (auto g = parse_uint(f[3])) gid = static_cast<uint32_t>(*g);
+    }
+  } else {
+    auto u = lookup(rootfs + "/etc/passwd", parts[0], 2);
+    if (!u)
+      throw RunError("unable to find user " + parts[0] + ": no matching entries in passwd file",
+                     ENOENT, 125);
+    uid = *u;
+    gid = lookup(rootfs + "/etc/passwd", parts[0], 3).value_or(0);
+  }
+  if (parts.size() == 2) {
+    if (auto n = parse_uint(parts[1])) {
+      gid = static_cast<uint32_t>(*n);
+    } else {
+      auto g = lookup(rootfs + "/etc/group", parts[1], 2);
+      if (!g)
+        throw RunError("unable to find group " + parts[1] + ": no matching entries in group file",
+                       ENOENT, 125);
+      gid = *g;
+    }
+  }
+  return {uid, gid};
+}
+
+int run_container(const RunRequest& req) {
+  image::ContentStore content(req.store_root);
+  image::ImageStore images(req.store_root);
+  std::optional<image::ImageRecord> rec;
+  if (req.pull != "always") rec = images.find(req.image);
+  if (!rec) {
+    if (req.pull == "never")
+      throw RunError("image " + req.image + " not found (--pull never)", ENOENT, 125);
+    if (req.pull != "always" && req.pull != "missing")
+      throw RunError("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
+                     125);
+    rec = image::pull_image(content, images, req.image, req.pull_options);
+  }
+  auto image_config = nlohmann::json::parse(content.read_blob(rec->config_digest));
+
+  std::string id = random_id();
+  std::string name = req.name.empty() ? "racker-" + id.substr(0, 12) : req.name;
+  std::string cdir = req.store_root + "/containers/" + id;
+  mkdir_p(req.store_root + "/containers", 0700);
+  for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(cdir + sub, 0755);
+  bool mounted = false;
+  auto cleanup = [&] {
+    if (mounted) ::umount2((cdir + "/rootfs").c_str(), MNT_DETACH);
+    remove_tree(cdir);
+  };
+  try {
+    mount_overlay(images, *rec, cdir);
+    mounted = true;
+    std::string rootfs = cdir + "/rootfs";
+    RunFlags flags = req.flags;
+    std::string hostname = flags.hostname.empty() ? id.substr(0, 12) : flags.hostname;
+    write_file_atomic(cdir + "/hostname", hostname + "\n");
+    write_file_atomic(
+        cdir + "/hosts",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
+            "\n");
+    write_file_atomic(cdir + "/resolv.conf", host_resolv_conf());
+    std::vector<std::pair<std::string, std::string>> binds = {
+        {cdir + "/hostname", "/etc/hostname"},
+        {cdir + "/hosts", "/etc/hosts"},
+        {cdir + "/resolv.conf", "/etc/resolv.conf"}};
+    BuiltSpec built = build_spec(image_config, flags, rootfs, id, binds);
+    std::string user = !flags.user.empty() ? flags.user
+                       : image_config.contains("config") && image_config["config"].is_object()
+                           ? image_config["config"].value("User", "")
+                           : "";
+    auto [uid, gid] = resolve_user(rootfs, user);
+    built.config["process"]["user"] = {{"uid", uid}, {"gid", gid}};
+    write_file_atomic(cdir + "/config.json", built.config.dump(2));
+    nlohmann::json meta = {{"id", id},
+                           {"name", name},
+                           {"image", rec->names.empty() ? rec->id : rec->names[0]},
+                           {"image_id", rec->id},
+                           {"created", now_rfc3339()},
+                           {"command", built.process_args}};
+    write_file_atomic(cdir + "/meta.json", meta.dump(2));
+
+    if (!req.interactive && !req.detach) {
+      int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (devnull >= 0) {
+        ::dup2(devnull, 0);
+        ::close(devnull);
+      }
+    }
+    runtime::Runtime rt(req.state_root);
+    runtime::CreateOptions opts;
+    opts.bundle = cdir;
+    int status;
+    try {
+      status = rt.run(name, opts, req.detach);
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
+        throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
+      if (msg.find("executable file not found") != std::string::npos ||
+          (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
+        throw RunError(msg, e.err(), 127);
+      if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
+      throw RunError(msg, e.err(), 125);
+    }
+    if (req.detach) {
+      std::printf("%s\n", id.c_str());
+      return 0;
+    }
+    ::umount2(rootfs.c_str(), MNT_DETACH);
+    mounted = false;
+    if (req.remove) remove_tree(cdir);
+    return status;
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+}
+
+}  // namespace racker::engine
