@@ -133,6 +133,17 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
   } else {
     caps = default_capabilities();
   }
+  // docker applies --cap-drop first, so "--cap-drop ALL --cap-add X" leaves just X
+  for (auto& c : f.cap_drop) {
+    std::string n = c.starts_with("CAP_") ? c : "CAP_" + c;
+    for (auto& ch : n) ch = static_cast<char>(toupper(ch));
+    if (n == "CAP_ALL") {
+      caps.clear();
+      continue;
+    }
+    if (!oci::capability_from_name(n)) throw Error("unknown capability \"" + c + "\"", EINVAL);
+    std::erase(caps, n);
+  }
   for (auto& c : f.cap_add) {
     std::string n = c.starts_with("CAP_") ? c : "CAP_" + c;
     for (auto& ch : n) ch = static_cast<char>(toupper(ch));
@@ -144,16 +155,6 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
     }
     if (!oci::capability_from_name(n)) throw Error("unknown capability \"" + c + "\"", EINVAL);
     if (std::find(caps.begin(), caps.end(), n) == caps.end()) caps.push_back(n);
-  }
-  for (auto& c : f.cap_drop) {
-    std::string n = c.starts_with("CAP_") ? c : "CAP_" + c;
-    for (auto& ch : n) ch = static_cast<char>(toupper(ch));
-    if (n == "CAP_ALL") {
-      caps.clear();
-      continue;
-    }
-    if (!oci::capability_from_name(n)) throw Error("unknown capability \"" + c + "\"", EINVAL);
-    std::erase(caps, n);
   }
   json cl = cap_list(caps);
   p["capabilities"] = {{"bounding", cl}, {"effective", cl}, {"permitted", cl}};

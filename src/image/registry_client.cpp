@@ -508,8 +508,9 @@ struct RegistryClient::Impl {
 
   // ---- auth ----
 
+  // "" for requests outside any repository (GET /v2/).
   std::string scope_of(const Request& q) const {
-    return "repository:" + q.repository + ":" + q.scope_actions;
+    return q.repository.empty() ? "" : "repository:" + q.repository + ":" + q.scope_actions;
   }
 
   std::string basic_header() const {
@@ -519,7 +520,8 @@ struct RegistryClient::Impl {
   void fetch_token(const std::string& scope) {
     std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
     if (!service.empty()) url += "service=" + escape(service) + "&";
-    url += "scope=" + escape(scope);
+    if (!scope.empty()) url += "scope=" + escape(scope);
+    if (url.back() == '&' || url.back() == '?') url.pop_back();
     Request q;
     q.max_body = kMaxTokenBody;
     std::string authz = creds.empty() ? "" : basic_header();
@@ -808,6 +810,15 @@ void RegistryClient::get_blob(const std::string& repository, const std::string& 
           err->err(), err->http_status(), err->registry_code(), false);
     std::this_thread::sleep_for(c.backoff(failures, err->retry_after()));
   }
+}
+
+void RegistryClient::check_login() {
+  Impl& c = *impl_;
+  c.retrying([&] {
+    Request q;
+    q.url = c.base() + "/v2/";
+    c.expect(q, {200});
+  });
 }
 
 bool RegistryClient::blob_exists(const std::string& repository, const std::string& digest) {

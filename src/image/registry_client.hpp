@@ -91,6 +91,11 @@ class RegistryClient {
                 ContentStore::Ingest& into,
                 const std::function<void(const char*, size_t)>& on_data);
 
+  // GET /v2/: the registry speaks the API and accepts the credentials (a Bearer registry's
+  // token server is asked for a token without a scope, as `docker login` does). Throws a
+  // RegistryError (401 for refused credentials) otherwise.
+  void check_login();
+
   // HEAD /v2/<repo>/blobs/<digest>.
   bool blob_exists(const std::string& repository, const std::string& digest);
   // POST an upload, then one PUT ?digest= (or PATCH chunks then PUT) from the file at path.

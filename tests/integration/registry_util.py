@@ -11,7 +11,8 @@ The registry listens on 127.0.0.1 on a free port with its storage under workdir.
 log (stdout: one combined-log line per request) and its structured log (stderr) go to files;
 requests() parses the access log. tls=True generates a CA and a server certificate for
 127.0.0.1 (subjectAltName IP:127.0.0.1) with openssl; auth=(user, password) enables htpasswd
-basic auth (htpasswd -Bbn from apache2-utils).
+basic auth (htpasswd -Bbn from apache2-utils); token={realm, service, issuer, rootcertbundle}
+enables bearer-token auth against a token server (see token_service.py).
 """
 
 import base64
@@ -277,12 +278,13 @@ class Index:
 
 
 class Registry:
-    def __init__(self, workdir, auth=None, tls=False):
+    def __init__(self, workdir, auth=None, tls=False, token=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage = self.workdir / "storage"
         self.auth = auth
         self.tls = tls
+        self.token = token
         self.port = None
         self.proc = None
         self.access_log = self.workdir / "access.log"  # stdout: combined log, one per request
@@ -352,6 +354,10 @@ class Registry:
             (self.workdir / "htpasswd").write_bytes(ht)
             lines += ["auth:", "  htpasswd:", "    realm: racker-test",
                       f"    path: {self.workdir / 'htpasswd'}"]
+        if self.token:
+            lines += ["auth:", "  token:"]
+            lines += [f"    {k}: {self.token[k]}"
+                      for k in ("realm", "service", "issuer", "rootcertbundle")]
         return "\n".join(lines) + "\n"
 
     def start(self, timeout=10.0):

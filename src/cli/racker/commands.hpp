@@ -21,4 +21,9 @@ int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g);
 
+// Registry commands: login, logout, push (registry_cmds.cpp).
+int cmd_login(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_logout(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_push(const std::vector<std::string>& args, const RackerGlobals& g);
+
 }  // namespace racker::cli

@@ -43,7 +43,10 @@ void usage() {
       "  rmi         remove images\n"
       "  tag         give an image another name\n"
       "  image       inspect | ls | rm | prune | pull\n"
-      "  push, load, save, login, logout, bake, run, exec, ps   (not implemented yet)\n\n"
+      "  push        push an image to a registry\n"
+      "  login       log in to a registry\n"
+      "  logout      log out of a registry\n"
+      "  load, save, bake, run, exec, ps   (not implemented yet)\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -82,14 +85,14 @@ int main(int argc, char** argv) {
       if (sub == "pull") return cli::cmd_pull(rest, globals);
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
-    static const std::map<std::string, Fn> kCommands = {{"pull", cli::cmd_pull},
-                                                        {"images", cli::cmd_images},
-                                                        {"rmi", cli::cmd_rmi},
-                                                        {"tag", cli::cmd_tag}};
+    static const std::map<std::string, Fn> kCommands = {
+        {"pull", cli::cmd_pull}, {"images", cli::cmd_images}, {"rmi", cli::cmd_rmi},
+        {"tag", cli::cmd_tag},   {"login", cli::cmd_login},   {"logout", cli::cmd_logout},
+        {"push", cli::cmd_push}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
-    for (auto* later : {"push", "load", "save", "login", "logout", "bake", "run", "exec", "ps",
-                        "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
+    for (auto* later : {"load", "save", "bake", "run", "exec", "ps", "create", "start", "stop",
+                        "kill", "rm", "logs", "inspect", "cp"})
       if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const Error& e) {
