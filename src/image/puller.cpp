@@ -1,6 +1,5 @@
 #include "image/puller.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,16 +9,14 @@
 #include <mutex>
 #include <thread>
 
-#include "base/clock.hpp"
 #include "base/error.hpp"
-#include "base/fd.hpp"
 #include "image/auth.hpp"
 #include "image/digest.hpp"
+#include "image/importer.hpp"
 #include "image/manifest.hpp"
 #include "image/reference.hpp"
 #include "image/registries.hpp"
 #include "image/registry_client.hpp"
-#include "image/unpack.hpp"
 
 namespace racker::image {
 namespace {
@@ -29,18 +26,6 @@ struct Source {
   std::string repository;
   Credentials creds;
 };
-
-Compression to_unpack(LayerCompression c) {
-  switch (c) {
-    case LayerCompression::gzip:
-      return Compression::gzip;
-    case LayerCompression::zstd:
-      return Compression::zstd;
-    case LayerCompression::none:
-      return Compression::none;
-  }
-  return Compression::detect;
-}
 
 std::string short_id(const std::string& digest) {
   return digest.substr(7, 12);
@@ -116,29 +101,7 @@ ImageRecord pull_image(ContentStore& content, ImageStore& images, const std::str
 
       if (!content.has(m.config.digest)) fetch_blob(content, *src, m.config, nullptr);
       ImageConfig cfg = parse_image_config(content.read_blob(m.config.digest));
-      if (cfg.diff_ids.size() != m.layers.size())
-        throw Error("manifest " + manifest_digest + " has " + std::to_string(m.layers.size()) +
-                        " layers but its config lists " + std::to_string(cfg.diff_ids.size()),
-                    EINVAL);
-
-      ImageRecord rec;
-      rec.id = m.config.digest;
-      rec.manifest_digest = manifest_digest;
-      rec.config_digest = m.config.digest;
-      rec.platform = cfg.platform.architecture.empty() ? want.str() : cfg.platform.str();
-      rec.created = now_rfc3339();
-      std::string parent;
-      for (size_t i = 0; i < m.layers.size(); ++i) {
-        LayerRecord l;
-        l.digest = m.layers[i].digest;
-        l.media_type = m.layers[i].media_type;
-        l.diff_id = cfg.diff_ids[i];
-        l.chain_id = chain_id(parent, l.diff_id);
-        l.size = static_cast<uint64_t>(m.layers[i].size);
-        parent = l.chain_id;
-        rec.size += l.size;
-        rec.layers.push_back(l);
-      }
+      ImageRecord rec = make_image_record(m, manifest_digest, cfg, want);
 
       // layers concurrently: each thread fetches (unless stored) and unpacks (unless done)
       std::vector<std::thread> threads;
@@ -159,21 +122,7 @@ ImageRecord pull_image(ContentStore& content, ImageStore& images, const std::str
                 emit(opts, {PullEvent::layer_progress, short_id(l.digest), done, l.size, ""});
               });
               emit(opts, {PullEvent::layer_extracting, short_id(l.digest), l.size, l.size, ""});
-              std::vector<std::string> lowers;  // topmost first
-              for (size_t k = i; k-- > 0;)
-                lowers.push_back(images.layer_dir(rec.layers[k].chain_id) + "/fs");
-              auto unpack = [&] {
-                images.ensure_layer(l.chain_id, [&](const std::string& dir) {
-                  UniqueFd fd(::open(content.blob_path(l.digest).c_str(), O_RDONLY | O_CLOEXEC));
-                  if (!fd) throw_errno("open blob " + l.digest);
-                  auto stats = unpack_layer(fd.get(), to_unpack(layer_compression(l.media_type)),
-                                            dir, lowers);
-                  if (stats.diff_id != l.diff_id)
-                    throw Error("uncompressed layer has digest " + stats.diff_id +
-                                    ", config says " + l.diff_id,
-                                EINVAL);
-                });
-              };
+              auto unpack = [&] { unpack_stored_layer(content, images, rec, i); };
               try {
                 unpack();
               } catch (const Error& e) {

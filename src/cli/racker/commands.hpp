@@ -26,4 +26,9 @@ int cmd_login(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_logout(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_push(const std::vector<std::string>& args, const RackerGlobals& g);
 
+// Archive commands: load, save, bake (archive_cmds.cpp).
+int cmd_load(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_save(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_bake(const std::vector<std::string>& args, const RackerGlobals& g);
+
 }  // namespace racker::cli

@@ -46,7 +46,10 @@ void usage() {
       "  push        push an image to a registry\n"
       "  login       log in to a registry\n"
       "  logout      log out of a registry\n"
-      "  load, save, bake, run, exec, ps   (not implemented yet)\n\n"
+      "  load        load images from a docker-archive, OCI archive or OCI layout\n"
+      "  save        save images to a docker-archive, OCI archive or OCI layout\n"
+      "  bake        build an OS image (debian, ubuntu) with mmdebstrap\n"
+      "  run, exec, ps   (not implemented yet)\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -88,11 +91,12 @@ int main(int argc, char** argv) {
     static const std::map<std::string, Fn> kCommands = {
         {"pull", cli::cmd_pull}, {"images", cli::cmd_images}, {"rmi", cli::cmd_rmi},
         {"tag", cli::cmd_tag},   {"login", cli::cmd_login},   {"logout", cli::cmd_logout},
-        {"push", cli::cmd_push}};
+        {"push", cli::cmd_push}, {"load", cli::cmd_load},     {"save", cli::cmd_save},
+        {"bake", cli::cmd_bake}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
-    for (auto* later : {"load", "save", "bake", "run", "exec", "ps", "create", "start", "stop",
-                        "kill", "rm", "logs", "inspect", "cp"})
+    for (auto* later :
+         {"run", "exec", "ps", "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
       if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const Error& e) {

@@ -1,0 +1,498 @@
+#include "image/bake.hpp"
+
+#include <fcntl.h>
+#include <isa-l/igzip_lib.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/fd.hpp"
+#include "base/fs.hpp"
+#include "image/digest.hpp"
+#include "image/importer.hpp"
+#include "image/manifest.hpp"
+#include "image/reference.hpp"
+
+extern char** environ;
+
+namespace racker::image {
+
+using nlohmann::json;
+using Sink = std::function<void(const void*, size_t)>;
+
+namespace {
+
+constexpr size_t kChunk = 1 << 20;
+constexpr const char* kPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+constexpr const char* kVariants[] = {"extract", "custom", "essential", "apt",         "required",
+                                     "minbase", "buildd", "important", "debootstrap", "standard"};
+
+bool all_of_chars(const std::string& s, const char* extra) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || std::strchr(extra, c);
+  });
+}
+
+UniqueFd anonymous_file(const std::string& dir) {
+  mkdir_p(dir, 0700);
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    throw_errno("create file in " + dir);
+  std::string tmpl = dir + "/.racker-bake-XXXXXX";
+  fd.reset(::mkostemp(tmpl.data(), O_CLOEXEC));
+  if (!fd) throw_errno("create file in " + dir);
+  ::unlink(tmpl.c_str());
+  return fd;
+}
+
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path) {
+    fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd_) throw_errno("open lock " + path);
+    while (::flock(fd_.get(), LOCK_EX) != 0)
+      if (errno != EINTR) throw_errno("lock " + path);
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+std::string rfc3339(time_t t) {
+  struct tm tm;
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Gzip (ISA-L, level 1: layers are compressed once per bake and unpacked often, so speed
+// matters more than the last few percent).
+class GzipWriter {
+ public:
+  explicit GzipWriter(Sink out)
+      : out_(std::move(out)), level_buf_(ISAL_DEF_LVL1_DEFAULT), buf_(kChunk) {
+    isal_deflate_init(&st_);
+    st_.level = 1;
+    st_.level_buf = level_buf_.data();
+    st_.level_buf_size = static_cast<uint32_t>(level_buf_.size());
+    st_.gzip_flag = IGZIP_GZIP;
+    st_.flush = NO_FLUSH;
+  }
+  void write(const void* p, size_t n) {
+    auto* in = static_cast<const uint8_t*>(p);
+    while (n > 0) {  // avail_in is 32-bit
+      uint32_t part = static_cast<uint32_t>(std::min<size_t>(n, 1u << 30));
+      st_.next_in = const_cast<uint8_t*>(in);
+      st_.avail_in = part;
+      st_.end_of_stream = 0;
+      run();
+      in += part;
+      n -= part;
+    }
+  }
+  void finish() {
+    st_.next_in = nullptr;
+    st_.avail_in = 0;
+    st_.end_of_stream = 1;
+    run();
+    if (st_.internal_state.state != ZSTATE_END) throw Error("gzip: stream did not end", EIO);
+  }
+
+ private:
+  void run() {
+    do {
+      st_.next_out = buf_.data();
+      st_.avail_out = static_cast<uint32_t>(buf_.size());
+      int r = isal_deflate(&st_);
+      if (r != COMP_OK) throw Error("gzip: compression failed (" + std::to_string(r) + ")", EIO);
+      size_t produced = buf_.size() - st_.avail_out;
+      if (produced) out_(buf_.data(), produced);
+    } while (st_.avail_in > 0 || st_.avail_out == 0 ||
+             (st_.end_of_stream && st_.internal_state.state != ZSTATE_END));
+  }
+
+  Sink out_;
+  isal_zstream st_{};
+  std::vector<uint8_t> level_buf_;
+  std::vector<uint8_t> buf_;
+};
+
+// Reads fd sequentially in big chunks.
+class Reader {
+ public:
+  explicit Reader(int fd) : fd_(fd), buf_(kChunk) {}
+  // Exactly n bytes to sink (or dropped when sink is null); false at a clean EOF before any.
+  bool take(uint64_t n, const Sink* sink) {
+    bool any = false;
+    while (n > 0) {
+      if (pos_ == len_ && !fill()) {
+        if (!any) return false;
+        throw Error("truncated tar archive", EINVAL);
+      }
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, len_ - pos_));
+      if (sink) (*sink)(buf_.data() + pos_, k);
+      pos_ += k;
+      n -= k;
+      any = true;
+    }
+    return true;
+  }
+
+ private:
+  bool fill() {
+    for (;;) {
+      ssize_t r = ::read(fd_, buf_.data(), buf_.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw_errno("read rootfs tarball");
+      pos_ = 0;
+      len_ = static_cast<size_t>(r);
+      return r > 0;
+    }
+  }
+  int fd_;
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0, len_ = 0;
+};
+
+uint64_t tar_number(const char* f, size_t n) {
+  auto* u = reinterpret_cast<const uint8_t*>(f);
+  uint64_t v = 0;
+  if (u[0] & 0x80) {
+    for (size_t i = 1; i < n; ++i) v = (v << 8) | u[i];
+    return v;
+  }
+  size_t i = 0;
+  while (i < n && (f[i] == ' ' || f[i] == '\0')) ++i;
+  for (; i < n && f[i] >= '0' && f[i] <= '7'; ++i) v = v * 8 + static_cast<uint64_t>(f[i] - '0');
+  return v;
+}
+
+std::string pax_path(const std::string& d) {
+  std::string path;
+  for (size_t i = 0; i < d.size();) {
+    size_t sp = d.find(' ', i);
+    if (sp == std::string::npos) break;
+    uint64_t len = std::strtoull(d.c_str() + i, nullptr, 10);
+    if (len == 0 || i + len > d.size()) break;
+    std::string rec = d.substr(sp + 1, i + len - sp - 2);
+    if (rec.starts_with("path=")) path = rec.substr(5);
+    i += len;
+  }
+  return path;
+}
+
+// Below ./dev: "./dev/null", "dev/pts/" (but not ./dev itself).
+bool under_dev(std::string p) {
+  while (p.starts_with("./") || p.starts_with("/")) p.erase(0, p.starts_with("/") ? 1 : 2);
+  return p.starts_with("dev/") && p.find_first_not_of('/', 4) != std::string::npos;
+}
+
+// Copies a tar stream to out without the entries below ./dev (with their PAX and GNU long-name
+// headers), ending it with the two-block end-of-archive marker.
+void filter_rootfs_tar(int fd, const Sink& out) {
+  Reader in(fd);
+  std::string pending;  // meta headers (and their data) of the next entry
+  std::string name;     // from a GNU long-name or PAX header
+  const std::string zero(1024, '\0');
+  char h[512];
+  size_t h_len = 0;
+  Sink to_h = [&](const void* p, size_t n) {
+    std::memcpy(h + h_len, p, n);
+    h_len += n;
+  };
+  Sink to_pending = [&](const void* p, size_t n) {
+    pending.append(static_cast<const char*>(p), n);
+  };
+  for (;;) {
+    h_len = 0;
+    if (!in.take(512, &to_h)) break;  // no end marker: end here
+    if (std::all_of(h, h + 512, [](char c) { return c == 0; })) break;
+    uint64_t size = tar_number(h + 124, 12);
+    uint64_t padded = (size + 511) / 512 * 512;
+    char type = h[156];
+    if (type == 'x' || type == 'L') {
+      size_t at = pending.size();
+      pending.append(h, 512);
+      if (size > (1 << 20)) throw Error("rootfs tarball: meta header too large", EINVAL);
+      in.take(padded, &to_pending);
+      std::string data = pending.substr(at + 512, size);
+      if (type == 'L') name = data.substr(0, strnlen(data.data(), data.size()));
+      if (type == 'x') {
+        std::string p = pax_path(data);
+        if (!p.empty()) name = p;
+      }
+      continue;
+    }
+    if (type == 'g') {  // global: applies to every later entry, so always kept
+      out(h, 512);
+      in.take(padded, &out);
+      continue;
+    }
+    if (type == 'K') {  // the entry's long link target
+      pending.append(h, 512);
+      in.take(padded, &to_pending);
+      continue;
+    }
+    std::string path = name;
+    if (path.empty()) {
+      path = std::string(h, strnlen(h, 100));
+      if (std::memcmp(h + 257, "ustar\0", 6) == 0 && h[345])
+        path = std::string(h + 345, strnlen(h + 345, 155)) + "/" + path;
+    }
+    bool has_data = !std::strchr("123456", type) || type == '\0';
+    uint64_t data = has_data ? padded : 0;
+    if (under_dev(path)) {
+      in.take(data, nullptr);
+    } else {
+      if (!pending.empty()) out(pending.data(), pending.size());
+      out(h, 512);
+      in.take(data, &out);
+    }
+    pending.clear();
+    name.clear();
+  }
+  out(zero.data(), zero.size());
+}
+
+int run_command(const std::vector<std::string>& argv) {
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, 2, 1);  // our stdout stays for results
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw_errno("run " + argv[0], rc);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) throw_errno("wait for " + argv[0]);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+bool on_path(const std::string& prog) {
+  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/bin:/bin";
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find(':', i);
+    if (j == std::string::npos) j = p.size();
+    std::string dir = p.substr(i, j - i);
+    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
+    i = j + 1;
+  }
+  return false;
+}
+
+void status(const BakeOptions& o, const std::string& s) {
+  if (o.on_status) o.on_status(s);
+}
+
+}  // namespace
+
+const std::vector<BakeDistro>& bake_distros() {
+  static const std::vector<BakeDistro> d = {{"debian", "bookworm"}, {"ubuntu", "noble"}};
+  return d;
+}
+
+BakeOptions normalize_bake_options(const BakeOptions& in) {
+  BakeOptions o = in;
+  const BakeDistro* distro = nullptr;
+  std::string names;
+  for (auto& d : bake_distros()) {
+    names += (names.empty() ? "" : ", ") + std::string(d.name);
+    if (o.distro == d.name) distro = &d;
+  }
+  if (!distro)
+    throw Error("bake " + o.distro + ": not supported yet (supported: " + names + ")", ENOTSUP);
+  if (o.suite.empty()) o.suite = distro->default_suite;
+  if (!all_of_chars(o.suite, ".-"))
+    throw Error("bake " + o.distro + ": invalid suite \"" + o.suite + "\"", EINVAL);
+  if (std::find_if(std::begin(kVariants), std::end(kVariants),
+                   [&](const char* v) { return o.variant == v; }) == std::end(kVariants))
+    throw Error("bake " + o.distro + ": unknown variant \"" + o.variant +
+                    "\" (mmdebstrap knows extract, custom, essential, apt, required, minbase, "
+                    "buildd, important, debootstrap, standard)",
+                EINVAL);
+  std::set<std::string> pkgs;
+  for (auto& p : o.include) {
+    if (p.empty()) continue;
+    if (!all_of_chars(p, ".+-") || !std::isalnum(static_cast<unsigned char>(p[0])))
+      throw Error("bake " + o.distro + ": invalid package name \"" + p + "\"", EINVAL);
+    pkgs.insert(p);
+  }
+  o.include.assign(pkgs.begin(), pkgs.end());
+  if (!o.mirror.empty() && (o.mirror.find("://") == std::string::npos ||
+                            o.mirror.find_first_of(" \t\n") != std::string::npos))
+    throw Error("bake " + o.distro + ": invalid mirror \"" + o.mirror + "\" (want a URL)", EINVAL);
+  if (o.name.empty()) o.name = o.distro + ":" + o.suite;
+  Reference ref = parse_reference(o.name);
+  if (!ref.digest.empty()) throw Error("bake: cannot name an image by digest: " + o.name, EINVAL);
+  o.name = ref.str();
+  return o;
+}
+
+std::string bake_cache_key(const BakeOptions& o, const std::string& arch) {
+  json k = {{"distro", o.distro},   {"suite", o.suite},   {"variant", o.variant},
+            {"include", o.include}, {"mirror", o.mirror}, {"arch", arch}};
+  return digest_hex(sha256_digest(k.dump())).substr(0, 32);
+}
+
+std::vector<std::string> mmdebstrap_argv(const BakeOptions& o, const std::string& out) {
+  std::vector<std::string> argv = {o.mmdebstrap, "--variant=" + o.variant, "--format=tar"};
+  if (o.quiet) argv.push_back("--quiet");
+  if (!o.include.empty()) {
+    std::string inc;
+    for (auto& p : o.include) inc += (inc.empty() ? "" : ",") + p;
+    argv.push_back("--include=" + inc);
+  }
+  if (o.distro == "ubuntu") {
+    argv.push_back("--components=main,universe");
+    argv.push_back(std::string("--keyring=") + kUbuntuKeyring);
+  }
+  argv.push_back(o.suite);
+  argv.push_back(out);
+  if (!o.mirror.empty()) argv.push_back(o.mirror);  // else mmdebstrap's: + updates, security
+  return argv;
+}
+
+LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir) {
+  UniqueFd tmp = anonymous_file(tmp_dir);
+  Sha256 diff, blob;
+  LayerBlob out;
+  GzipWriter gz([&](const void* p, size_t n) {
+    blob.update(p, n);
+    out.size += n;
+    if (!write_all(tmp.get(), p, n)) throw_errno("write layer in " + tmp_dir);
+  });
+  filter_rootfs_tar(in_fd, [&](const void* p, size_t n) {
+    diff.update(p, n);
+    gz.write(p, n);
+  });
+  gz.finish();
+  out.diff_id = diff.digest();
+  out.digest = blob.digest();
+  auto ingest = content.begin_ingest(out.digest, static_cast<int64_t>(out.size));
+  if (!ingest) return out;
+  ingest->reset();
+  std::vector<char> buf(kChunk);
+  for (uint64_t off = 0; off < out.size;) {
+    ssize_t n = ::pread(tmp.get(), buf.data(), buf.size(), static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw_errno("read layer in " + tmp_dir, n == 0 ? EIO : errno);
+    ingest->write(buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+  }
+  ingest->commit();
+  return out;
+}
+
+BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& in) {
+  BakeOptions o = normalize_bake_options(in);
+  std::string what = "bake " + o.distro + " " + o.suite;
+  try {
+    if (o.distro == "ubuntu" && !path_exists(kUbuntuKeyring))
+      throw Error(std::string("the Ubuntu archive keyring ") + kUbuntuKeyring +
+                      " is missing: install ubuntu-keyring (Debian bookworm's archive does not "
+                      "have it, so Ubuntu images cannot be baked on such a host yet)",
+                  ENOENT);
+    Platform host = host_platform();
+    std::string cache = o.cache_dir.empty() ? content.root() + "/bake-cache" : o.cache_dir;
+    mkdir_p(cache, 0700);
+    std::string key = bake_cache_key(o, host.architecture);
+    BakeResult res;
+    res.name = o.name;
+    res.rootfs_tar = cache + "/" + key + ".tar";
+    {
+      FileLock lock(cache + "/" + key + ".lock");  // one build per key at a time
+      if (path_exists(res.rootfs_tar)) {
+        res.from_cache = true;
+        status(o, "using cached rootfs " + res.rootfs_tar);
+      } else {
+        if (!on_path(o.mmdebstrap))
+          throw Error(o.mmdebstrap + " not found (apt-get install mmdebstrap)", ENOENT);
+        std::string partial = res.rootfs_tar + ".partial";
+        auto argv = mmdebstrap_argv(o, partial);
+        std::string cmd;
+        for (auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+        status(o, "building rootfs: " + cmd);
+        ::unlink(partial.c_str());
+        int rc = run_command(argv);
+        if (rc != 0) {
+          ::unlink(partial.c_str());
+          throw Error("mmdebstrap failed (exit status " + std::to_string(rc) + ")", EIO);
+        }
+        // record what the tarball is, for people looking into the cache
+        json meta = {{"distro", o.distro},   {"suite", o.suite},   {"variant", o.variant},
+                     {"include", o.include}, {"mirror", o.mirror}, {"arch", host.architecture}};
+        write_file_atomic(cache + "/" + key + ".json", meta.dump(1) + "\n", 0644);
+        if (::rename(partial.c_str(), res.rootfs_tar.c_str()) != 0)
+          throw_errno("rename " + partial);
+      }
+    }
+
+    UniqueFd tar(::open(res.rootfs_tar.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!tar) throw_errno("open " + res.rootfs_tar);
+    struct stat st;
+    if (::fstat(tar.get(), &st) != 0) throw_errno("stat " + res.rootfs_tar);
+    status(o, "compressing layer");
+    LayerBlob layer = rootfs_tar_to_layer(tar.get(), content, content.root() + "/ingest");
+
+    // created: when the rootfs was built, so a bake from the cache gives the same image id
+    std::string created = rfc3339(st.st_mtim.tv_sec);
+    std::string created_by = "racker bake --suite " + o.suite + " --variant " + o.variant;
+    if (!o.include.empty()) {
+      std::string inc;
+      for (auto& p : o.include) inc += (inc.empty() ? "" : ",") + p;
+      created_by += " --include " + inc;
+    }
+    if (!o.mirror.empty()) created_by += " --mirror " + o.mirror;
+    created_by += " " + o.distro;
+    json cfg = {{"architecture", host.architecture},
+                {"os", host.os},
+                {"created", created},
+                {"config", {{"Env", {kPath}}, {"Cmd", {"/bin/bash"}}}},
+                {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id}}}},
+                {"history", {{{"created", created}, {"created_by", created_by}}}}};
+    if (!host.variant.empty()) cfg["variant"] = host.variant;
+    std::string cfg_body = cfg.dump();
+    std::string cfg_digest = content.put_blob(cfg_body);
+    json manifest = {
+        {"schemaVersion", 2},
+        {"mediaType", media::oci_manifest},
+        {"config",
+         {{"mediaType", media::oci_config}, {"digest", cfg_digest}, {"size", cfg_body.size()}}},
+        {"layers",
+         {{{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+           {"digest", layer.digest},
+           {"size", layer.size}}}}};
+    status(o, "unpacking layer");
+    auto imported =
+        import_images(content, images, {{manifest.dump(), "", {o.name}, nullptr}}, host);
+    res.record = imported.at(0).record;
+    return res;
+  } catch (const Error& e) {
+    throw e.with_context(what);
+  }
+}
+
+}  // namespace racker::image
