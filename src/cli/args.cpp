@@ -40,6 +40,23 @@ ParsedArgs parse_args(const std::vector<std::string>& args, const std::vector<Op
       continue;
     }
     std::string body = a.substr(a[1] == '-' ? 2 : 1);
+    if (a[1] != '-' && body.size() > 1 && body.find('=') == std::string::npos) {
+      // docker-style combined short flags: "-it" = "-i -t" (when no option is named "it")
+      bool named = false, all_short = true;
+      for (auto& s : specs) named |= s.name == body;
+      for (size_t k = 0; k < body.size(); ++k) {
+        const OptionSpec* hit = nullptr;
+        for (auto& s : specs)
+          if (s.short_name == body[k]) hit = &s;
+        all_short &= hit && (!hit->takes_value || k + 1 == body.size());
+      }
+      if (!named && all_short) {
+        for (size_t k = 0; k + 1 < body.size(); ++k)
+          for (auto& s : specs)
+            if (s.short_name == body[k]) out.values[s.name].push_back("true");
+        body = body.substr(body.size() - 1);
+      }
+    }
     std::string value;
     bool has_value = false;
     if (auto eq = body.find('='); eq != std::string::npos) {

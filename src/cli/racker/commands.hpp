@@ -20,6 +20,8 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g);
+// racker run: exit status of the payload; engine::RunError carries 125/126/127.
+int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g);
 
 // Registry commands: login, logout, push (registry_cmds.cpp).
 int cmd_login(const std::vector<std::string>& args, const RackerGlobals& g);

@@ -11,6 +11,7 @@
 #include "base/log.hpp"
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
+#include "engine/run.hpp"
 
 using namespace racker;
 
@@ -46,10 +47,11 @@ void usage() {
       "  push        push an image to a registry\n"
       "  login       log in to a registry\n"
       "  logout      log out of a registry\n"
+      "  run         run a command in a new container (racker run --help)\n"
       "  load        load images from a docker-archive, OCI archive or OCI layout\n"
       "  save        save images to a docker-archive, OCI archive or OCI layout\n"
       "  bake        build an OS image (debian, ubuntu) with mmdebstrap\n"
-      "  run, exec, ps   (not implemented yet)\n\n"
+      "  exec, ps   (not implemented yet)\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -89,16 +91,19 @@ int main(int argc, char** argv) {
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
     static const std::map<std::string, Fn> kCommands = {
-        {"pull", cli::cmd_pull}, {"images", cli::cmd_images}, {"rmi", cli::cmd_rmi},
-        {"tag", cli::cmd_tag},   {"login", cli::cmd_login},   {"logout", cli::cmd_logout},
-        {"push", cli::cmd_push}, {"load", cli::cmd_load},     {"save", cli::cmd_save},
-        {"bake", cli::cmd_bake}};
+        {"run", cli::cmd_run},       {"pull", cli::cmd_pull}, {"images", cli::cmd_images},
+        {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},   {"login", cli::cmd_login},
+        {"logout", cli::cmd_logout}, {"push", cli::cmd_push}, {"load", cli::cmd_load},
+        {"save", cli::cmd_save},     {"bake", cli::cmd_bake}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
     for (auto* later :
-         {"run", "exec", "ps", "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
+         {"exec", "ps", "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
       if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
+  } catch (const engine::RunError& e) {
+    std::fprintf(stderr, "racker: %s\n", e.what());
+    return e.exit_code;
   } catch (const Error& e) {
     std::fprintf(stderr, "racker: %s\n", e.what());
     return 1;

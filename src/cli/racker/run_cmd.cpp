@@ -1,0 +1,119 @@
+// racker run: docker's flags mapped onto engine::RunRequest.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "base/error.hpp"
+#include "base/fs.hpp"
+#include "base/strings.hpp"
+#include "cli/args.hpp"
+#include "cli/racker/commands.hpp"
+#include "engine/run.hpp"
+
+namespace racker::cli {
+
+namespace {
+const std::vector<OptionSpec> kRunOpts = {
+    {"interactive", 'i', false, false, "keep stdin open"},
+    {"tty", 't', false, false, "allocate a pseudo-TTY"},
+    {"rm", 0, false, false, "remove the container when it exits"},
+    {"detach", 'd', false, false, "run in the background, print the container id"},
+    {"name", 0, true, false, "container name"},
+    {"env", 'e', true, true, "set an environment variable KEY=VALUE (or KEY from the host)"},
+    {"env-file", 0, true, true, "read KEY=VALUE lines from a file"},
+    {"volume", 'v', true, true, "bind mount SRC:DST[:ro]"},
+    {"tmpfs", 0, true, true, "tmpfs mount DST[:options]"},
+    {"workdir", 'w', true, false, "working directory in the container"},
+    {"user", 'u', true, false, "uid[:gid] or name[:group]"},
+    {"entrypoint", 0, true, false, "override the image's entrypoint (\"\" for none)"},
+    {"hostname", 'h', true, false, "container hostname"},
+    {"network", 0, true, false, "host, none or private (default: private, loopback only)"},
+    {"memory", 'm', true, false, "memory limit (e.g. 512m)"},
+    {"cpus", 0, true, false, "number of CPUs (e.g. 1.5)"},
+    {"pids-limit", 0, true, false, "maximum number of processes"},
+    {"read-only", 0, false, false, "mount the root filesystem read-only"},
+    {"cap-add", 0, true, true, "add a capability"},
+    {"cap-drop", 0, true, true, "drop a capability"},
+    {"privileged", 0, false, false, "all capabilities, all devices, no masked paths"},
+    {"init", 0, false, false, "(not implemented yet: accepted and ignored)"},
+    {"platform", 0, true, false, "os/arch[/variant] to pull"},
+    {"pull", 0, true, false, "always, missing (default) or never"},
+    {"help", 0, false, false, "show help"},
+};
+}  // namespace
+
+int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
+  ParsedArgs a;
+  try {
+    a = parse_args(args, kRunOpts, true);
+  } catch (const Error& e) {
+    throw engine::RunError(e.what(), e.err(), 125);
+  }
+  if (a.flag("help")) {
+    std::printf(
+        "usage: racker run [options] IMAGE [COMMAND] [ARG...]\n\n"
+        "Runs a command in a new container from IMAGE (pulled if missing).\n"
+        "Not implemented yet: booting systemd (--boot), --network with a bridge, --init.\n\n"
+        "options:\n%s",
+        options_help(kRunOpts).c_str());
+    return 0;
+  }
+  if (a.positional.empty())
+    throw engine::RunError("run: missing IMAGE (see racker run --help)", EINVAL, 125);
+  engine::RunRequest req;
+  req.image = a.positional[0];
+  req.flags.args.assign(a.positional.begin() + 1, a.positional.end());
+  req.flags.tty = a.flag("tty");
+  req.interactive = a.flag("interactive");
+  req.remove = a.flag("rm");
+  req.detach = a.flag("detach");
+  req.name = a.get("name");
+  for (auto& file : a.all("env-file")) {
+    for (auto& line : split(read_file(file), '\n')) {
+      std::string l = trim(line);
+      if (!l.empty() && l[0] != '#') req.flags.env.push_back(l);
+    }
+  }
+  for (auto& e : a.all("env")) req.flags.env.push_back(e);
+  for (auto& v : a.all("volume")) req.flags.volumes.push_back(engine::parse_volume(v));
+  req.flags.tmpfs = a.all("tmpfs");
+  req.flags.workdir = a.get("workdir");
+  req.flags.user = a.get("user");
+  if (a.has("entrypoint")) {
+    std::string ep = a.get("entrypoint");
+    req.flags.entrypoint = ep.empty() ? std::vector<std::string>{} : std::vector<std::string>{ep};
+  }
+  req.flags.hostname = a.get("hostname");
+  req.flags.network = a.get("network", "private");
+  if (a.has("memory")) req.flags.memory = engine::parse_memory(a.get("memory"));
+  if (a.has("cpus")) {
+    char* end = nullptr;
+    std::string c = a.get("cpus");
+    double v = std::strtod(c.c_str(), &end);
+    if (c.empty() || *end != '\0')
+      throw engine::RunError("invalid --cpus \"" + c + "\"", EINVAL, 125);
+    req.flags.cpus = v;
+  }
+  if (a.has("pids-limit")) {
+    auto n = parse_int(a.get("pids-limit"));
+    if (!n)
+      throw engine::RunError("invalid --pids-limit \"" + a.get("pids-limit") + "\"", EINVAL, 125);
+    req.flags.pids_limit = *n;
+  }
+  req.flags.read_only = a.flag("read-only");
+  req.flags.cap_add = a.all("cap-add");
+  req.flags.cap_drop = a.all("cap-drop");
+  req.flags.privileged = a.flag("privileged");
+  req.flags.init = a.flag("init");
+  req.pull = a.get("pull", "missing");
+  req.store_root = g.root;
+  req.pull_options.platform = a.get("platform");
+  req.pull_options.registries_conf = g.registries_conf;
+  req.pull_options.authfile = g.authfile;
+  req.pull_options.certs_dir = g.certs_dir;
+  return engine::run_container(req);
+}
+
+}  // namespace racker::cli
