@@ -14,7 +14,9 @@
 #include "base/strings.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
+#include "oci/capabilities.hpp"
 #include "runtime/container.hpp"
+#include "runtime/mounts.hpp"
 
 namespace racker::engine {
 namespace {
@@ -66,6 +68,33 @@ std::string host_resolv_conf() {
     if (auto real = read_file_if_exists("/run/systemd/resolve/resolv.conf")) return *real;
   }
   return text ? *text : "";
+}
+
+// The home directory of uid in the rootfs' /etc/passwd; "/" when it has none.
+std::string home_of(const std::string& rootfs, uint32_t uid) {
+  for (auto& line : split(read_file_if_exists(rootfs + "/etc/passwd").value_or(""), '\n')) {
+    auto f = split(line, ':');
+    if (f.size() > 5 && parse_uint(f[2]) == uid && !f[5].empty()) return f[5];
+  }
+  return "/";
+}
+
+// --privileged asks for every capability; this process can only give what its own bounding
+// set holds (e.g. no CAP_SYS_RESOURCE on some hosts), as podman does.
+void limit_to_host_capabilities(nlohmann::json& config) {
+  uint64_t bounding = ~0ULL;
+  for (auto& line : split(read_file_if_exists("/proc/self/status").value_or(""), '\n'))
+    if (line.starts_with("CapBnd:"))
+      bounding = std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
+  auto& caps = config["process"]["capabilities"];
+  for (auto& [set, list] : caps.items()) {
+    nlohmann::json kept = nlohmann::json::array();
+    for (auto& c : list) {
+      auto n = oci::capability_from_name(c.get<std::string>());
+      if (n && (bounding >> *n) & 1) kept.push_back(c);
+    }
+    list = kept;
+  }
 }
 
 }  // namespace
@@ -153,6 +182,18 @@ int run_container(const RunRequest& req) {
                            : "";
     auto [uid, gid] = resolve_user(rootfs, user);
     built.config["process"]["user"] = {{"uid", uid}, {"gid", gid}};
+    auto& env = built.config["process"]["env"];
+    bool has_home = false;
+    for (auto& e : env) has_home |= e.get<std::string>().starts_with("HOME=");
+    if (!has_home) env.push_back("HOME=" + home_of(rootfs, uid));
+    // docker creates a missing working directory
+    std::string cwd = built.config["process"]["cwd"];
+    std::string cwd_host = runtime::secure_join(rootfs, cwd);
+    if (!path_exists(cwd_host)) {
+      mkdir_p(cwd_host, 0755);
+      if (::chown(cwd_host.c_str(), uid, gid) != 0) throw_errno("chown " + cwd);
+    }
+    if (flags.privileged) limit_to_host_capabilities(built.config);
     write_file_atomic(cdir + "/config.json", built.config.dump(2));
     nlohmann::json meta = {{"id", id},
                            {"name", name},

@@ -435,8 +435,7 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
   Created c = create_container(id, opts, !detach);
   if (c.pty_master) {
     // the payload must see our window size from its first instruction on
-    struct winsize ws;
-    if (::ioctl(0, TIOCGWINSZ, &ws) == 0) ::ioctl(c.pty_master.get(), TIOCSWINSZ, &ws);
+    copy_window_size(c.pty_master.get());
   }
   try {
     release_init(id, c.rec);

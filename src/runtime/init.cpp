@@ -115,6 +115,10 @@ std::string find_executable(const oci::Process& process) {
   if (name.find('/') != std::string::npos) {
     struct stat st;
     if (::stat(name.c_str(), &st) != 0) throw_errno("exec: \"" + name + "\": stat " + name);
+    if (S_ISDIR(st.st_mode))
+      throw Error("exec: \"" + name + "\": is a directory: permission denied", EACCES);
+    if (::access(name.c_str(), X_OK) != 0)
+      throw Error("exec: \"" + name + "\": permission denied", EACCES);
     return name;
   }
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -199,7 +203,11 @@ int make_exec_stub_fd() {
 void exec_process(const oci::Process& process, int stub_fd) {
   std::string path = find_executable(process);
   std::vector<char*> argv, envp;
-  if (stub_fd >= 0) argv.push_back(const_cast<char*>(path.c_str()));  // the stub's argv[0]
+  static char marker[] = "racker-exec-stub";  // the stub checks it (see exec_stub.S)
+  if (stub_fd >= 0) {
+    argv.push_back(marker);
+    argv.push_back(const_cast<char*>(path.c_str()));
+  }
   for (auto& a : process.args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (auto& e : process.env) envp.push_back(const_cast<char*>(e.c_str()));
@@ -213,7 +221,7 @@ void exec_process(const oci::Process& process, int stub_fd) {
     // a seccomp profile may allow execve but not execveat: go through /proc instead
     std::string via_proc = "/proc/self/fd/" + std::to_string(stub_fd);
     ::execve(via_proc.c_str(), argv.data(), envp.data());
-    argv.erase(argv.begin());
+    argv.erase(argv.begin(), argv.begin() + 2);
   }
   ::execve(path.c_str(), argv.data(), envp.data());
   throw_errno("exec " + path);

@@ -97,6 +97,13 @@ int open_pty(int* master, std::string* slave_path) {
   return 0;
 }
 
+bool copy_window_size(int master) {
+  struct winsize ws;
+  for (int fd : {0, 1, 2})  // stdin may be /dev/null (-t without -i): ask the others too
+    if (::ioctl(fd, TIOCGWINSZ, &ws) == 0) return ::ioctl(master, TIOCSWINSZ, &ws) == 0;
+  return false;
+}
+
 void relay_pty(int master, int stop_fd) {
   struct termios saved;
   bool raw = ::isatty(0) && ::tcgetattr(0, &saved) == 0;
@@ -105,10 +112,7 @@ void relay_pty(int master, int stop_fd) {
     ::cfmakeraw(&t);
     ::tcsetattr(0, TCSANOW, &t);
   }
-  auto sync_size = [&] {
-    struct winsize ws;
-    if (::ioctl(0, TIOCGWINSZ, &ws) == 0) ::ioctl(master, TIOCSWINSZ, &ws);
-  };
+  auto sync_size = [&] { copy_window_size(master); };
   sync_size();
   sigset_t set;
   sigemptyset(&set);

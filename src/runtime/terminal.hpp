@@ -19,6 +19,9 @@ UniqueFd connect_unix(const std::string& path);
 // Returns 0 and sets master and slave_path, or -errno. No exceptions (runs in the init).
 int open_pty(int* master, std::string* slave_path);
 
+// Gives the pty the window size of our terminal (stdin, else stdout, else stderr).
+bool copy_window_size(int master);
+
 // Copies bytes between the caller's stdio and a pty master until the master hangs up,
 // keeping the window size in step (SIGWINCH). Puts the local terminal in raw mode meanwhile.
 // Returns when the pty closes or `stop_fd` becomes readable (may be -1).

@@ -44,7 +44,20 @@ const std::vector<OptionSpec> kRunOpts = {
 };
 }  // namespace
 
+static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g);
+
+// Every failure of racker itself (bad flag, reference, pull, setup) is docker's 125.
 int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
+  try {
+    return run_impl(args, g);
+  } catch (const engine::RunError&) {
+    throw;
+  } catch (const Error& e) {
+    throw engine::RunError(e.what(), e.err(), 125);
+  }
+}
+
+static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g) {
   ParsedArgs a;
   try {
     a = parse_args(args, kRunOpts, true);
@@ -108,6 +121,9 @@ int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
   req.flags.privileged = a.flag("privileged");
   req.flags.init = a.flag("init");
   req.pull = a.get("pull", "missing");
+  if (req.pull != "always" && req.pull != "missing" && req.pull != "never")
+    throw engine::RunError("invalid --pull \"" + req.pull + "\": use always, missing or never",
+                           EINVAL, 125);
   req.store_root = g.root;
   req.pull_options.platform = a.get("platform");
   req.pull_options.registries_conf = g.registries_conf;
