@@ -43,8 +43,14 @@ def main():
     tools = [("racker pull", racker_pull), ("skopeo+umoci", skopeo_umoci)]
     if shutil.which("podman"):
         def podman(d):
-            return [timed(["podman", "--root", f"{d}/storage", "--runroot", f"{d}/run",
-                           "--storage-driver", "overlay", "pull", "-q", "--tls-verify=false", ref])]
+            # podman refuses a runroot path longer than 50 characters
+            run = f"/tmp/rb-{uuid.uuid4().hex[:8]}"
+            try:
+                return [timed(["podman", "--root", f"{d}/storage", "--runroot", run,
+                               "--storage-driver", "overlay", "pull", "-q", "--tls-verify=false",
+                               ref])]
+            finally:
+                shutil.rmtree(run, ignore_errors=True)
         tools.append(("podman pull", podman))
     for name, _ in tools:
         results[name] = ([], [])
