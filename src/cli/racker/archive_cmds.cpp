@@ -8,6 +8,7 @@
 #include "base/error.hpp"
 #include "base/strings.hpp"
 #include "cli/args.hpp"
+#include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
 #include "image/archive.hpp"
 #include "image/bake.hpp"
@@ -16,28 +17,7 @@
 #include "image/reference.hpp"
 
 namespace racker::cli {
-namespace {
-
-void out(const std::string& s) {
-  std::fwrite(s.data(), 1, s.size(), stdout);
-  std::fflush(stdout);
-}
-
-ParsedArgs parse(const std::vector<std::string>& args, std::vector<OptionSpec> specs,
-                 const std::string& usage, const std::string& more, size_t min_pos,
-                 size_t max_pos) {
-  specs.push_back({"help", 'h', false, false, "show help"});
-  ParsedArgs a = parse_args(args, specs, false);
-  if (a.flag("help")) {
-    out("usage: racker " + usage + "\n\n" + more + "options:\n" + options_help(specs));
-    std::exit(0);
-  }
-  if (a.positional.size() < min_pos || a.positional.size() > max_pos)
-    throw Error("usage: racker " + usage, EINVAL);
-  return a;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int cmd_load(const std::vector<std::string>& args, const RackerGlobals& g) {
   auto a =

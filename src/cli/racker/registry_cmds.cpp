@@ -14,6 +14,7 @@
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "cli/args.hpp"
+#include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
 #include "image/auth.hpp"
 #include "image/content_store.hpp"
@@ -24,24 +25,6 @@
 
 namespace racker::cli {
 namespace {
-
-void out(const std::string& s) {
-  std::fwrite(s.data(), 1, s.size(), stdout);
-  std::fflush(stdout);
-}
-
-ParsedArgs parse(const std::vector<std::string>& args, std::vector<OptionSpec> specs,
-                 const char* usage, size_t min_pos, size_t max_pos) {
-  specs.push_back({"help", 'h', false, false, "show help"});
-  ParsedArgs a = parse_args(args, specs, false);
-  if (a.flag("help")) {
-    out(std::string("usage: racker ") + usage + "\n\noptions:\n" + options_help(specs));
-    std::exit(0);
-  }
-  if (a.positional.size() < min_pos || a.positional.size() > max_pos)
-    throw Error(std::string("usage: racker ") + usage, EINVAL);
-  return a;
-}
 
 int tls_verify_option(const ParsedArgs& a) {
   return a.has("tls-verify") ? (a.flag("tls-verify") ? 1 : 0) : -1;
