@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <random>
 
 #include "base/clock.hpp"
@@ -201,6 +202,10 @@ int run_container(const RunRequest& req) {
                            {"image_id", rec->id},
                            {"created", now_rfc3339()},
                            {"command", built.process_args}};
+    if (image_config.contains("config") && image_config["config"].is_object() &&
+        image_config["config"].contains("StopSignal") &&
+        image_config["config"]["StopSignal"].is_string())
+      meta["stop_signal"] = image_config["config"]["StopSignal"];
     write_file_atomic(cdir + "/meta.json", meta.dump(2));
 
     if (!req.interactive && !req.detach) {
@@ -214,9 +219,32 @@ int run_container(const RunRequest& req) {
     runtime::CreateOptions opts;
     opts.bundle = cdir;
     int status;
+    // -d: the payload inherits racker's stdout/stderr; point them at the container's log
+    int saved_out = -1, saved_err = -1;
+    if (req.detach) {
+      std::fflush(stdout);
+      std::fflush(stderr);
+      int logfd = ::open((cdir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+      if (logfd < 0) throw_errno("open " + cdir + "/log");
+      saved_out = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
+      saved_err = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
+      ::dup2(logfd, 1);
+      ::dup2(logfd, 2);
+      ::close(logfd);
+    }
+    auto restore_stdio = [&] {
+      for (auto [saved, fd] : {std::pair{&saved_out, 1}, std::pair{&saved_err, 2}}) {
+        if (*saved < 0) continue;
+        ::dup2(*saved, fd);
+        ::close(*saved);
+        *saved = -1;
+      }
+    };
     try {
       status = rt.run(name, opts, req.detach);
+      restore_stdio();
     } catch (const Error& e) {
+      restore_stdio();
       std::string msg = e.what();
       if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
         throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
@@ -232,7 +260,12 @@ int run_container(const RunRequest& req) {
     }
     ::umount2(rootfs.c_str(), MNT_DETACH);
     mounted = false;
-    if (req.remove) remove_tree(cdir);
+    if (req.remove) {
+      remove_tree(cdir);
+    } else {
+      meta["exit_code"] = status;
+      write_file_atomic(cdir + "/meta.json", meta.dump(2));
+    }
     return status;
   } catch (...) {
     cleanup();

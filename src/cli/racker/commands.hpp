@@ -33,4 +33,12 @@ int cmd_load(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_save(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_bake(const std::vector<std::string>& args, const RackerGlobals& g);
 
+// Container commands: ps, logs, stop, kill, rm, inspect (container_cmds.cpp).
+int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_logs(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_stop(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_kill(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_rm(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
+
 }  // namespace racker::cli

@@ -51,7 +51,13 @@ void usage() {
       "  load        load images from a docker-archive, OCI archive or OCI layout\n"
       "  save        save images to a docker-archive, OCI archive or OCI layout\n"
       "  bake        build an OS image (debian, ubuntu) with mmdebstrap\n"
-      "  exec, ps   (not implemented yet)\n\n"
+      "  ps          list containers\n"
+      "  logs        show a detached container's output\n"
+      "  stop        stop containers (SIGTERM, then SIGKILL)\n"
+      "  kill        send a signal to containers\n"
+      "  rm          remove containers\n"
+      "  inspect     show a container as JSON\n"
+      "  exec        (not implemented yet)\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -91,14 +97,15 @@ int main(int argc, char** argv) {
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
     static const std::map<std::string, Fn> kCommands = {
-        {"run", cli::cmd_run},       {"pull", cli::cmd_pull}, {"images", cli::cmd_images},
-        {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},   {"login", cli::cmd_login},
-        {"logout", cli::cmd_logout}, {"push", cli::cmd_push}, {"load", cli::cmd_load},
-        {"save", cli::cmd_save},     {"bake", cli::cmd_bake}};
+        {"run", cli::cmd_run},       {"pull", cli::cmd_pull},      {"images", cli::cmd_images},
+        {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},        {"login", cli::cmd_login},
+        {"logout", cli::cmd_logout}, {"push", cli::cmd_push},      {"load", cli::cmd_load},
+        {"save", cli::cmd_save},     {"bake", cli::cmd_bake},      {"ps", cli::cmd_ps},
+        {"logs", cli::cmd_logs},     {"stop", cli::cmd_stop},      {"kill", cli::cmd_kill},
+        {"rm", cli::cmd_rm},         {"inspect", cli::cmd_inspect}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
-    for (auto* later :
-         {"exec", "ps", "create", "start", "stop", "kill", "rm", "logs", "inspect", "cp"})
+    for (auto* later : {"exec", "create", "start", "cp"})
       if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const engine::RunError& e) {

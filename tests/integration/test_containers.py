@@ -1,0 +1,190 @@
+"""racker ps, logs, stop, kill, rm, inspect and run -d, on test_run.py's registry and stores.
+
+Every test removes its containers; the teardown (test_run's leak check, plus the named
+containers' runtime state) finds nothing left: no mount mentioning the store, no cgroup, no
+/run/racker entry, no racker process.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import wait_until
+from test_run import (STATE_ROOT, Ctx, _checked, bb_rootfs, cgroup_dirs_for,  # noqa: F401
+                      images, racker_exe, state_entries_for, store_mounts, unique)
+
+
+@pytest.fixture
+def ctx(racker_exe, images, tmp_path):  # noqa: F811
+    c = Ctx(racker_exe, tmp_path, images)
+    c.names = []
+    yield from _checked(c, tmp_path)
+    left = state_entries_for(*c.names)
+    assert left == [], f"runtime state left: {left}"
+
+
+def name(ctx, prefix):
+    n = unique(prefix)
+    ctx.names.append(n)
+    return n
+
+
+def ok(ctx, *args, **kw):
+    r = ctx(*args, **kw)
+    assert r.returncode == 0, r
+    return r
+
+
+def detach(ctx, n, *cmd):
+    r = ok(ctx, "run", "-d", "--name", n, ctx.images.bb, *cmd)
+    cid = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid), r
+    return cid
+
+
+def ps_json(ctx, *flags):
+    return json.loads(ok(ctx, "ps", "--format", "json", *flags).stdout)
+
+
+def status_of(ctx, n):
+    return next((c["status"] for c in ps_json(ctx, "-a") if c["name"] == n), None)
+
+
+def gone(ctx, cid, n):
+    assert cid not in ctx.container_ids()
+    assert store_mounts(ctx.root) == []
+    assert cgroup_dirs_for(cid) == []
+    assert state_entries_for(n) == []
+
+
+def test_detach_logs_and_follow(ctx):
+    n = name(ctx, "logs")
+    cid = detach(ctx, n, "sh", "-c", "echo out; echo err >&2; sleep 1; echo late")
+    assert (ctx.root / "containers" / cid / "log").exists()
+    wait_until(lambda: "err" in ok(ctx, "logs", n).stdout, what="log output")
+    first = ok(ctx, "logs", cid[:8]).stdout
+    assert first.startswith("out\nerr\n") or first.startswith("err\nout\n"), first
+    t0 = time.monotonic()
+    r = ok(ctx, "logs", "-f", n)
+    assert sorted(r.stdout.splitlines()) == ["err", "late", "out"], r
+    assert r.stdout.endswith("late\n"), r
+    assert time.monotonic() - t0 < 10
+    assert status_of(ctx, n).startswith("Exited"), ps_json(ctx, "-a")
+    ok(ctx, "rm", n)
+    gone(ctx, cid, n)
+
+
+def test_ps(ctx):
+    running = name(ctx, "ps-up")
+    cid = detach(ctx, running, "sleep", "1000")
+    done = name(ctx, "ps-done")
+    r = ctx("run", "--name", done, ctx.images.bb, "sh", "-c", "exit 3")
+    assert r.returncode == 3, r
+    ids = ctx.container_ids()
+    done_id = next(i for i in ids if i != cid)
+    # the finished foreground run kept its dir, unmounted, and its exit code
+    assert json.loads((ctx.root / "containers" / done_id / "meta.json").read_text())[
+        "exit_code"] == 3
+    table = ok(ctx, "ps").stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
+                                "NAMES"], table
+    assert len(table) == 2 and table[1].startswith(cid[:12] + " "), table
+    assert ctx.images.bb in table[1] and " Up " in table[1] and table[1].endswith(running)
+    assert '"sleep 1000"' in table[1], table
+    table = ok(ctx, "ps", "-a").stdout.splitlines()
+    assert len(table) == 3, table
+    line = next(l for l in table if l.endswith(done))
+    assert "Exited (3)" in line and line.startswith(done_id[:12]), table
+    assert ok(ctx, "ps", "-q").stdout.split() == [cid[:12]]
+    assert sorted(ok(ctx, "ps", "-a", "-q").stdout.split()) == sorted(i[:12] for i in ids)
+    js = ps_json(ctx)
+    assert [(c["id"], c["name"], c["state"], c["status"]) for c in js] == [
+        (cid, running, "running", "Up")], js
+    assert {c["name"]: c["status"] for c in ps_json(ctx, "-a")} == {
+        running: "Up", done: "Exited (3)"}
+    info = json.loads(ok(ctx, "inspect", running).stdout)
+    assert len(info) == 1 and info[0]["id"] == cid and info[0]["name"] == running
+    assert info[0]["state"]["status"] == "running" and info[0]["pid"] > 0
+    assert info[0]["image"] == ctx.images.bb
+    assert info[0]["config"] == str(ctx.root / "containers" / cid / "config.json")
+    assert ok(ctx, "rm", "-f", running, done).stdout.split() == [running, done]
+    gone(ctx, cid, running)
+    gone(ctx, done_id, done)
+    assert ok(ctx, "ps", "-a", "-q").stdout == ""
+
+
+def test_stop_falls_back_to_sigkill(ctx):
+    n = name(ctx, "stop")
+    cid = detach(ctx, n, "sleep", "1000")
+    t0 = time.monotonic()
+    r = ok(ctx, "stop", "-t", "1", n)
+    took = time.monotonic() - t0
+    assert r.stdout == f"{n}\n", r
+    assert 0.9 < took < 8, took
+    assert status_of(ctx, n).startswith("Exited"), ps_json(ctx, "-a")
+    assert ps_json(ctx) == []
+    # stopping a stopped container is fine
+    ok(ctx, "stop", n)
+    ok(ctx, "rm", n)
+    gone(ctx, cid, n)
+
+
+def test_stop_graceful(ctx):
+    n = name(ctx, "stop-trap")
+    cid = detach(ctx, n, "sh", "-c", "trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    ok(ctx, "stop", n)
+    assert time.monotonic() - t0 < 5
+    assert "bye" in ok(ctx, "logs", n).stdout
+    ok(ctx, "rm", n)
+    gone(ctx, cid, n)
+
+
+def test_kill_signal(ctx):
+    n = name(ctx, "kill")
+    cid = detach(ctx, n, "sh", "-c", "trap 'echo got-usr1; exit 0' USR1; while :; do sleep 0.1; done")
+    time.sleep(0.3)
+    assert ok(ctx, "kill", "-s", "USR1", n).stdout == f"{n}\n"
+    wait_until(lambda: "got-usr1" in ok(ctx, "logs", n).stdout, what="USR1 handled")
+    wait_until(lambda: status_of(ctx, n).startswith("Exited"), what="container exit")
+    r = ctx("kill", n)
+    assert r.returncode == 1 and "not running" in r.stderr, r
+    ok(ctx, "rm", n)
+    gone(ctx, cid, n)
+
+
+def test_rm_refuses_running(ctx):
+    n = name(ctx, "rm")
+    cid = detach(ctx, n, "sleep", "1000")
+    r = ctx("rm", n)
+    assert r.returncode == 1 and "running" in r.stderr, r
+    assert status_of(ctx, n) == "Up"
+    assert ok(ctx, "rm", "-f", cid[:10]).stdout == f"{cid[:10]}\n"
+    gone(ctx, cid, n)
+
+
+def test_rm_after_racker_killed(ctx):
+    n = name(ctx, "killed")
+    p = ctx.popen("run", "--name", n, ctx.images.bb, "sleep", "1000")
+    wait_until(lambda: status_of(ctx, n) == "Up", timeout=10, what="the container")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    cid = ctx.container_ids()[0]
+    assert store_mounts(ctx.root) != []
+    assert state_entries_for(n) == [n]
+    ok(ctx, "rm", "-f", n)
+    gone(ctx, cid, n)
+    assert ctx.container_ids() == []
+
+
+def test_no_such_container(ctx):
+    for verb in (["rm"], ["rm", "-f"], ["stop"], ["kill"], ["logs"], ["inspect"]):
+        r = ctx(*verb, "no-such-thing")
+        assert r.returncode == 1, r
+        assert "no such container" in r.stderr, r
