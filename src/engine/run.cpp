@@ -13,6 +13,7 @@
 #include "base/fs.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "engine/boot.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
 #include "oci/capabilities.hpp"
@@ -156,6 +157,13 @@ int run_container(const RunRequest& req) {
   mkdir_p(req.store_root + "/containers", 0700);
   for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(cdir + sub, 0755);
   bool mounted = false;
+  int notify_fd = -1;
+  struct FdCloser {
+    int& fd;
+    ~FdCloser() {
+      if (fd >= 0) ::close(fd);
+    }
+  } notify_closer{notify_fd};
   auto cleanup = [&] {
     if (mounted) ::umount2((cdir + "/rootfs").c_str(), MNT_DETACH);
     remove_tree(cdir);
@@ -165,6 +173,17 @@ int run_container(const RunRequest& req) {
     mounted = true;
     std::string rootfs = cdir + "/rootfs";
     RunFlags flags = req.flags;
+    std::vector<std::string> boot_cmd;
+    std::string boot_init;
+    if (req.boot) {
+      if (req.detach) throw RunError("--boot with -d is not supported yet", EINVAL, 125);
+      if (flags.args.empty())
+        throw RunError("--boot needs a command to run in the booted system", EINVAL, 125);
+      boot_cmd = flags.args;
+      boot_init = boot::find_init(rootfs);
+      flags.entrypoint = std::vector<std::string>{boot_init};
+      flags.args.clear();
+    }
     std::string hostname = flags.hostname.empty() ? id.substr(0, 12) : flags.hostname;
     write_file_atomic(cdir + "/hostname", hostname + "\n");
     write_file_atomic(
@@ -195,6 +214,14 @@ int run_container(const RunRequest& req) {
       if (::chown(cwd_host.c_str(), uid, gid) != 0) throw_errno("chown " + cwd);
     }
     if (flags.privileged) limit_to_host_capabilities(built.config);
+    runtime::ExecOptions boot_exec;
+    if (req.boot) {
+      boot_exec.args = boot_cmd;
+      boot_exec.user = std::to_string(uid) + ":" + std::to_string(gid);
+      boot_exec.cwd = cwd;
+      boot_exec.tty = flags.tty;
+      notify_fd = boot::prepare_spec(built.config, cdir, boot_init);
+    }
     write_file_atomic(cdir + "/config.json", built.config.dump(2));
     nlohmann::json meta = {{"id", id},
                            {"name", name},
@@ -241,7 +268,13 @@ int run_container(const RunRequest& req) {
       }
     };
     try {
-      status = rt.run(name, opts, req.detach);
+      if (req.boot) {
+        boot::BootOptions bo;
+        bo.ready_timeout_ms = req.boot_timeout_s * 1000;
+        status = boot::run_booted(rt, name, opts, cdir, notify_fd, boot_exec, bo);
+      } else {
+        status = rt.run(name, opts, req.detach);
+      }
       restore_stdio();
     } catch (const Error& e) {
       restore_stdio();

@@ -18,6 +18,8 @@ struct RunRequest {
   bool remove = false;           // --rm
   bool detach = false;           // -d
   bool interactive = false;      // -i: keep stdin
+  bool boot = false;             // --boot: systemd as PID 1, the command runs inside (boot.hpp)
+  int boot_timeout_s = 30;       // --boot-timeout: READY=1 deadline
   std::string pull = "missing";  // always | missing | never
   std::string store_root = "/var/lib/racker";
   std::string state_root = "/run/racker";

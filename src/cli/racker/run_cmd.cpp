@@ -37,6 +37,9 @@ const std::vector<OptionSpec> kRunOpts = {
     {"cap-add", 0, true, true, "add a capability"},
     {"cap-drop", 0, true, true, "drop a capability"},
     {"privileged", 0, false, false, "all capabilities, all devices, no masked paths"},
+    {"boot", 0, false, false, "boot the image's systemd, run COMMAND inside, then shut down"},
+    {"no-boot", 0, false, false, "run COMMAND as the container's PID 1 (the default)"},
+    {"boot-timeout", 0, true, false, "seconds to wait for the booted system (default 30)"},
     {"init", 0, false, false, "(not implemented yet: accepted and ignored)"},
     {"platform", 0, true, false, "os/arch[/variant] to pull"},
     {"pull", 0, true, false, "always, missing (default) or never"},
@@ -68,7 +71,10 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
     std::printf(
         "usage: racker run [options] IMAGE [COMMAND] [ARG...]\n\n"
         "Runs a command in a new container from IMAGE (pulled if missing).\n"
-        "Not implemented yet: booting systemd (--boot), --network with a bridge, --init.\n\n"
+        "--boot: the image's systemd runs as PID 1; COMMAND runs inside once it is up, its exit\n"
+        "status is racker's, then the system is shut down. (Future: boot automatically when\n"
+        "no COMMAND is given and the image's /sbin/init is systemd.)\n"
+        "Not implemented yet: --network with a bridge, --init.\n\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
     return 0;
@@ -120,6 +126,14 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
   req.flags.cap_drop = a.all("cap-drop");
   req.flags.privileged = a.flag("privileged");
   req.flags.init = a.flag("init");
+  req.boot = a.flag("boot") && !a.flag("no-boot");
+  if (a.has("boot-timeout")) {
+    auto n = parse_int(a.get("boot-timeout"));
+    if (!n || *n <= 0)
+      throw engine::RunError("invalid --boot-timeout \"" + a.get("boot-timeout") + "\"", EINVAL,
+                             125);
+    req.boot_timeout_s = static_cast<int>(*n);
+  }
   req.pull = a.get("pull", "missing");
   if (req.pull != "always" && req.pull != "missing" && req.pull != "never")
     throw engine::RunError("invalid --pull \"" + req.pull + "\": use always, missing or never",

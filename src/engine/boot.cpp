@@ -1,0 +1,336 @@
+#include "engine/boot.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <random>
+
+#include "base/error.hpp"
+#include "base/fs.hpp"
+#include "base/log.hpp"
+#include "base/strings.hpp"
+#include "runtime/mounts.hpp"
+
+namespace racker::engine::boot {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// systemd-nspawn's default capability set, minus what this host may not grant
+const char* const kBootCaps[] = {"CAP_AUDIT_CONTROL", "CAP_AUDIT_WRITE",      "CAP_CHOWN",
+                                 "CAP_DAC_OVERRIDE",  "CAP_DAC_READ_SEARCH",  "CAP_FOWNER",
+                                 "CAP_FSETID",        "CAP_IPC_OWNER",        "CAP_KILL",
+                                 "CAP_LEASE",         "CAP_LINUX_IMMUTABLE",  "CAP_MKNOD",
+                                 "CAP_NET_ADMIN",     "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+                                 "CAP_NET_RAW",       "CAP_SETFCAP",          "CAP_SETGID",
+                                 "CAP_SETPCAP",       "CAP_SETUID",           "CAP_SYS_ADMIN",
+                                 "CAP_SYS_BOOT",      "CAP_SYS_CHROOT",       "CAP_SYS_NICE",
+                                 "CAP_SYS_PTRACE",    "CAP_SYS_RESOURCE",     "CAP_SYS_TTY_CONFIG"};
+
+uint64_t bounding_set() {
+  for (auto& line : split(read_file_if_exists("/proc/self/status").value_or(""), '\n'))
+    if (line.starts_with("CapBnd:"))
+      return std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
+  return ~0ULL;
+}
+
+int cap_number(const std::string& name) {
+  static const char* const order[] = {"CAP_CHOWN",
+                                      "CAP_DAC_OVERRIDE",
+                                      "CAP_DAC_READ_SEARCH",
+                                      "CAP_FOWNER",
+                                      "CAP_FSETID",
+                                      "CAP_KILL",
+                                      "CAP_SETGID",
+                                      "CAP_SETUID",
+                                      "CAP_SETPCAP",
+                                      "CAP_LINUX_IMMUTABLE",
+                                      "CAP_NET_BIND_SERVICE",
+                                      "CAP_NET_BROADCAST",
+                                      "CAP_NET_ADMIN",
+                                      "CAP_NET_RAW",
+                                      "CAP_IPC_LOCK",
+                                      "CAP_IPC_OWNER",
+                                      "CAP_SYS_MODULE",
+                                      "CAP_SYS_RAWIO",
+                                      "CAP_SYS_CHROOT",
+                                      "CAP_SYS_PTRACE",
+                                      "CAP_SYS_PACCT",
+                                      "CAP_SYS_ADMIN",
+                                      "CAP_SYS_BOOT",
+                                      "CAP_SYS_NICE",
+                                      "CAP_SYS_RESOURCE",
+                                      "CAP_SYS_TIME",
+                                      "CAP_SYS_TTY_CONFIG",
+                                      "CAP_MKNOD",
+                                      "CAP_LEASE",
+                                      "CAP_AUDIT_WRITE",
+                                      "CAP_AUDIT_CONTROL",
+                                      "CAP_SETFCAP"};
+  for (int i = 0; i < static_cast<int>(sizeof order / sizeof order[0]); ++i)
+    if (name == order[i]) return i;
+  return -1;
+}
+
+std::string random_hex(size_t n) {
+  std::random_device rd;
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s.push_back(hex[rd() % 16]);
+  return s;
+}
+
+long ms_since(Clock::time_point t0) {
+  return static_cast<long>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+}
+
+// The last n lines of the console log, for error messages.
+std::string console_tail(const std::string& cdir, size_t n) {
+  auto lines = split(read_file_if_exists(cdir + "/console.log").value_or(""), '\n');
+  while (!lines.empty() && trim(lines.back()).empty()) lines.pop_back();
+  std::string out;
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i)
+    out += "\n  " + lines[i];
+  return out.empty() ? "\n  (no console output)" : out;
+}
+
+// Runs fn with fd 0 on /dev/null and fds 1, 2 on path (appended); restores them after.
+template <class F>
+auto with_stdio_to(const std::string& path, F fn) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int saved[3];
+  for (int i = 0; i < 3; ++i) saved[i] = ::fcntl(i, F_DUPFD_CLOEXEC, 3);
+  int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out < 0 || in < 0) {
+    for (int fd : {out, in, saved[0], saved[1], saved[2]})
+      if (fd >= 0) ::close(fd);
+    throw_errno("open " + path);
+  }
+  ::dup2(in, 0);
+  ::dup2(out, 1);
+  ::dup2(out, 2);
+  ::close(in);
+  ::close(out);
+  auto restore = [&] {
+    for (int i = 0; i < 3; ++i) {
+      if (saved[i] < 0) continue;
+      ::dup2(saved[i], i);
+      ::close(saved[i]);
+      saved[i] = -1;
+    }
+  };
+  try {
+    auto r = fn();
+    restore();
+    return r;
+  } catch (...) {
+    restore();
+    throw;
+  }
+}
+
+// SIGRTMIN+3 (systemd's "halt"), SIGKILL after timeout_ms; reaps the init (our child).
+void shut_down(pid_t pid, int pidfd, int timeout_ms) {
+  ::kill(pid, SIGRTMIN + 3);
+  bool gone = false;
+  if (pidfd >= 0) {
+    struct pollfd p = {pidfd, POLLIN, 0};
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (!gone) {
+      long left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) break;
+      int r = ::poll(&p, 1, static_cast<int>(left));
+      if (r > 0) gone = true;
+      if (r < 0 && errno != EINTR) break;
+    }
+  }
+  if (!gone) {
+    log::warn("booted container did not stop within " + std::to_string(timeout_ms / 1000) +
+              " s of SIGRTMIN+3: killing it");
+    ::kill(pid, SIGKILL);
+  }
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+std::string find_init(const std::string& rootfs) {
+  for (const char* p : {"/lib/systemd/systemd", "/usr/lib/systemd/systemd"}) {
+    std::string host = runtime::secure_join(rootfs, p);
+    if (::access(host.c_str(), X_OK) == 0) return p;
+  }
+  throw Error("--boot: the image has no systemd (/lib/systemd/systemd)", ENOENT);
+}
+
+int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init) {
+  auto& p = config["process"];
+  p["args"] = nlohmann::json::array({init});
+  p["terminal"] = false;
+  p["cwd"] = "/";
+  p["user"] = {{"uid", 0}, {"gid", 0}};
+  auto& env = p["env"];
+  nlohmann::json kept = nlohmann::json::array();
+  for (auto& e : env) {
+    std::string s = e.get<std::string>();
+    if (!s.starts_with("container=") && !s.starts_with("NOTIFY_SOCKET=")) kept.push_back(s);
+  }
+  kept.push_back("container=racker");
+  kept.push_back("NOTIFY_SOCKET=/run/host/notify");
+  env = kept;
+
+  uint64_t bounding = bounding_set();
+  nlohmann::json caps = nlohmann::json::array();
+  for (const char* c : kBootCaps) {
+    int n = cap_number(c);
+    if (n >= 0 && ((bounding >> n) & 1)) caps.push_back(c);
+  }
+  p["capabilities"] = {{"bounding", caps}, {"effective", caps}, {"permitted", caps}};
+
+  // machine-id: an empty one makes every boot a first boot (presets, a transient id);
+  // write a real one into the container's upper layer instead
+  std::string mid = runtime::secure_join(config["root"].value("path", ""), "/etc/machine-id");
+  if (trim(read_file_if_exists(mid).value_or("")).empty())
+    write_file_atomic(mid, random_hex(32) + "\n", 0444);
+
+  // the notify socket; bound through /proc/self/fd because cdir may exceed sun_path
+  int dirfd = ::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) throw_errno("open " + cdir);
+  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (sock < 0) {
+    ::close(dirfd);
+    throw_errno("socket");
+  }
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/notify";
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ::unlink((cdir + "/notify").c_str());
+  int rc = ::bind(sock, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::close(dirfd);
+  if (rc != 0) {
+    ::close(sock);
+    throw_errno("bind " + cdir + "/notify", err);
+  }
+
+  auto& mounts = config["mounts"];
+  bool hybrid = path_exists("/sys/fs/cgroup/unified") || path_exists("/sys/fs/cgroup/systemd");
+  std::string cg = config["linux"].value("cgroupsPath", "");
+  for (auto& m : mounts) {
+    if (m["destination"] != "/sys/fs/cgroup" || hybrid) continue;
+    // cgroup v2 only: the container's own cgroup, writable (systemd creates its sub-cgroups)
+    nlohmann::json o = nlohmann::json::array();
+    for (auto& x : m["options"])
+      if (x != "ro") o.push_back(x);
+    m["options"] = o;
+  }
+  auto bind = [&](const std::string& src, const std::string& dst, bool ro) {
+    nlohmann::json o = {"rbind", "rprivate"};
+    if (ro) o.push_back("ro");
+    mounts.push_back({{"destination", dst}, {"type", "bind"}, {"source", src}, {"options", o}});
+  };
+  if (hybrid) {
+    // v1 controllers stay read-only (as nspawn does); systemd's own hierarchies are writable
+    for (const char* h : {"systemd", "unified"})
+      if (path_exists(std::string("/sys/fs/cgroup/") + h))
+        bind(std::string("/sys/fs/cgroup/") + h + cg, std::string("/sys/fs/cgroup/") + h, false);
+  }
+  auto tmpfs = [&](const std::string& dst, nlohmann::json o) {
+    mounts.push_back(
+        {{"destination", dst}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", o}});
+  };
+  tmpfs("/run", {"nosuid", "nodev", "mode=755"});
+  tmpfs("/run/lock", {"nosuid", "nodev", "noexec", "mode=1777", "size=5m"});
+  tmpfs("/tmp", {"nosuid", "nodev", "mode=1777"});
+  bind(cdir + "/notify", "/run/host/notify", false);
+  return sock;
+}
+
+int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
+               const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,
+               const BootOptions& bo) {
+  auto t0 = Clock::now();
+  with_stdio_to(cdir + "/console.log", [&] { return rt.run(id, opts, true); });
+  pid_t pid = rt.state(id).pid;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  bool stopped = false;
+  auto stop = [&] {
+    stopped = true;
+    shut_down(pid, pidfd, bo.shutdown_timeout_ms);
+    if (pidfd >= 0) ::close(pidfd);
+    pidfd = -1;
+    try {
+      rt.remove(id, true);
+    } catch (const Error& e) {
+      log::warn("remove booted container " + id + ": " + e.what());
+    }
+  };
+  try {
+    bool ready = false, init_died = false;
+    std::string status;
+    auto deadline = t0 + std::chrono::milliseconds(bo.ready_timeout_ms);
+    while (!ready && !init_died) {
+      long left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) break;
+      struct pollfd p[2] = {{notify_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+      int r = ::poll(p, pidfd >= 0 ? 2 : 1, static_cast<int>(left));
+      if (r < 0 && errno != EINTR) throw_errno("poll notify socket");
+      if (r > 0 && (p[0].revents & POLLIN)) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::recv(notify_fd, buf, sizeof buf - 1, 0)) > 0) {
+          for (auto& line : split(std::string(buf, static_cast<size_t>(n)), '\n')) {
+            if (line == "READY=1") ready = true;
+            if (line.starts_with("STATUS=")) status = line.substr(7);
+          }
+        }
+      }
+      if (r > 0 && pidfd >= 0 && (p[1].revents & POLLIN)) init_died = true;
+    }
+    if (!ready && !init_died) {
+      // no READY=1 in time: ask systemctl, for an init that does not speak sd_notify
+      std::string out = cdir + "/is-system-running";
+      runtime::ExecOptions q;
+      q.args = {"systemctl", "is-system-running"};
+      try {
+        with_stdio_to(out, [&] { return rt.exec(id, q); });
+        std::string state = trim(read_file_if_exists(out).value_or(""));
+        ready = state == "running" || state == "degraded";
+      } catch (const Error& e) {
+        log::debug("boot: systemctl is-system-running: " + std::string(e.what()));
+      }
+    }
+    if (!ready) {
+      std::string why = init_died
+                            ? "the init exited during boot"
+                            : "not ready after " + std::to_string(bo.ready_timeout_ms / 1000) +
+                                  " s" + (status.empty() ? "" : " (" + status + ")");
+      stop();
+      throw Error("--boot: " + why + "; last console lines:" + console_tail(cdir, 20), ETIMEDOUT);
+    }
+    log::debug("boot: " + id + " ready in " + std::to_string(ms_since(t0)) + " ms");
+    int rc = rt.exec(id, cmd);
+    stop();
+    return rc;
+  } catch (...) {
+    if (!stopped) stop();
+    throw;
+  }
+}
+
+}  // namespace racker::engine::boot

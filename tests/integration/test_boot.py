@@ -1,0 +1,197 @@
+"""racker run --boot: the image's systemd as PID 1, the command run inside it once systemd
+reports READY=1, then shutdown (SIGRTMIN+3) and cleanup.
+
+One `racker bake --include systemd,systemd-sysv,dbus debian` per session into a store of its
+own; the rootfs tarball is cached in /var/cache/racker-tests/bake (as test_load_save_bake.py
+does), so reruns take seconds. After every run nothing may be left: no process of the booted
+system, no mount under the store, no cgroup made by its systemd, no /run/racker entry.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BAKE_CACHE = Path("/var/cache/racker-tests/bake")
+STATE_ROOT = Path("/run/racker")
+IMAGE = "racker-boot-test:bookworm"
+TIMEOUT = 90
+
+
+@pytest.fixture(scope="session")
+def racker_exe(tmp_path_factory):
+    """A snapshot of racker: other builds may relink the original while the suite runs."""
+    if os.geteuid() != 0:
+        pytest.skip("racker run --boot tests need root (mounts, namespaces, cgroups)")
+    build = os.environ.get("RACKER_BUILD")
+    path = Path(build) / "racker" if build else REPO / "build" / "racker"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
+    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
+    for attempt in range(50):  # a concurrent link may have the file half-written
+        try:
+            shutil.copy2(path, copy)
+            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
+            break
+        except (OSError, subprocess.CalledProcessError):
+            if attempt == 49:
+                raise
+            time.sleep(0.2)
+    os.chmod(copy.parent, 0o755)
+    return str(copy)
+
+
+@pytest.fixture(scope="session")
+def store(racker_exe, tmp_path_factory):
+    """A store holding IMAGE: bookworm with systemd, systemd-sysv and dbus."""
+    if not shutil.which("mmdebstrap"):
+        print("SKIP: mmdebstrap is missing (apt-get install mmdebstrap)")
+        pytest.skip("mmdebstrap not installed (apt-get install mmdebstrap)")
+    BAKE_CACHE.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("boot") / "store"
+    argv = [racker_exe, "--root", str(root), "bake", "--cache-dir", str(BAKE_CACHE),
+            "--suite", "bookworm", "--include", "systemd,systemd-sysv,dbus", "--name", IMAGE,
+            "debian"]
+    p = subprocess.run(argv, capture_output=True, timeout=900)
+    if p.returncode != 0 and b"mmdebstrap failed" in p.stderr:
+        reason = ("mmdebstrap could not build bookworm (no access to the Debian archive?): "
+                  + p.stderr.decode(errors="replace")[-500:])
+        print("SKIP: " + reason)
+        pytest.skip(reason)
+    assert p.returncode == 0, p
+    return root
+
+
+def racker_cgroups():
+    return set(glob.glob("/sys/fs/cgroup/*/racker/*/")) | set(
+        glob.glob("/sys/fs/cgroup/*/*/racker/*/"))
+
+
+def booted_inits():
+    """Processes whose environment has container=racker (a booted container's init)."""
+    out = []
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            env = Path(d, "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"container=racker" in env:
+            out.append(int(os.path.basename(d)))
+    return out
+
+
+class Boot:
+    def __init__(self, exe, root):
+        self.exe = exe
+        self.root = root
+        self.ready_ms = []
+
+    def run(self, *cmd, flags=()):
+        name = "boot-" + uuid.uuid4().hex[:10]
+        before = racker_cgroups()
+        argv = [self.exe, "--debug", "--root", str(self.root), "run", "--boot", "--rm",
+                "--name", name, *flags, IMAGE, *cmd]
+        t0 = time.monotonic()
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+        wall = time.monotonic() - t0
+        m = re.search(r"boot: \S+ ready in (\d+) ms", p.stderr)
+        if m:
+            self.ready_ms.append(int(m.group(1)))
+            print(f"\n{' '.join(cmd)}: boot-to-ready {m.group(1)} ms, whole run {wall * 1000:.0f} ms")
+        self.check_clean(name, before)
+        return p
+
+    def check_clean(self, name, before):
+        problems = []
+        inits = booted_inits()
+        if inits:
+            problems.append(f"booted inits left: {inits}")
+        with open("/proc/self/mountinfo") as f:
+            left = [l.strip() for l in f if str(self.root) in l]
+        if left:
+            problems.append(f"mounts left: {left}")
+        # cgroups our run made: new ones that systemd populated (init.scope, system.slice);
+        # other containers (concurrent test suites) come and go under racker/ too
+        new = [d for d in racker_cgroups() - before
+               if os.path.isdir(d + "init.scope") or os.path.isdir(d + "system.slice")]
+        if new:
+            problems.append(f"cgroups left: {sorted(new)}")
+        if STATE_ROOT.is_dir() and name in os.listdir(STATE_ROOT):
+            problems.append(f"runtime state left: {STATE_ROOT / name}")
+        containers = self.root / "containers"
+        if containers.is_dir() and os.listdir(containers):
+            problems.append(f"container dirs left: {os.listdir(containers)}")
+        assert not problems, "after the run:\n  " + "\n  ".join(problems)
+
+
+@pytest.fixture
+def boot(racker_exe, store):
+    return Boot(racker_exe, store)
+
+
+def test_boot_systemctl_is_active(boot):
+    p = boot.run("systemctl", "is-active", "systemd-journald")
+    assert p.returncode == 0, p
+    assert p.stdout == "active\n", p
+    assert boot.ready_ms, p
+
+
+def test_boot_exit_status(boot):
+    p = boot.run("sh", "-c", "exit 3")
+    assert p.returncode == 3, p
+
+
+def test_boot_system_running_and_no_failed_units(boot):
+    p = boot.run("systemctl", "is-system-running")
+    assert p.stdout == "running\n", (p, boot.run("systemctl", "--failed", "--no-legend").stdout)
+    assert p.returncode == 0, p
+
+
+def test_boot_hostnamectl(boot):
+    p = boot.run("hostnamectl", flags=("--hostname", "bootbox"))
+    assert p.returncode == 0, p
+    assert re.search(r"Static hostname: bootbox\n", p.stdout), p
+    assert re.search(r"Virtualization: \S+", p.stdout), p
+
+
+def test_boot_pid1_and_environment(boot):
+    p = boot.run("sh", "-c", "cat /proc/1/comm; cat /etc/machine-id; echo $container; "
+                 "mkdir /sys/fs/cgroup/systemd/probe && rmdir /sys/fs/cgroup/systemd/probe && "
+                 "echo writable")
+    assert p.returncode == 0, p
+    comm, machine_id, container, rw = p.stdout.split("\n")[:4]
+    assert comm == "systemd", p
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id), p
+    assert container == "racker", p
+    assert rw == "writable", p  # systemd's own hierarchy: it makes its sub-cgroups there
+
+
+def test_boot_command_not_found(boot):
+    p = boot.run("no-such-command")
+    assert p.returncode == 127, p
+
+
+def test_boot_needs_command(boot):
+    p = boot.run()
+    assert p.returncode == 125, p
+    assert "--boot needs a command" in p.stderr, p
+
+
+def test_boot_timeout_shows_console(boot, tmp_path):
+    """An init that never reports READY=1: racker gives up after --boot-timeout, prints the
+    init's last console lines, kills it (it ignores SIGRTMIN+3) and leaves nothing behind."""
+    fake = tmp_path / "fake-init"
+    fake.write_text("#!/bin/sh\necho hello-from-fake-init\nexec sleep 100\n")
+    fake.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    p = boot.run("true", flags=("--boot-timeout", "2", "-v", f"{fake}:/lib/systemd/systemd:ro"))
+    assert p.returncode == 125, p
+    assert "--boot: not ready after 2 s; last console lines:" in p.stderr, p
+    assert "hello-from-fake-init" in p.stderr, p
