@@ -18,6 +18,7 @@
 #include "base/fs.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "oci/capabilities.hpp"
 #include "runtime/mounts.hpp"
 
 namespace racker::engine::boot {
@@ -41,44 +42,6 @@ uint64_t bounding_set() {
     if (line.starts_with("CapBnd:"))
       return std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
   return ~0ULL;
-}
-
-int cap_number(const std::string& name) {
-  static const char* const order[] = {"CAP_CHOWN",
-                                      "CAP_DAC_OVERRIDE",
-                                      "CAP_DAC_READ_SEARCH",
-                                      "CAP_FOWNER",
-                                      "CAP_FSETID",
-                                      "CAP_KILL",
-                                      "CAP_SETGID",
-                                      "CAP_SETUID",
-                                      "CAP_SETPCAP",
-                                      "CAP_LINUX_IMMUTABLE",
-                                      "CAP_NET_BIND_SERVICE",
-                                      "CAP_NET_BROADCAST",
-                                      "CAP_NET_ADMIN",
-                                      "CAP_NET_RAW",
-                                      "CAP_IPC_LOCK",
-                                      "CAP_IPC_OWNER",
-                                      "CAP_SYS_MODULE",
-                                      "CAP_SYS_RAWIO",
-                                      "CAP_SYS_CHROOT",
-                                      "CAP_SYS_PTRACE",
-                                      "CAP_SYS_PACCT",
-                                      "CAP_SYS_ADMIN",
-                                      "CAP_SYS_BOOT",
-                                      "CAP_SYS_NICE",
-                                      "CAP_SYS_RESOURCE",
-                                      "CAP_SYS_TIME",
-                                      "CAP_SYS_TTY_CONFIG",
-                                      "CAP_MKNOD",
-                                      "CAP_LEASE",
-                                      "CAP_AUDIT_WRITE",
-                                      "CAP_AUDIT_CONTROL",
-                                      "CAP_SETFCAP"};
-  for (int i = 0; i < static_cast<int>(sizeof order / sizeof order[0]); ++i)
-    if (name == order[i]) return i;
-  return -1;
 }
 
 std::string random_hex(size_t n) {
@@ -195,8 +158,8 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   uint64_t bounding = bounding_set();
   nlohmann::json caps = nlohmann::json::array();
   for (const char* c : kBootCaps) {
-    int n = cap_number(c);
-    if (n >= 0 && ((bounding >> n) & 1)) caps.push_back(c);
+    auto n = oci::capability_from_name(c);
+    if (n && ((bounding >> *n) & 1)) caps.push_back(c);
   }
   p["capabilities"] = {{"bounding", caps}, {"effective", caps}, {"permitted", caps}};
 

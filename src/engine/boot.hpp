@@ -26,7 +26,8 @@ struct BootOptions {
 std::string find_init(const std::string& rootfs);
 
 // Turns the spec built for `racker run` into one for a booted system. Creates the notify
-// socket (container dir + "/notify") and a machine-id file there; returns the socket fd.
+// socket (container dir + "/notify"), writes a machine-id into the rootfs when the image's is
+// empty; returns the socket fd.
 int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
 
 // Creates and starts the container (init's output goes to cdir/console.log), waits for
