@@ -9,3 +9,11 @@ bundle=${RACKER_DEMO_BUNDLE:-/var/tmp/racker-demo-bundle}
 "$top/scripts/make-busybox-bundle.sh" "$top/build/racker-oci" "$bundle"
 echo "== racker-oci run (bundle $bundle)"
 "$top/build/racker-oci" run --bundle "$bundle" "racker-demo-$$"
+cd "$top"
+
+# an OS container: Debian bookworm with systemd, baked from Debian's archive (cached), booted
+echo "== racker bake + racker run --boot"
+build/racker bake -q --suite bookworm --include systemd,systemd-sysv,dbus \
+  --name racker-demo/debian-systemd:bookworm debian
+build/racker run --rm --boot --hostname racker-demo racker-demo/debian-systemd:bookworm \
+  sh -c 'grep PRETTY_NAME /etc/os-release; hostnamectl; systemctl is-system-running'
