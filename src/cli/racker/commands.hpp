@@ -41,4 +41,8 @@ int cmd_kill(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_rm(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
 
+// exec and cp (exec_cp_cmds.cpp); exec: the process's status, RunError's 125/126/127.
+int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_cp(const std::vector<std::string>& args, const RackerGlobals& g);
+
 }  // namespace racker::cli

@@ -57,7 +57,8 @@ void usage() {
       "  kill        send a signal to containers\n"
       "  rm          remove containers\n"
       "  inspect     show a container as JSON\n"
-      "  exec        (not implemented yet)\n\n"
+      "  exec        run a command in a running container\n"
+      "  cp          copy files between a container and the host\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -97,15 +98,16 @@ int main(int argc, char** argv) {
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
     static const std::map<std::string, Fn> kCommands = {
-        {"run", cli::cmd_run},       {"pull", cli::cmd_pull},      {"images", cli::cmd_images},
-        {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},        {"login", cli::cmd_login},
-        {"logout", cli::cmd_logout}, {"push", cli::cmd_push},      {"load", cli::cmd_load},
-        {"save", cli::cmd_save},     {"bake", cli::cmd_bake},      {"ps", cli::cmd_ps},
-        {"logs", cli::cmd_logs},     {"stop", cli::cmd_stop},      {"kill", cli::cmd_kill},
-        {"rm", cli::cmd_rm},         {"inspect", cli::cmd_inspect}};
+        {"run", cli::cmd_run},       {"pull", cli::cmd_pull},       {"images", cli::cmd_images},
+        {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},         {"login", cli::cmd_login},
+        {"logout", cli::cmd_logout}, {"push", cli::cmd_push},       {"load", cli::cmd_load},
+        {"save", cli::cmd_save},     {"bake", cli::cmd_bake},       {"ps", cli::cmd_ps},
+        {"logs", cli::cmd_logs},     {"stop", cli::cmd_stop},       {"kill", cli::cmd_kill},
+        {"rm", cli::cmd_rm},         {"inspect", cli::cmd_inspect}, {"exec", cli::cmd_exec},
+        {"cp", cli::cmd_cp}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
-    for (auto* later : {"exec", "create", "start", "cp"})
+    for (auto* later : {"create", "start"})
       if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const engine::RunError& e) {

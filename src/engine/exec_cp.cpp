@@ -1,0 +1,344 @@
+#include "engine/exec_cp.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <optional>
+
+#include "base/error.hpp"
+#include "base/fs.hpp"
+#include "engine/containers.hpp"
+#include "engine/run.hpp"
+#include "image/image_store.hpp"
+#include "runtime/container.hpp"
+#include "runtime/mounts.hpp"
+
+namespace racker::engine {
+namespace {
+
+std::string real_path(const std::string& p) {
+  char buf[PATH_MAX];
+  if (!::realpath(p.c_str(), buf)) return p;
+  return buf;
+}
+
+bool is_mount_point(const std::string& path) {
+  auto info = read_file_if_exists("/proc/self/mountinfo");
+  if (!info) return false;
+  std::string needle = " ";
+  needle += real_path(path);
+  needle += " ";
+  return info->find(needle) != std::string::npos;
+}
+
+// Moves fd over target for the lifetime of the object.
+struct Redirect {
+  int target;
+  int saved = -1;
+  Redirect(int target, int fd) : target(target) {
+    saved = ::fcntl(target, F_DUPFD_CLOEXEC, 3);
+    ::dup2(fd, target);
+  }
+  ~Redirect() {
+    if (saved >= 0) {
+      ::dup2(saved, target);
+      ::close(saved);
+    }
+  }
+  Redirect(const Redirect&) = delete;
+  Redirect& operator=(const Redirect&) = delete;
+};
+
+}  // namespace
+
+int exec_in_container(const ExecRequest& req) {
+  try {
+    if (req.args.empty()) throw RunError("exec: missing COMMAND", EINVAL, 125);
+    Containers store(req.store_root, req.state_root);
+    auto c = store.find(req.container);
+    if (!c.running() || c.status == "paused")
+      throw RunError("container " + c.name + " is not running", ESRCH, 125);
+    std::string rootfs = c.dir + "/rootfs";
+    runtime::ExecOptions o;
+    o.args = req.args;
+    o.env = req.env;
+    o.cwd = req.workdir;
+    if (!req.user.empty()) {
+      auto [uid, gid] = resolve_user(rootfs, req.user);
+      o.user = std::to_string(uid) + ":" + std::to_string(gid);
+    }
+    o.tty = req.tty;
+    o.detach = req.detach;
+    if (req.detach && req.tty) throw RunError("exec: -d with -t is not supported", EINVAL, 125);
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) throw_errno("open /dev/null");
+    std::fflush(stdout);
+    std::fflush(stderr);
+    int status;
+    {
+      std::optional<Redirect> in, out, err;
+      if (!req.interactive || req.detach) in.emplace(0, devnull);
+      if (req.detach) {
+        out.emplace(1, devnull);
+        err.emplace(2, devnull);
+      }
+      ::close(devnull);
+      status = runtime::Runtime(req.state_root).exec(c.name, o);
+    }
+    return status;
+  } catch (const RunError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.find("executable file not found") != std::string::npos ||
+        (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
+      throw RunError(msg, e.err(), 127);
+    if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
+    throw RunError(msg, e.err(), 125);
+  }
+}
+
+namespace {
+
+struct Side {
+  bool in_container = false;
+  std::string path;  // host path, or the path inside the container
+};
+
+Side parse_side(const std::string& arg) {
+  Side s;
+  s.path = arg;
+  auto colon = arg.find(':');
+  // a local path may hold ':' when it starts with / or . (docker's rule)
+  if (colon != std::string::npos && colon > 0 && arg[0] != '/' && arg[0] != '.' &&
+      arg.substr(0, colon).find('/') == std::string::npos) {
+    s.in_container = true;
+    s.path = arg.substr(colon + 1);
+  }
+  return s;
+}
+
+std::string container_of(const std::string& arg) {
+  return arg.substr(0, arg.find(':'));
+}
+
+// Where a path of one side is on the host: container paths through secure_join (symlinks
+// resolved inside the rootfs).
+struct Resolver {
+  bool in_container = false;
+  std::string rootfs;
+  std::string operator()(const std::string& p) const {
+    if (!in_container) return p.empty() ? "." : p;
+    std::string abs = p.empty() || p[0] != '/' ? "/" + p : p;
+    return runtime::secure_join(rootfs, abs);
+  }
+};
+
+std::string base_name(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  if (p.ends_with("/.")) p.resize(p.size() - 2);
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto slash = p.rfind('/');
+  std::string b = slash == std::string::npos ? p : p.substr(slash + 1);
+  return b == "." || b == ".." || b == "/" ? "" : b;
+}
+
+void set_times(const std::string& path, const struct stat& st) {
+  struct timespec ts[2] = {st.st_atim, st.st_mtim};
+  if (::utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
+    throw_errno("set times of " + path);
+}
+
+void copy_file(const std::string& from, const std::string& to, const struct stat& st) {
+  int in = ::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (in < 0) throw_errno("open " + from);
+  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0) {
+    int err = errno;
+    ::close(in);
+    throw_errno("create " + to, err);
+  }
+  char buf[65536];
+  int err = 0;
+  while (true) {
+    ssize_t r = ::read(in, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      err = errno;
+      break;
+    }
+    if (r == 0) break;
+    for (ssize_t off = 0; off < r;) {
+      ssize_t w = ::write(out, buf + off, static_cast<size_t>(r - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        err = errno;
+        break;
+      }
+      off += w;
+    }
+    if (err) break;
+  }
+  if (!err && ::fchmod(out, st.st_mode & 07777) != 0) err = errno;
+  struct timespec ts[2] = {st.st_atim, st.st_mtim};
+  if (!err && ::futimens(out, ts) != 0) err = errno;
+  ::close(in);
+  if (::close(out) != 0 && !err) err = errno;
+  if (err) throw_errno("copy " + from + " to " + to, err);
+}
+
+// Copies the entry at host path `from` (not following a symlink there) to the destination
+// path `to` of the side `dst`, recursively.
+void copy_entry(const std::string& from, const std::string& to, const Resolver& dst) {
+  struct stat st;
+  if (::lstat(from.c_str(), &st) != 0) throw_errno("stat " + from);
+  std::string target = dst(to);
+  if (S_ISDIR(st.st_mode)) {
+    struct stat dt;
+    if (::lstat(target.c_str(), &dt) == 0) {
+      if (!S_ISDIR(dt.st_mode))
+        throw Error("cannot overwrite non-directory " + to + " with a directory", ENOTDIR);
+    } else if (::mkdir(target.c_str(), 0700) != 0) {
+      throw_errno("mkdir " + to);
+    }
+    DIR* d = ::opendir(from.c_str());
+    if (!d) throw_errno("open directory " + from);
+    std::vector<std::string> names;
+    while (auto* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+    for (auto& n : names) copy_entry(from + "/" + n, to + "/" + n, dst);
+    target = dst(to);
+    if (::chmod(target.c_str(), st.st_mode & 07777) != 0) throw_errno("chmod " + to);
+    set_times(target, st);
+  } else if (S_ISREG(st.st_mode)) {
+    struct stat dt;
+    if (::lstat(target.c_str(), &dt) == 0 && S_ISDIR(dt.st_mode))
+      throw Error("cannot overwrite directory " + to + " with a file", EISDIR);
+    copy_file(from, target, st);
+  } else if (S_ISLNK(st.st_mode)) {
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink(from.c_str(), buf, sizeof buf - 1);
+    if (n < 0) throw_errno("readlink " + from);
+    // the link itself, never what it points to: resolve only the parent
+    auto slash = to.rfind('/');
+    std::string parent = slash == std::string::npos ? "" : to.substr(0, slash);
+    std::string link =
+        (slash == std::string::npos ? dst(".") : dst(parent.empty() ? "/" : parent)) + "/" +
+        to.substr(slash == std::string::npos ? 0 : slash + 1);
+    struct stat dt;
+    if (::lstat(link.c_str(), &dt) == 0) {
+      if (S_ISDIR(dt.st_mode)) throw Error("cannot overwrite directory " + to, EISDIR);
+      ::unlink(link.c_str());
+    }
+    if (::symlink(std::string(buf, static_cast<size_t>(n)).c_str(), link.c_str()) != 0)
+      throw_errno("symlink " + to);
+    set_times(link, st);
+  } else {
+    ::unlink(target.c_str());
+    if (::mknod(target.c_str(), st.st_mode, st.st_rdev) != 0) throw_errno("mknod " + to);
+    set_times(target, st);
+  }
+}
+
+// The container's rootfs on the host: its mounted overlay, else the overlay mounted in a
+// private mount namespace of this process.
+std::string container_rootfs(const ContainerEntry& c, const std::string& store_root) {
+  std::string rootfs = c.dir + "/rootfs";
+  if (is_mount_point(rootfs)) return rootfs;
+  if (c.running()) throw Error("container " + c.name + " has no mounted rootfs", ENOENT);
+  std::string image_id = c.meta.value("image_id", "");
+  image::ImageStore images(store_root);
+  auto rec = image_id.empty() ? std::nullopt : images.find(image_id);
+  if (!rec)
+    throw Error("image " + c.meta.value("image", image_id) + " of container " + c.name + " is gone",
+                ENOENT);
+  if (!path_exists(c.dir + "/upper"))
+    throw Error("container " + c.name + " has no upper dir", ENOENT);
+  if (::unshare(CLONE_NEWNS) != 0) throw_errno("unshare mount namespace");
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
+    throw_errno("make mounts private");
+  std::string lower;
+  for (size_t i = rec->layers.size(); i-- > 0;) {
+    if (!lower.empty()) lower += ":";
+    lower += images.layer_dir(rec->layers[i].chain_id) + "/fs";
+  }
+  if (lower.empty()) {
+    mkdir_p(c.dir + "/empty");
+    lower = c.dir + "/empty";
+  }
+  mkdir_p(c.dir + "/work", 0755);
+  mkdir_p(rootfs, 0755);
+  std::string data =
+      "lowerdir=" + lower + ",upperdir=" + c.dir + "/upper,workdir=" + c.dir + "/work";
+  if (::mount("overlay", rootfs.c_str(), "overlay", 0, data.c_str()) != 0)
+    throw_errno("mount overlay of " + c.name);
+  return rootfs;
+}
+
+}  // namespace
+
+void copy_files(const CopyRequest& req) {
+  Side src = parse_side(req.src), dst = parse_side(req.dst);
+  if (src.in_container == dst.in_container)
+    throw Error(src.in_container ? "cp: copying between containers is not supported"
+                                 : "cp: one of SRC and DST must be CONTAINER:PATH",
+                EINVAL);
+  Containers store(req.store_root, req.state_root);
+  auto c = store.find(container_of(src.in_container ? req.src : req.dst));
+  std::string rootfs = container_rootfs(c, req.store_root);
+  Resolver from{src.in_container, rootfs}, to{dst.in_container, rootfs};
+  auto fill = [](Side& s) {
+    if (s.path.empty()) s.path = std::string(s.in_container ? "/" : ".");
+  };
+  fill(src);
+  fill(dst);
+
+  std::string from_host = from(src.path);
+  struct stat st;
+  if (::lstat(from_host.c_str(), &st) != 0)
+    throw_errno("cp: " + src.path + (src.in_container ? " in container " + c.name : ""));
+  bool contents = src.path == "." || src.path.ends_with("/.");
+  std::string name = base_name(src.path);
+  std::string target = dst.path;
+  struct stat dt;
+  bool dst_exists = ::stat(to(dst.path).c_str(), &dt) == 0;
+  if (S_ISDIR(st.st_mode)) {
+    if (dst_exists) {
+      if (!S_ISDIR(dt.st_mode))
+        throw Error("cp: cannot copy directory " + src.path + " to file " + dst.path, ENOTDIR);
+      if (!contents && !name.empty()) target = dst.path + "/" + name;
+    }
+  } else {
+    if (contents) throw Error("cp: " + src.path + " is not a directory", ENOTDIR);
+    if (dst_exists && S_ISDIR(dt.st_mode)) {
+      target = dst.path + "/" + name;
+    } else if (!dst_exists && dst.path.ends_with("/")) {
+      throw Error("cp: destination directory " + dst.path + " does not exist", ENOENT);
+    }
+  }
+  if (!dst_exists) {
+    // the parent must exist
+    std::string t = target;
+    while (t.size() > 1 && t.back() == '/') t.pop_back();
+    auto slash = t.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : t.substr(0, slash);
+    struct stat pt;
+    if (::stat(to(parent).c_str(), &pt) != 0 || !S_ISDIR(pt.st_mode))
+      throw Error("cp: destination directory " + parent + " does not exist", ENOENT);
+    target = t;
+  }
+  copy_entry(from_host, target, to);
+}
+
+}  // namespace racker::engine
