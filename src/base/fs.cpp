@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <vector>
 
 #include "base/error.hpp"
@@ -107,6 +109,25 @@ void remove_tree(const std::string& path) {
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string real_path(const std::string& p) {
+  char buf[PATH_MAX];
+  if (!::realpath(p.c_str(), buf)) return p;
+  return buf;
+}
+
+UniqueFd anonymous_file(const std::string& dir) {
+  mkdir_p(dir, 0700);
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    throw_errno("create file in " + dir);
+  std::string tmpl = dir + "/.racker-tmp-XXXXXX";
+  fd.reset(::mkostemp(tmpl.data(), O_CLOEXEC));
+  if (!fd) throw_errno("create file in " + dir);
+  ::unlink(tmpl.c_str());
+  return fd;
 }
 
 std::string clean_path(std::string_view path) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/fd.hpp"
+
 namespace racker {
 
 // Reads a whole file; throws Error naming the path.
@@ -23,6 +25,11 @@ void remove_tree(const std::string& path);
 bool path_exists(const std::string& path);
 // Lexically cleans a path: collapses "//", ".", and "..", keeping it absolute if it was.
 std::string clean_path(std::string_view path);
+// realpath(3), or p itself when it cannot be resolved.
+std::string real_path(const std::string& p);
+// An unnamed file in dir (O_TMPFILE, else a file unlinked at once), gone when closed: for
+// spooling streams. dir is created (0700) if missing.
+UniqueFd anonymous_file(const std::string& dir);
 // Joins root and an absolute or relative path lexically, never climbing above root.
 std::string join_under(const std::string& root, std::string_view path);
 

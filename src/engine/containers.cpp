@@ -20,12 +20,6 @@
 namespace racker::engine {
 namespace {
 
-std::string real_path(const std::string& p) {
-  char buf[PATH_MAX];
-  if (!::realpath(p.c_str(), buf)) return p;
-  return buf;
-}
-
 bool is_hex_id(const std::string& s) {
   if (s.size() != 64) return false;
   for (char c : s)

@@ -24,12 +24,6 @@
 namespace racker::engine {
 namespace {
 
-std::string real_path(const std::string& p) {
-  char buf[PATH_MAX];
-  if (!::realpath(p.c_str(), buf)) return p;
-  return buf;
-}
-
 bool is_mount_point(const std::string& path) {
   auto info = read_file_if_exists("/proc/self/mountinfo");
   if (!info) return false;

@@ -48,20 +48,6 @@ std::string dirname_of(const std::string& p) {
   return slash == std::string::npos ? "" : p.substr(0, slash);
 }
 
-// An unnamed file in dir (gone when closed), for spooling streams.
-UniqueFd anonymous_file(const std::string& dir) {
-  mkdir_p(dir, 0700);
-  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  if (fd) return fd;
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-    throw_errno("create file in " + dir);
-  std::string tmpl = dir + "/.racker-spool-XXXXXX";
-  fd.reset(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (!fd) throw_errno("create file in " + dir);
-  ::unlink(tmpl.c_str());
-  return fd;
-}
-
 void pread_all(int fd, void* buf, size_t n, uint64_t off, const std::string& what) {
   auto* p = static_cast<char*>(buf);
   while (n > 0) {

@@ -20,6 +20,7 @@
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
+#include "base/file_lock.hpp"
 #include "base/fs.hpp"
 #include "image/digest.hpp"
 #include "image/importer.hpp"
@@ -45,32 +46,6 @@ bool all_of_chars(const std::string& s, const char* extra) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || std::strchr(extra, c);
   });
 }
-
-UniqueFd anonymous_file(const std::string& dir) {
-  mkdir_p(dir, 0700);
-  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  if (fd) return fd;
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-    throw_errno("create file in " + dir);
-  std::string tmpl = dir + "/.racker-bake-XXXXXX";
-  fd.reset(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (!fd) throw_errno("create file in " + dir);
-  ::unlink(tmpl.c_str());
-  return fd;
-}
-
-class FileLock {
- public:
-  explicit FileLock(const std::string& path) {
-    fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd_) throw_errno("open lock " + path);
-    while (::flock(fd_.get(), LOCK_EX) != 0)
-      if (errno != EINTR) throw_errno("lock " + path);
-  }
-
- private:
-  UniqueFd fd_;
-};
 
 std::string rfc3339(time_t t) {
   struct tm tm;

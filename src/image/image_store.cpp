@@ -12,6 +12,7 @@
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
+#include "base/file_lock.hpp"
 #include "base/fs.hpp"
 #include "image/digest.hpp"
 
@@ -19,19 +20,6 @@ namespace racker::image {
 namespace {
 
 using nlohmann::json;
-
-class FileLock {
- public:
-  explicit FileLock(const std::string& path) {
-    fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd_) throw_errno("open lock " + path);
-    while (::flock(fd_.get(), LOCK_EX) != 0)
-      if (errno != EINTR) throw_errno("lock " + path);
-  }
-
- private:
-  UniqueFd fd_;
-};
 
 json to_json(const ImageRecord& r) {
   json layers = json::array();
