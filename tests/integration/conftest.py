@@ -314,6 +314,33 @@ def drop_namespace(config, ns_type):
 # --- fixtures --------------------------------------------------------------------------------
 
 
+def snapshot_binary(path, dest_dir, name):
+    """Copies a built binary into dest_dir and checks that the copy runs. Tests use the copy:
+    other builds may relink the original while the suite runs (a concurrent link may even
+    leave it half-written, hence the retries)."""
+    copy = Path(dest_dir) / name
+    for attempt in range(50):
+        try:
+            shutil.copy2(path, copy)
+            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
+            return copy
+        except (OSError, subprocess.CalledProcessError):
+            if attempt == 49:
+                raise
+            time.sleep(0.2)
+
+
+def make_busybox_rootfs(dest_dir):
+    """A busybox root filesystem at dest_dir/rootfs (scripts/make-busybox-rootfs.sh); skips
+    the test when busybox-static is not installed."""
+    if not os.access("/bin/busybox", os.X_OK):
+        pytest.skip("/bin/busybox missing (apt-get install busybox-static)")
+    d = Path(dest_dir) / "rootfs"
+    subprocess.run([str(REPO / "scripts" / "make-busybox-rootfs.sh"), str(d)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return d
+
+
 @pytest.fixture(scope="session")
 def racker_bin(tmp_path_factory):
     """A snapshot of the binary under test (RACKER_OCI, else <repo>/build/racker-oci): other
@@ -323,28 +350,14 @@ def racker_bin(tmp_path_factory):
     path = os.environ.get("RACKER_OCI") or str(REPO / "build" / "racker-oci")
     if not os.access(path, os.X_OK):
         pytest.skip(f"racker-oci binary not found at {path} (build it or set RACKER_OCI)")
-    copy_path = tmp_path_factory.mktemp("bin") / "racker-oci"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy_path)
-            subprocess.run([str(copy_path), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy_path = snapshot_binary(path, tmp_path_factory.mktemp("bin"), "racker-oci")
     os.chmod(copy_path.parent, 0o755)
     return str(copy_path)
 
 
 @pytest.fixture(scope="session")
 def busybox_rootfs(racker_bin, tmp_path_factory):
-    if not os.access("/bin/busybox", os.X_OK):
-        pytest.skip("/bin/busybox missing (apt-get install busybox-static)")
-    d = tmp_path_factory.mktemp("busybox") / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "make-busybox-rootfs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
+    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import snapshot_binary
+
 REPO = Path(__file__).resolve().parents[2]
 BAKE_CACHE = Path("/var/cache/racker-tests/bake")
 STATE_ROOT = Path("/run/racker")
@@ -34,16 +36,7 @@ def racker_exe(tmp_path_factory):
     path = Path(build) / "racker" if build else REPO / "build" / "racker"
     if not os.access(path, os.X_OK):
         pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy)
-            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
     os.chmod(copy.parent, 0o755)
     return str(copy)
 

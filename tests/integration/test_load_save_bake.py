@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_busybox_rootfs, snapshot_binary
+
 from registry_util import (Dir, File, Hardlink, Image, Index, Layer, Symlink, chain_ids, sha256)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,27 +51,13 @@ def racker_exe(tmp_path_factory):
     path = Path(build) / "racker" if build else REPO / "build" / "racker"
     if not os.access(path, os.X_OK):
         pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy)
-            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
     return str(copy)
 
 
 @pytest.fixture(scope="session")
 def bb_rootfs(racker_exe, tmp_path_factory):
-    if not os.access("/bin/busybox", os.X_OK):
-        pytest.skip("/bin/busybox missing (apt-get install busybox-static)")
-    d = tmp_path_factory.mktemp("ls-busybox") / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "make-busybox-rootfs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
+    return make_busybox_rootfs(tmp_path_factory.mktemp("ls-busybox"))
 
 
 def top_layer(compression):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import processes_mentioning, wait_until
+from conftest import make_busybox_rootfs, processes_mentioning, snapshot_binary, wait_until
 from registry_util import (Dir, File, Hardlink, Image, Index, Layer, Opaque, Registry, Symlink,
                            Whiteout, missing_tools)
 
@@ -47,27 +47,13 @@ def racker_exe(tmp_path_factory):
     missing = missing_tools()
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry)")
-    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy)
-            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
     return str(copy)
 
 
 @pytest.fixture(scope="session")
 def bb_rootfs(racker_exe, tmp_path_factory):
-    if not os.access("/bin/busybox", os.X_OK):
-        pytest.skip("/bin/busybox missing (apt-get install busybox-static)")
-    d = tmp_path_factory.mktemp("pull-busybox") / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "make-busybox-rootfs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
+    return make_busybox_rootfs(tmp_path_factory.mktemp("pull-busybox"))
 
 
 @pytest.fixture(scope="session")

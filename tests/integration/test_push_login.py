@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import processes_mentioning
+from conftest import processes_mentioning, snapshot_binary
 from registry_util import MT_OCI_MANIFEST, Dir, File, Image, Layer, Registry, missing_tools
 from token_service import TokenService
 
@@ -42,16 +42,7 @@ def racker_exe(tmp_path_factory):
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry openssl "
                     "apache2-utils)")
-    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy)
-            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
     return str(copy)
 
 

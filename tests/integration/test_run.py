@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, unescape_mountinfo,
-                      wait_until)
+from conftest import (cgroup_mounts, make_busybox_rootfs, proc_cgroups, processes_mentioning,
+                      snapshot_binary, unescape_mountinfo, wait_until)
 from registry_util import File, Image, Layer, Registry, missing_tools, sha256
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,28 +93,14 @@ def racker_exe(tmp_path_factory):
     missing = missing_tools()
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry)")
-    copy = tmp_path_factory.mktemp("racker-bin") / "racker"
-    for attempt in range(50):  # a concurrent link may have the file half-written
-        try:
-            shutil.copy2(path, copy)
-            subprocess.run([str(copy), "--version"], check=True, stdout=subprocess.DEVNULL)
-            break
-        except (OSError, subprocess.CalledProcessError):
-            if attempt == 49:
-                raise
-            time.sleep(0.2)
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
     os.chmod(copy.parent, 0o755)
     return str(copy)
 
 
 @pytest.fixture(scope="session")
 def bb_rootfs(racker_exe, tmp_path_factory):
-    if not os.access("/bin/busybox", os.X_OK):
-        pytest.skip("/bin/busybox missing (apt-get install busybox-static)")
-    d = tmp_path_factory.mktemp("run-busybox") / "rootfs"
-    subprocess.run([str(REPO / "scripts" / "make-busybox-rootfs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
+    return make_busybox_rootfs(tmp_path_factory.mktemp("run-busybox"))
 
 
 class Images:
