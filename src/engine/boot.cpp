@@ -67,43 +67,6 @@ std::string console_tail(const std::string& cdir, size_t n) {
   return out.empty() ? "\n  (no console output)" : out;
 }
 
-// Runs fn with fd 0 on /dev/null and fds 1, 2 on path (appended); restores them after.
-template <class F>
-auto with_stdio_to(const std::string& path, F fn) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  int saved[3];
-  for (int i = 0; i < 3; ++i) saved[i] = ::fcntl(i, F_DUPFD_CLOEXEC, 3);
-  int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (out < 0 || in < 0) {
-    for (int fd : {out, in, saved[0], saved[1], saved[2]})
-      if (fd >= 0) ::close(fd);
-    throw_errno("open " + path);
-  }
-  ::dup2(in, 0);
-  ::dup2(out, 1);
-  ::dup2(out, 2);
-  ::close(in);
-  ::close(out);
-  auto restore = [&] {
-    for (int i = 0; i < 3; ++i) {
-      if (saved[i] < 0) continue;
-      ::dup2(saved[i], i);
-      ::close(saved[i]);
-      saved[i] = -1;
-    }
-  };
-  try {
-    auto r = fn();
-    restore();
-    return r;
-  } catch (...) {
-    restore();
-    throw;
-  }
-}
-
 // SIGRTMIN+3 (systemd's "halt"), SIGKILL after timeout_ms; reaps the init (our child).
 void shut_down(pid_t pid, int pidfd, int timeout_ms) {
   ::kill(pid, SIGRTMIN + 3);
@@ -223,25 +186,14 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   return sock;
 }
 
-int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
-               const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,
-               const BootOptions& bo) {
+Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
+                      const runtime::CreateOptions& opts, const std::string& cdir, int notify_fd,
+                      const BootOptions& bo) {
   auto t0 = Clock::now();
   with_stdio_to(cdir + "/console.log", [&] { return rt.run(id, opts, true); });
-  pid_t pid = rt.state(id).pid;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  bool stopped = false;
-  auto stop = [&] {
-    stopped = true;
-    shut_down(pid, pidfd, bo.shutdown_timeout_ms);
-    if (pidfd >= 0) ::close(pidfd);
-    pidfd = -1;
-    try {
-      rt.remove(id, true);
-    } catch (const Error& e) {
-      log::warn("remove booted container " + id + ": " + e.what());
-    }
-  };
+  Booted b;
+  b.pid = rt.state(id).pid;
+  b.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, b.pid, 0));
   try {
     bool ready = false, init_died = false;
     std::string status;
@@ -250,8 +202,8 @@ int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::Creat
       long left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
-      struct pollfd p[2] = {{notify_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
-      int r = ::poll(p, pidfd >= 0 ? 2 : 1, static_cast<int>(left));
+      struct pollfd p[2] = {{notify_fd, POLLIN, 0}, {b.pidfd, POLLIN, 0}};
+      int r = ::poll(p, b.pidfd >= 0 ? 2 : 1, static_cast<int>(left));
       if (r < 0 && errno != EINTR) throw_errno("poll notify socket");
       if (r > 0 && (p[0].revents & POLLIN)) {
         char buf[4096];
@@ -263,7 +215,7 @@ int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::Creat
           }
         }
       }
-      if (r > 0 && pidfd >= 0 && (p[1].revents & POLLIN)) init_died = true;
+      if (r > 0 && b.pidfd >= 0 && (p[1].revents & POLLIN)) init_died = true;
     }
     if (!ready && !init_died) {
       // no READY=1 in time: ask systemctl, for an init that does not speak sd_notify
@@ -283,15 +235,54 @@ int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::Creat
                             ? "the init exited during boot"
                             : "not ready after " + std::to_string(bo.ready_timeout_ms / 1000) +
                                   " s" + (status.empty() ? "" : " (" + status + ")");
-      stop();
-      throw Error("--boot: " + why + "; last console lines:" + console_tail(cdir, 20), ETIMEDOUT);
+      std::string tail = console_tail(cdir, 20);
+      stop(rt, id, b, bo);
+      throw Error("boot: " + why + "; last console lines:" + tail, ETIMEDOUT);
     }
-    log::debug("boot: " + id + " ready in " + std::to_string(ms_since(t0)) + " ms");
+  } catch (...) {
+    if (b.pid > 0) stop(rt, id, b, bo);
+    throw;
+  }
+  b.ready_ms = ms_since(t0);
+  log::debug("boot: " + id + " ready in " + std::to_string(b.ready_ms) + " ms");
+  return b;
+}
+
+void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOptions& bo) {
+  if (b.pid <= 0) return;
+  if (bo.fast_teardown) {
+    // a throwaway system: no clean shutdown, every process of the container goes at once
+    try {
+      rt.kill(id, SIGKILL, true);
+    } catch (const Error& e) {
+      log::debug("kill booted container " + id + ": " + e.what());
+    }
+    ::kill(b.pid, SIGKILL);
+    while (::waitpid(b.pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  } else {
+    shut_down(b.pid, b.pidfd, bo.shutdown_timeout_ms);
+  }
+  if (b.pidfd >= 0) ::close(b.pidfd);
+  b.pidfd = -1;
+  b.pid = -1;
+  try {
+    rt.remove(id, true);
+  } catch (const Error& e) {
+    log::warn("remove booted container " + id + ": " + e.what());
+  }
+}
+
+int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
+               const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,
+               const BootOptions& bo) {
+  Booted b = start_and_wait(rt, id, opts, cdir, notify_fd, bo);
+  try {
     int rc = rt.exec(id, cmd);
-    stop();
+    stop(rt, id, b, bo);
     return rc;
   } catch (...) {
-    if (!stopped) stop();
+    stop(rt, id, b, bo);
     throw;
   }
 }

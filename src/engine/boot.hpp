@@ -3,23 +3,82 @@
 // namespace, NOTIFY_SOCKET=/run/host/notify); once it reports READY=1 the user's command runs
 // inside through Runtime::exec, then the system is shut down (SIGRTMIN+3, SIGKILL after 10 s)
 // and removed.
-// Future work: boot automatically when no command is given and the image's /sbin/init is
-// systemd; a booted container without a command (wait for the init, console on a pty); -d.
+// Not yet: a booted container in the background (-d).
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "base/error.hpp"
 #include "runtime/container.hpp"
 
 namespace racker::engine::boot {
 
+// Runs fn with fd 0 on /dev/null and fds 1, 2 on path (appended); restores them after.
+// (The runtime hands a container racker's own stdio.)
+template <class F>
+auto with_stdio_to(const std::string& path, F fn) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int saved[3];
+  for (int i = 0; i < 3; ++i) saved[i] = ::fcntl(i, F_DUPFD_CLOEXEC, 3);
+  int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out < 0 || in < 0) {
+    for (int fd : {out, in, saved[0], saved[1], saved[2]})
+      if (fd >= 0) ::close(fd);
+    throw_errno("open " + path);
+  }
+  ::dup2(in, 0);
+  ::dup2(out, 1);
+  ::dup2(out, 2);
+  ::close(in);
+  ::close(out);
+  auto restore = [&] {
+    for (int i = 0; i < 3; ++i) {
+      if (saved[i] < 0) continue;
+      ::dup2(saved[i], i);
+      ::close(saved[i]);
+      saved[i] = -1;
+    }
+  };
+  try {
+    auto r = fn();
+    restore();
+    return r;
+  } catch (...) {
+    restore();
+    throw;
+  }
+}
+
 struct BootOptions {
   int ready_timeout_ms = 30000;     // READY=1 deadline
   int shutdown_timeout_ms = 10000;  // SIGRTMIN+3 -> SIGKILL
+  bool fast_teardown = false;       // SIGKILL everything instead of a clean shutdown
 };
+
+struct Booted {
+  pid_t pid = -1;  // the container's init, our child
+  int pidfd = -1;
+  long ready_ms = 0;  // start to READY=1
+};
+
+// Creates and starts the container (init's output goes to cdir/console.log) and waits for
+// READY=1 on notify_fd. Throws racker::Error when the system does not come up (the message ends
+// with the last lines of the console log); the container is stopped and removed then.
+Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
+                      const runtime::CreateOptions& opts, const std::string& cdir, int notify_fd,
+                      const BootOptions& bo);
+// Shuts the system down (SIGRTMIN+3, SIGKILL after the timeout; or SIGKILL at once with
+// fast_teardown) and removes the runtime's state. Idempotent.
+void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOptions& bo);
 
 // The init to run: /lib/systemd/systemd, or /sbin/init when it leads to systemd. Throws
 // racker::Error when the rootfs has neither.
@@ -30,10 +89,7 @@ std::string find_init(const std::string& rootfs);
 // empty; returns the socket fd.
 int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
 
-// Creates and starts the container (init's output goes to cdir/console.log), waits for
-// READY=1 on notify_fd, runs cmd with Runtime::exec, shuts the system down and removes the
-// runtime state. Returns cmd's exit status. Throws racker::Error when the system does not
-// come up (the message ends with the last lines of the console log).
+// start_and_wait, cmd through Runtime::exec, stop. Returns cmd's exit status.
 int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
                const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,
                const BootOptions& bo);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <random>
+#include <tuple>
 
 #include "base/clock.hpp"
 #include "base/error.hpp"
@@ -14,6 +15,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/boot.hpp"
+#include "engine/provision.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
 #include "oci/capabilities.hpp"
@@ -136,55 +138,44 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
   return {uid, gid};
 }
 
-int run_container(const RunRequest& req) {
-  image::ContentStore content(req.store_root);
+void PreparedContainer::discard() {
+  if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
+  mounted = false;
+  if (!cdir.empty()) remove_tree(cdir);
+}
+
+image::ImageRecord find_or_pull(const RunRequest& req) {
   image::ImageStore images(req.store_root);
   std::optional<image::ImageRecord> rec;
   if (req.pull != "always") rec = images.find(req.image);
-  if (!rec) {
-    if (req.pull == "never")
-      throw RunError("image " + req.image + " not found (--pull never)", ENOENT, 125);
-    if (req.pull != "always" && req.pull != "missing")
-      throw RunError("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
-                     125);
-    rec = image::pull_image(content, images, req.image, req.pull_options);
-  }
-  auto image_config = nlohmann::json::parse(content.read_blob(rec->config_digest));
+  if (rec) return *rec;
+  if (req.pull == "never")
+    throw RunError("image " + req.image + " not found (--pull never)", ENOENT, 125);
+  if (req.pull != "always" && req.pull != "missing")
+    throw RunError("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
+                   125);
+  image::ContentStore content(req.store_root);
+  return image::pull_image(content, images, req.image, req.pull_options);
+}
 
-  std::string id = random_id();
-  std::string name = req.name.empty() ? "racker-" + id.substr(0, 12) : req.name;
-  std::string cdir = req.store_root + "/containers/" + id;
+PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec) {
+  image::ContentStore content(req.store_root);
+  image::ImageStore images(req.store_root);
+  PreparedContainer p;
+  p.rec = rec;
+  p.image_config = nlohmann::json::parse(content.read_blob(rec.config_digest));
+  p.id = random_id();
+  p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
+  p.cdir = req.store_root + "/containers/" + p.id;
+  p.rootfs = p.cdir + "/rootfs";
   mkdir_p(req.store_root + "/containers", 0700);
-  for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(cdir + sub, 0755);
-  bool mounted = false;
-  int notify_fd = -1;
-  struct FdCloser {
-    int& fd;
-    ~FdCloser() {
-      if (fd >= 0) ::close(fd);
-    }
-  } notify_closer{notify_fd};
-  auto cleanup = [&] {
-    if (mounted) ::umount2((cdir + "/rootfs").c_str(), MNT_DETACH);
-    remove_tree(cdir);
-  };
   try {
-    mount_overlay(images, *rec, cdir);
-    mounted = true;
-    std::string rootfs = cdir + "/rootfs";
-    RunFlags flags = req.flags;
-    std::vector<std::string> boot_cmd;
-    std::string boot_init;
-    if (req.boot) {
-      if (req.detach) throw RunError("--boot with -d is not supported yet", EINVAL, 125);
-      if (flags.args.empty())
-        throw RunError("--boot needs a command to run in the booted system", EINVAL, 125);
-      boot_cmd = flags.args;
-      boot_init = boot::find_init(rootfs);
-      flags.entrypoint = std::vector<std::string>{boot_init};
-      flags.args.clear();
-    }
-    std::string hostname = flags.hostname.empty() ? id.substr(0, 12) : flags.hostname;
+    for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
+    mount_overlay(images, rec, p.cdir);
+    p.mounted = true;
+    const RunFlags& flags = req.flags;
+    const std::string& cdir = p.cdir;
+    std::string hostname = flags.hostname.empty() ? p.id.substr(0, 12) : flags.hostname;
     write_file_atomic(cdir + "/hostname", hostname + "\n");
     write_file_atomic(
         cdir + "/hosts",
@@ -195,45 +186,96 @@ int run_container(const RunRequest& req) {
         {cdir + "/hostname", "/etc/hostname"},
         {cdir + "/hosts", "/etc/hosts"},
         {cdir + "/resolv.conf", "/etc/resolv.conf"}};
-    BuiltSpec built = build_spec(image_config, flags, rootfs, id, binds);
+    p.built = build_spec(p.image_config, flags, p.rootfs, p.id, binds);
+    const auto& ic = p.image_config;
     std::string user = !flags.user.empty() ? flags.user
-                       : image_config.contains("config") && image_config["config"].is_object()
-                           ? image_config["config"].value("User", "")
+                       : ic.contains("config") && ic["config"].is_object()
+                           ? ic["config"].value("User", "")
                            : "";
-    auto [uid, gid] = resolve_user(rootfs, user);
-    built.config["process"]["user"] = {{"uid", uid}, {"gid", gid}};
-    auto& env = built.config["process"]["env"];
+    std::tie(p.uid, p.gid) = resolve_user(p.rootfs, user);
+    auto& config = p.built.config;
+    config["process"]["user"] = {{"uid", p.uid}, {"gid", p.gid}};
+    auto& env = config["process"]["env"];
     bool has_home = false;
     for (auto& e : env) has_home |= e.get<std::string>().starts_with("HOME=");
-    if (!has_home) env.push_back("HOME=" + home_of(rootfs, uid));
+    if (!has_home) env.push_back("HOME=" + home_of(p.rootfs, p.uid));
     // docker creates a missing working directory
-    std::string cwd = built.config["process"]["cwd"];
-    std::string cwd_host = runtime::secure_join(rootfs, cwd);
+    std::string cwd = config["process"]["cwd"];
+    std::string cwd_host = runtime::secure_join(p.rootfs, cwd);
     if (!path_exists(cwd_host)) {
       mkdir_p(cwd_host, 0755);
-      if (::chown(cwd_host.c_str(), uid, gid) != 0) throw_errno("chown " + cwd);
+      if (::chown(cwd_host.c_str(), p.uid, p.gid) != 0) throw_errno("chown " + cwd);
     }
-    if (flags.privileged) limit_to_host_capabilities(built.config);
+    if (flags.privileged) limit_to_host_capabilities(config);
+    p.meta = {{"id", p.id},
+              {"name", p.name},
+              {"image", rec.names.empty() ? rec.id : rec.names[0]},
+              {"image_id", rec.id},
+              {"created", now_rfc3339()},
+              {"command", p.built.process_args}};
+    if (ic.contains("config") && ic["config"].is_object() && ic["config"].contains("StopSignal") &&
+        ic["config"]["StopSignal"].is_string())
+      p.meta["stop_signal"] = ic["config"]["StopSignal"];
+  } catch (...) {
+    p.discard();
+    throw;
+  }
+  return p;
+}
+
+void write_container_files(const PreparedContainer& p) {
+  write_file_atomic(p.cdir + "/config.json", p.built.config.dump(2));
+  write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+}
+
+runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& flags,
+                                    const std::string& process_file) {
+  // the command runs with the process the plain container would have had (docker's
+  // capabilities, the image's environment), not with the init's
+  nlohmann::json proc = p.built.config["process"];
+  proc["args"] = p.built.process_args;
+  proc["terminal"] = flags.tty;
+  write_file_atomic(process_file, proc.dump());
+  runtime::ExecOptions o;
+  o.process_file = process_file;
+  o.tty = flags.tty;
+  return o;
+}
+
+bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
+  image::ImageStore images(req.store_root);
+  bool boot = req.boot == RunRequest::Boot::yes ||
+              (req.boot == RunRequest::Boot::automatic && !req.detach && image_is_os(images, rec));
+  if (!boot || image_has_systemd(images, rec)) return boot;
+  ProvisionOptions po;
+  po.store_root = req.store_root;
+  po.state_root = req.state_root;
+  po.on_status = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+  rec = ensure_systemd(rec, po);
+  return true;
+}
+
+int run_container(const RunRequest& req) {
+  image::ImageRecord rec = find_or_pull(req);
+  bool boot = decide_boot(req, rec);
+  if (boot && req.detach) throw RunError("--boot with -d is not supported yet", EINVAL, 125);
+  PreparedContainer p = prepare_container(req, rec);
+  const std::string& cdir = p.cdir;
+  const std::string& name = p.name;
+  int notify_fd = -1;
+  struct FdCloser {
+    int& fd;
+    ~FdCloser() {
+      if (fd >= 0) ::close(fd);
+    }
+  } notify_closer{notify_fd};
+  try {
     runtime::ExecOptions boot_exec;
-    if (req.boot) {
-      boot_exec.args = boot_cmd;
-      boot_exec.user = std::to_string(uid) + ":" + std::to_string(gid);
-      boot_exec.cwd = cwd;
-      boot_exec.tty = flags.tty;
-      notify_fd = boot::prepare_spec(built.config, cdir, boot_init);
+    if (boot) {
+      boot_exec = booted_command(p, req.flags, cdir + "/command.json");
+      notify_fd = boot::prepare_spec(p.built.config, cdir, boot::find_init(p.rootfs));
     }
-    write_file_atomic(cdir + "/config.json", built.config.dump(2));
-    nlohmann::json meta = {{"id", id},
-                           {"name", name},
-                           {"image", rec->names.empty() ? rec->id : rec->names[0]},
-                           {"image_id", rec->id},
-                           {"created", now_rfc3339()},
-                           {"command", built.process_args}};
-    if (image_config.contains("config") && image_config["config"].is_object() &&
-        image_config["config"].contains("StopSignal") &&
-        image_config["config"]["StopSignal"].is_string())
-      meta["stop_signal"] = image_config["config"]["StopSignal"];
-    write_file_atomic(cdir + "/meta.json", meta.dump(2));
+    write_container_files(p);
 
     if (!req.interactive && !req.detach) {
       int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -268,7 +310,7 @@ int run_container(const RunRequest& req) {
       }
     };
     try {
-      if (req.boot) {
+      if (boot) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
         status = boot::run_booted(rt, name, opts, cdir, notify_fd, boot_exec, bo);
@@ -288,20 +330,20 @@ int run_container(const RunRequest& req) {
       throw RunError(msg, e.err(), 125);
     }
     if (req.detach) {
-      std::printf("%s\n", id.c_str());
+      std::printf("%s\n", p.id.c_str());
       return 0;
     }
-    ::umount2(rootfs.c_str(), MNT_DETACH);
-    mounted = false;
+    ::umount2(p.rootfs.c_str(), MNT_DETACH);
+    p.mounted = false;
     if (req.remove) {
       remove_tree(cdir);
     } else {
-      meta["exit_code"] = status;
-      write_file_atomic(cdir + "/meta.json", meta.dump(2));
+      p.meta["exit_code"] = status;
+      write_file_atomic(cdir + "/meta.json", p.meta.dump(2));
     }
     return status;
   } catch (...) {
-    cleanup();
+    p.discard();
     throw;
   }
 }

@@ -5,8 +5,11 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "base/error.hpp"
 #include "engine/spec_builder.hpp"
+#include "image/image_store.hpp"
 #include "image/puller.hpp"
 
 namespace racker::engine {
@@ -15,10 +18,12 @@ struct RunRequest {
   std::string image;
   RunFlags flags;
   std::string name;
-  bool remove = false;           // --rm
-  bool detach = false;           // -d
-  bool interactive = false;      // -i: keep stdin
-  bool boot = false;             // --boot: systemd as PID 1, the command runs inside (boot.hpp)
+  bool remove = false;       // --rm
+  bool detach = false;       // -d
+  bool interactive = false;  // -i: keep stdin
+  // --boot / --no-boot; automatic: boot distribution images (an /etc/os-release and a package
+  // manager), provisioning systemd first when the image lacks it (provision.hpp)
+  enum class Boot { automatic, yes, no } boot = Boot::automatic;
   int boot_timeout_s = 30;       // --boot-timeout: READY=1 deadline
   std::string pull = "missing";  // always | missing | never
   std::string store_root = "/var/lib/racker";
@@ -35,6 +40,27 @@ struct RunError : Error {
       : Error(msg, err), exit_code(exit_code) {}
   int exit_code;
 };
+
+// The steps of run_container that OsContainer shares (engine-internal).
+struct PreparedContainer {
+  std::string id, name, cdir, rootfs;
+  image::ImageRecord rec;
+  nlohmann::json image_config;
+  BuiltSpec built;      // config with user, HOME and cwd resolved; not written yet
+  nlohmann::json meta;  // id, name, image, created, command, stop_signal
+  uint32_t uid = 0, gid = 0;
+  bool mounted = false;
+  // Unmounts the rootfs and removes the container directory (never throws).
+  void discard();
+};
+
+// The image named by req.image: from the store, or pulled (req.pull).
+image::ImageRecord find_or_pull(const RunRequest& req);
+// Container dir, overlay rootfs, hostname/hosts/resolv.conf, config built from the image and
+// flags. On failure nothing is left behind.
+PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec);
+// Writes config.json and meta.json into the container dir.
+void write_container_files(const PreparedContainer& p);
 
 // "uid[:gid]" or "name[:group]" resolved with the rootfs' /etc/passwd and /etc/group.
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user);

@@ -37,8 +37,10 @@ const std::vector<OptionSpec> kRunOpts = {
     {"cap-add", 0, true, true, "add a capability"},
     {"cap-drop", 0, true, true, "drop a capability"},
     {"privileged", 0, false, false, "all capabilities, all devices, no masked paths"},
-    {"boot", 0, false, false, "boot the image's systemd, run COMMAND inside, then shut down"},
-    {"no-boot", 0, false, false, "run COMMAND as the container's PID 1 (the default)"},
+    {"boot", 0, false, false,
+     "boot the image's systemd, run COMMAND inside, then shut down (default for distribution "
+     "images)"},
+    {"no-boot", 0, false, false, "run COMMAND as the container's PID 1, never boot"},
     {"boot-timeout", 0, true, false, "seconds to wait for the booted system (default 30)"},
     {"init", 0, false, false, "(not implemented yet: accepted and ignored)"},
     {"platform", 0, true, false, "os/arch[/variant] to pull"},
@@ -71,9 +73,12 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
     std::printf(
         "usage: racker run [options] IMAGE [COMMAND] [ARG...]\n\n"
         "Runs a command in a new container from IMAGE (pulled if missing).\n"
-        "--boot: the image's systemd runs as PID 1; COMMAND runs inside once it is up, its exit\n"
-        "status is racker's, then the system is shut down. (Future: boot automatically when\n"
-        "no COMMAND is given and the image's /sbin/init is systemd.)\n"
+        "OS containers: a distribution image (one with /etc/os-release and a package manager)\n"
+        "boots its systemd as PID 1 and COMMAND (default: the image's Cmd) runs inside once the\n"
+        "system is up; its exit status is racker's, then the system is shut down. An image\n"
+        "without systemd gets it installed with its own package manager first (once; stored as\n"
+        "racker.local/provisioned/...). --boot forces this, --no-boot runs COMMAND as PID 1.\n"
+        "Not yet: booted containers with -d.\n"
         "Not implemented yet: --network with a bridge, --init.\n\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
@@ -126,7 +131,11 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
   req.flags.cap_drop = a.all("cap-drop");
   req.flags.privileged = a.flag("privileged");
   req.flags.init = a.flag("init");
-  req.boot = a.flag("boot") && !a.flag("no-boot");
+  if (a.flag("boot") && a.flag("no-boot"))
+    throw engine::RunError("--boot and --no-boot contradict each other", EINVAL, 125);
+  req.boot = a.flag("boot")      ? engine::RunRequest::Boot::yes
+             : a.flag("no-boot") ? engine::RunRequest::Boot::no
+                                 : engine::RunRequest::Boot::automatic;
   if (a.has("boot-timeout")) {
     auto n = parse_int(a.get("boot-timeout"));
     if (!n || *n <= 0)

@@ -1,0 +1,249 @@
+#include "engine/os_container.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/fd.hpp"
+#include "base/fs.hpp"
+#include "base/log.hpp"
+#include "base/strings.hpp"
+#include "engine/boot.hpp"
+#include "engine/provision.hpp"
+#include "engine/run.hpp"
+#include "runtime/container.hpp"
+#include "runtime/mounts.hpp"
+
+namespace racker::engine {
+namespace {
+
+void copy_regular_file(const std::string& from, const std::string& to, mode_t mode) {
+  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw_errno("open " + from);
+  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (out < 0) {
+    int err = errno;
+    ::close(in);
+    throw_errno("create " + to, err);
+  }
+  char buf[1 << 16];
+  ssize_t n;
+  int err = 0;
+  while ((n = ::read(in, buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    if (!write_all(out, buf, static_cast<size_t>(n))) {
+      err = errno;
+      break;
+    }
+  }
+  ::fchmod(out, mode);
+  ::close(in);
+  if (::close(out) != 0 && err == 0) err = errno;
+  if (err) throw_errno("copy " + from + " to " + to, err);
+}
+
+bool under(const std::string& path, const char* dir) {
+  std::string d = dir;
+  return path == d || path.starts_with(d + "/");
+}
+
+}  // namespace
+
+struct OsContainer::Impl {
+  OsContainerOptions o;
+  PreparedContainer p;
+  std::unique_ptr<runtime::Runtime> rt;
+  boot::Booted booted;
+  boot::BootOptions bo;
+  int notify_fd = -1;
+  bool kept = false;
+  bool down = false;
+  std::atomic<int> exec_seq{0};
+
+  ~Impl() {
+    if (notify_fd >= 0) ::close(notify_fd);
+  }
+};
+
+OsContainer::OsContainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+OsContainer::~OsContainer() {
+  if (impl_ && !impl_->kept) tear_down();
+}
+
+std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
+  auto impl = std::make_unique<Impl>();
+  impl->o = o;
+  RunRequest req;
+  req.image = o.image;
+  req.name = o.name;
+  req.store_root = o.store_root;
+  req.state_root = o.state_root;
+  req.flags.network = o.network;
+  req.flags.volumes = o.volumes;
+  req.flags.hostname = o.hostname.empty() ? o.name : o.hostname;
+  // the booted system has no command of its own: PID 1 is the init
+  req.flags.entrypoint = std::vector<std::string>{};
+  req.flags.args = {"/sbin/init"};
+  image::ImageRecord rec = find_or_pull(req);
+  {
+    image::ImageStore images(o.store_root);
+    if (!image_has_systemd(images, rec)) {
+      ProvisionOptions po;
+      po.store_root = o.store_root;
+      po.state_root = o.state_root;
+      po.on_status = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+      rec = ensure_systemd(rec, po);
+    }
+  }
+  impl->p = prepare_container(req, rec);
+  PreparedContainer& p = impl->p;
+  try {
+    std::string init = boot::find_init(p.rootfs);
+    p.meta["command"] = nlohmann::json::array({init});
+    p.meta["booted"] = true;
+    impl->notify_fd = boot::prepare_spec(p.built.config, p.cdir, init);
+    write_container_files(p);
+    impl->rt = std::make_unique<runtime::Runtime>(o.state_root);
+    runtime::CreateOptions copts;
+    copts.bundle = p.cdir;
+    impl->bo.ready_timeout_ms = o.ready_timeout_ms;
+    impl->bo.fast_teardown = o.fast_teardown;
+    impl->booted =
+        boot::start_and_wait(*impl->rt, p.name, copts, p.cdir, impl->notify_fd, impl->bo);
+  } catch (const Error& e) {
+    p.discard();
+    std::string msg = e.what();
+    if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
+      throw Error("container name \"" + p.name + "\" is already in use", EEXIST);
+    throw;
+  } catch (...) {
+    p.discard();
+    throw;
+  }
+  return std::unique_ptr<OsContainer>(new OsContainer(std::move(impl)));
+}
+
+ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_ms) {
+  Impl& m = *impl_;
+  if (m.down) throw Error("exec in " + m.p.name + ": the container was torn down", ESRCH);
+  int n = m.exec_seq++;
+  std::string base = m.p.cdir + "/exec-" + std::to_string(n);
+  nlohmann::json proc = m.p.built.config["process"];
+  proc["args"] = args;
+  proc["terminal"] = false;
+  proc["cwd"] = "/";
+  proc["user"] = {{"uid", 0}, {"gid", 0}};
+  write_file_atomic(base + ".json", proc.dump());
+  runtime::ExecOptions eo;
+  eo.process_file = base + ".json";
+  eo.detach = true;
+  eo.pid_file = base + ".pid";
+  ExecResult r;
+  ::unlink((base + ".out").c_str());
+  try {
+    boot::with_stdio_to(base + ".out", [&] { return m.rt->exec(m.p.name, eo); });
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    r.status = (msg.find("executable file not found") != std::string::npos ||
+                (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
+                   ? 127
+                   : 126;
+    r.output = msg;
+    return r;
+  }
+  auto pid = parse_int(trim(read_file(base + ".pid")));
+  if (!pid) throw Error("exec in " + m.p.name + ": no pid", EIO);
+  pid_t child = static_cast<pid_t>(*pid);
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  if (pidfd >= 0 && timeout_ms > 0) {
+    struct pollfd pf = {pidfd, POLLIN, 0};
+    int rc;
+    while ((rc = ::poll(&pf, 1, timeout_ms)) < 0 && errno == EINTR) {
+    }
+    if (rc == 0) {
+      r.timed_out = true;
+      ::kill(child, SIGKILL);
+    }
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  int st = 0;
+  while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+  }
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.output = read_file_if_exists(base + ".out").value_or("");
+  for (auto* ext : {".json", ".pid", ".out"}) ::unlink((base + ext).c_str());
+  return r;
+}
+
+void OsContainer::copy_in(const std::string& host_path, const std::string& container_path) {
+  Impl& m = *impl_;
+  struct stat st;
+  if (::stat(host_path.c_str(), &st) != 0) throw_errno("stat " + host_path);
+  if (!S_ISREG(st.st_mode)) throw Error(host_path + ": not a regular file", EINVAL);
+  std::string target = clean_path(container_path);
+  // /tmp and /run are tmpfs mounts inside: stage the file in the root filesystem, move it there
+  bool staged = under(target, "/tmp") || under(target, "/run");
+  std::string path = staged ? "/var/tmp/.racker-copy-" + std::to_string(m.exec_seq++) : target;
+  std::string dst = runtime::secure_join(m.p.rootfs, path);
+  auto slash = dst.rfind('/');
+  if (slash != std::string::npos && slash > 0) mkdir_p(dst.substr(0, slash), 0755);
+  copy_regular_file(host_path, dst, st.st_mode & 07777);
+  if (staged) {
+    auto r = exec({"/bin/sh", "-c", "mkdir -p \"$(dirname \"$2\")\" && mv -f \"$1\" \"$2\"", "sh",
+                   path, target});
+    if (r.status != 0)
+      throw Error("copy " + host_path + " to " + target + ": " + trim(r.output), EIO);
+  }
+}
+
+const std::string& OsContainer::id() const {
+  return impl_->p.id;
+}
+const std::string& OsContainer::name() const {
+  return impl_->p.name;
+}
+pid_t OsContainer::init_pid() const {
+  return impl_->booted.pid;
+}
+std::string OsContainer::netns_path() const {
+  return "/proc/" + std::to_string(impl_->booted.pid) + "/ns/net";
+}
+long OsContainer::ready_ms() const {
+  return impl_->booted.ready_ms;
+}
+
+void OsContainer::keep() {
+  impl_->kept = true;
+  if (impl_->booted.pidfd >= 0) ::close(impl_->booted.pidfd);
+  impl_->booted.pidfd = -1;
+}
+
+void OsContainer::tear_down() {
+  Impl& m = *impl_;
+  if (m.down) return;
+  m.down = true;
+  try {
+    if (m.rt) boot::stop(*m.rt, m.p.name, m.booted, m.bo);
+  } catch (const std::exception& e) {
+    log::warn("tear down " + m.p.name + ": " + e.what());
+  }
+  m.p.discard();
+}
+
+}  // namespace racker::engine
