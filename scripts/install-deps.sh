@@ -5,7 +5,7 @@ pkgs=(build-essential cmake g++ pkg-config clang-format
   libseccomp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   busybox-static python3 python3-pytest jq iproute2 util-linux
   libcurl4-openssl-dev libssl-dev libzstd-dev libisal-dev libtomlplusplus-dev
-  docker-registry apache2-utils openssl skopeo umoci mmdebstrap)
+  docker-registry apache2-utils openssl skopeo umoci mmdebstrap tini)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

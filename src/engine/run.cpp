@@ -15,6 +15,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/boot.hpp"
+#include "engine/network.hpp"
 #include "engine/provision.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
@@ -139,6 +140,7 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
 }
 
 void PreparedContainer::discard() {
+  if (!net_state_root.empty()) net::teardown(net_state_root, id);
   if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
   mounted = false;
   if (!cdir.empty()) remove_tree(cdir);
@@ -173,7 +175,8 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
     mount_overlay(images, rec, p.cdir);
     p.mounted = true;
-    const RunFlags& flags = req.flags;
+    RunFlags flags = req.flags;
+    if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
     const std::string& cdir = p.cdir;
     std::string hostname = flags.hostname.empty() ? p.id.substr(0, 12) : flags.hostname;
     write_file_atomic(cdir + "/hostname", hostname + "\n");
@@ -181,12 +184,19 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
         cdir + "/hosts",
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
             "\n");
-    write_file_atomic(cdir + "/resolv.conf", host_resolv_conf());
+    std::string netns;
+    if (flags.network == "private") {
+      p.net_state_root = req.state_root;
+      netns = net::setup_private(req.state_root, p.id).netns_path;
+    }
+    write_file_atomic(cdir + "/resolv.conf",
+                      netns.empty() ? host_resolv_conf() : net::resolv_conf_for_host());
     std::vector<std::pair<std::string, std::string>> binds = {
         {cdir + "/hostname", "/etc/hostname"},
         {cdir + "/hosts", "/etc/hosts"},
         {cdir + "/resolv.conf", "/etc/resolv.conf"}};
     p.built = build_spec(p.image_config, flags, p.rootfs, p.id, binds);
+    if (!netns.empty()) net::join_netns(p.built.config, netns);
     const auto& ic = p.image_config;
     std::string user = !flags.user.empty() ? flags.user
                        : ic.contains("config") && ic["config"].is_object()
@@ -333,6 +343,7 @@ int run_container(const RunRequest& req) {
       std::printf("%s\n", p.id.c_str());
       return 0;
     }
+    if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
     ::umount2(p.rootfs.c_str(), MNT_DETACH);
     p.mounted = false;
     if (req.remove) {

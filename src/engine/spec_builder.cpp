@@ -1,5 +1,7 @@
 #include "engine/spec_builder.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -11,6 +13,14 @@
 namespace racker::engine {
 
 using nlohmann::json;
+
+std::string find_init_binary() {
+  for (const char* p :
+       {"/usr/bin/tini-static", "/usr/libexec/docker/docker-init", "/usr/bin/docker-init",
+        "/usr/libexec/podman/catatonit", "/usr/bin/catatonit"})
+    if (::access(p, X_OK) == 0) return p;
+  return "";
+}
 
 const std::vector<std::string>& default_capabilities() {
   static const std::vector<std::string> caps = {
@@ -119,6 +129,13 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
   auto& p = spec["process"];
   p["terminal"] = f.tty;
   p["args"] = args;
+  if (f.init) {
+    if (f.init_path.empty())
+      throw Error("--init: no init binary on this host (apt-get install tini)", ENOENT);
+    std::vector<std::string> with_init = {kInitPath, "--"};
+    with_init.insert(with_init.end(), args.begin(), args.end());
+    p["args"] = with_init;
+  }
   p["env"] = env;
   std::string wd = !f.workdir.empty() ? f.workdir : cfg.value("WorkingDir", "");
   p["cwd"] = wd.empty() ? "/" : wd;
@@ -169,6 +186,11 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
                       {"type", "bind"},
                       {"source", src},
                       {"options", {"rbind", "rprivate"}}});
+  if (f.init)
+    mounts.push_back({{"destination", kInitPath},
+                      {"type", "bind"},
+                      {"source", f.init_path},
+                      {"options", {"bind", "rprivate", "ro", "nosuid", "nodev"}}});
   for (auto& v : f.volumes) {
     json opts = {"rbind", "rprivate"};
     if (v.readonly) opts.push_back("ro");

@@ -27,7 +27,8 @@ struct RunFlags {
   bool tty = false;
   bool read_only = false;
   bool privileged = false;
-  bool init = false;
+  bool init = false;      // --init: a small init as PID 1 that reaps zombies, forwards signals
+  std::string init_path;  // the host binary for --init (found by the caller: find_init_binary)
   std::vector<std::string> cap_add, cap_drop;
   std::vector<VolumeSpec> volumes;
   std::vector<std::string> tmpfs;  // DST[:options]
@@ -35,6 +36,11 @@ struct RunFlags {
   std::optional<double> cpus;
   std::optional<int64_t> pids_limit;
 };
+
+// Where --init's binary is mounted in the container.
+inline constexpr const char* kInitPath = "/sbin/racker-init";
+// A static init for --init on this host (tini-static, docker-init, catatonit); "" when none.
+std::string find_init_binary();
 
 // Docker's default capability set for containers.
 const std::vector<std::string>& default_capabilities();

@@ -963,3 +963,26 @@ def test_pid1_is_the_payload(ctx):
     # no fd of racker's reaches the payload
     out = ctx.out(ctx.images.bb, "sh", "-c", "ls /proc/self/fd")
     assert sorted(out.split()) == ["0", "1", "2", "3"], out  # 3: ls's own directory fd
+
+
+def test_init(ctx):
+    """--init: tini (mounted read-only from the host) is PID 1, the payload below it; exit
+    status, signals and zombie reaping go through it."""
+    out = ctx.out("--init", ctx.images.bb, "sh", "-c",
+                  "cat /proc/1/comm; echo $$; cat /proc/1/cmdline | tr '\\0' ' '; echo")
+    comm, pid, cmdline = out.split("\n")[:3]
+    assert comm == "racker-init", out
+    assert pid != "1", out
+    assert cmdline == "/sbin/racker-init -- sh -c " + cmdline.split(" -c ", 1)[1], out
+    r = ctx.run("--init", ctx.images.bb, "sh", "-c", "exit 42")
+    assert r.returncode == 42, r
+    # SIGKILL of the payload by itself works below an init (cf. test_pid1_cannot_sigkill_itself)
+    r = ctx.run("--init", ctx.images.bb, "sh", "-c", "kill -9 $$; echo survived")
+    assert (r.returncode, r.stdout) == (137, ""), r
+    # an orphan's zombie is reaped by the init: none left after its parent is gone
+    out = ctx.out("--init", ctx.images.bb, "sh", "-c",
+                  "sh -c 'sleep 0.2 & exit 0'; sleep 1; "
+                  "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l")
+    assert out.strip() == "0", out
+    r = ctx.run("--init", ctx.images.bb, "sh", "-c", "echo x > /sbin/racker-init")
+    assert r.returncode != 0 and "Read-only" in r.stderr, r

@@ -42,7 +42,8 @@ const std::vector<OptionSpec> kRunOpts = {
      "images)"},
     {"no-boot", 0, false, false, "run COMMAND as the container's PID 1, never boot"},
     {"boot-timeout", 0, true, false, "seconds to wait for the booted system (default 30)"},
-    {"init", 0, false, false, "(not implemented yet: accepted and ignored)"},
+    {"init", 0, false, false,
+     "run an init (tini) as PID 1 that forwards signals and reaps zombies"},
     {"platform", 0, true, false, "os/arch[/variant] to pull"},
     {"pull", 0, true, false, "always, missing (default) or never"},
     {"help", 0, false, false, "show help"},
@@ -79,7 +80,7 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
         "without systemd gets it installed with its own package manager first (once; stored as\n"
         "racker.local/provisioned/...). --boot forces this, --no-boot runs COMMAND as PID 1.\n"
         "Not yet: booted containers with -d.\n"
-        "Not implemented yet: --network with a bridge, --init.\n\n"
+        "\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
     return 0;

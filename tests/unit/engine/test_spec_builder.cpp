@@ -134,3 +134,23 @@ TEST(SpecBuilder, FlagParsers) {
   auto v = parse_volume("/a:/b");
   EXPECT_FALSE(v.readonly);
 }
+
+TEST(SpecBuilder, InitRunsThePayloadBelowAReadOnlyInit) {
+  json img = image({{"Cmd", {"sleep", "1"}}});
+  RunFlags f;
+  f.init = true;
+  EXPECT_THROW(build(img, f), Error);  // no init binary given
+  f.init_path = "/usr/bin/tini-static";
+  auto b = build(img, f);
+  EXPECT_EQ(b.process_args, (std::vector<std::string>{"sleep", "1"}));
+  EXPECT_EQ(b.config["process"]["args"], json({kInitPath, "--", "sleep", "1"}));
+  bool mounted = false;
+  for (auto& m : b.config["mounts"])
+    if (m["destination"] == kInitPath) {
+      mounted = true;
+      EXPECT_EQ(m["source"], "/usr/bin/tini-static");
+      auto o = m["options"].get<std::vector<std::string>>();
+      EXPECT_NE(std::find(o.begin(), o.end(), "ro"), o.end());
+    }
+  EXPECT_TRUE(mounted);
+}
