@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <tuple>
 
@@ -15,6 +16,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/boot.hpp"
+#include "engine/containers.hpp"
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
 #include "image/content_store.hpp"
@@ -170,6 +172,12 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
   p.cdir = req.store_root + "/containers/" + p.id;
   p.rootfs = p.cdir + "/rootfs";
+  if (!req.name.empty()) {
+    // docker: a name stays taken until the container is removed, also once it exited
+    for (auto& c : Containers(req.store_root, req.state_root).list())
+      if (c.name == req.name)
+        throw RunError("container name \"" + req.name + "\" is already in use", EEXIST, 125);
+  }
   mkdir_p(req.store_root + "/containers", 0700);
   try {
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
@@ -265,13 +273,85 @@ bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
   return true;
 }
 
+namespace {
+
+// Starts the container whose bundle is cdir (config.json written) and, unless detach, waits
+// for it: the runtime's part of run and start. Returns the payload's exit status.
+int launch(const std::string& state_root, const std::string& cdir, const std::string& name,
+           bool detach, bool interactive,
+           const std::function<int(runtime::Runtime&, const runtime::CreateOptions&)>& booted) {
+  if (!interactive && !detach) {
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::close(devnull);
+    }
+  }
+  runtime::Runtime rt(state_root);
+  runtime::CreateOptions opts;
+  opts.bundle = cdir;
+  int status;
+  // -d: the payload inherits racker's stdout/stderr; point them at the container's log
+  int saved_out = -1, saved_err = -1;
+  if (detach) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    int logfd = ::open((cdir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (logfd < 0) throw_errno("open " + cdir + "/log");
+    saved_out = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
+    saved_err = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
+    ::dup2(logfd, 1);
+    ::dup2(logfd, 2);
+    ::close(logfd);
+  }
+  auto restore_stdio = [&] {
+    for (auto [saved, fd] : {std::pair{&saved_out, 1}, std::pair{&saved_err, 2}}) {
+      if (*saved < 0) continue;
+      ::dup2(*saved, fd);
+      ::close(*saved);
+      *saved = -1;
+    }
+  };
+  try {
+    status = booted ? booted(rt, opts) : rt.run(name, opts, detach);
+    restore_stdio();
+  } catch (const Error& e) {
+    restore_stdio();
+    std::string msg = e.what();
+    if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
+      throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
+    if (msg.find("executable file not found") != std::string::npos ||
+        (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
+      throw RunError(msg, e.err(), 127);
+    if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
+    throw RunError(msg, e.err(), 125);
+  }
+  return status;
+}
+
+// After a foreground run: network and overlay released, the exit status recorded (or, with
+// --rm, the container removed).
+void finish(PreparedContainer& p, int status, bool remove) {
+  if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
+  ::umount2(p.rootfs.c_str(), MNT_DETACH);
+  p.mounted = false;
+  if (remove) {
+    remove_tree(p.cdir);
+  } else {
+    p.meta["exit_code"] = status;
+    p.meta.erase("started");
+    write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+  }
+}
+
+}  // namespace
+
 int run_container(const RunRequest& req) {
   image::ImageRecord rec = find_or_pull(req);
   bool boot = decide_boot(req, rec);
   if (boot && req.detach) throw RunError("--boot with -d is not supported yet", EINVAL, 125);
   PreparedContainer p = prepare_container(req, rec);
   const std::string& cdir = p.cdir;
-  const std::string& name = p.name;
   int notify_fd = -1;
   struct FdCloser {
     int& fd;
@@ -280,81 +360,94 @@ int run_container(const RunRequest& req) {
     }
   } notify_closer{notify_fd};
   try {
-    runtime::ExecOptions boot_exec;
+    std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     if (boot) {
-      boot_exec = booted_command(p, req.flags, cdir + "/command.json");
+      runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
       notify_fd = boot::prepare_spec(p.built.config, cdir, boot::find_init(p.rootfs));
-    }
-    write_container_files(p);
-
-    if (!req.interactive && !req.detach) {
-      int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (devnull >= 0) {
-        ::dup2(devnull, 0);
-        ::close(devnull);
-      }
-    }
-    runtime::Runtime rt(req.state_root);
-    runtime::CreateOptions opts;
-    opts.bundle = cdir;
-    int status;
-    // -d: the payload inherits racker's stdout/stderr; point them at the container's log
-    int saved_out = -1, saved_err = -1;
-    if (req.detach) {
-      std::fflush(stdout);
-      std::fflush(stderr);
-      int logfd = ::open((cdir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-      if (logfd < 0) throw_errno("open " + cdir + "/log");
-      saved_out = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
-      saved_err = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
-      ::dup2(logfd, 1);
-      ::dup2(logfd, 2);
-      ::close(logfd);
-    }
-    auto restore_stdio = [&] {
-      for (auto [saved, fd] : {std::pair{&saved_out, 1}, std::pair{&saved_err, 2}}) {
-        if (*saved < 0) continue;
-        ::dup2(*saved, fd);
-        ::close(*saved);
-        *saved = -1;
-      }
-    };
-    try {
-      if (boot) {
+      booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
-        status = boot::run_booted(rt, name, opts, cdir, notify_fd, boot_exec, bo);
-      } else {
-        status = rt.run(name, opts, req.detach);
-      }
-      restore_stdio();
-    } catch (const Error& e) {
-      restore_stdio();
-      std::string msg = e.what();
-      if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
-        throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
-      if (msg.find("executable file not found") != std::string::npos ||
-          (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
-        throw RunError(msg, e.err(), 127);
-      if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
-      throw RunError(msg, e.err(), 125);
+        return boot::run_booted(rt, p.name, opts, cdir, notify_fd, boot_exec, bo);
+      };
     }
+    write_container_files(p);
+    int status = launch(req.state_root, cdir, p.name, req.detach, req.interactive, booted);
     if (req.detach) {
       std::printf("%s\n", p.id.c_str());
       return 0;
     }
-    if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
-    ::umount2(p.rootfs.c_str(), MNT_DETACH);
-    p.mounted = false;
-    if (req.remove) {
-      remove_tree(cdir);
-    } else {
-      p.meta["exit_code"] = status;
-      write_file_atomic(cdir + "/meta.json", p.meta.dump(2));
-    }
+    finish(p, status, req.remove);
     return status;
   } catch (...) {
     p.discard();
+    throw;
+  }
+}
+
+std::string create_container(const RunRequest& req) {
+  image::ImageRecord rec = find_or_pull(req);
+  if (req.boot == RunRequest::Boot::yes)
+    throw RunError("racker create of a booted OS container is not supported yet", EINVAL, 125);
+  PreparedContainer p = prepare_container(req, rec);
+  try {
+    p.meta["state"] = "created";
+    p.meta["interactive"] = req.interactive;
+    write_container_files(p);
+  } catch (...) {
+    p.discard();
+    throw;
+  }
+  return p.id;
+}
+
+int start_container(const std::string& store_root, const std::string& state_root,
+                    const std::string& name_or_id, bool attach, bool interactive) {
+  Containers store(store_root, state_root);
+  ContainerEntry c = store.find(name_or_id);
+  if (c.status == "running" || c.status == "paused") return 0;         // docker: nothing to do
+  if (c.has_state) runtime::Runtime(state_root).remove(c.name, true);  // an exited -d run
+  PreparedContainer p;
+  p.id = c.id;
+  p.name = c.name;
+  p.cdir = c.dir;
+  p.rootfs = c.dir + "/rootfs";
+  p.meta = c.meta;
+  image::ImageStore images(store_root);
+  auto rec = images.find(c.meta.value("image_id", ""));
+  if (!rec)
+    throw RunError("container " + c.name + ": its image " + c.meta.value("image", "") +
+                       " is no longer in the store",
+                   ENOENT, 125);
+  p.rec = *rec;
+  auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
+  std::string real_rootfs = real_path(p.rootfs);
+  bool mounted =
+      read_file_if_exists("/proc/self/mountinfo").value_or("").find(" " + real_rootfs + " ") !=
+      std::string::npos;
+  if (!mounted) mount_overlay(images, p.rec, p.cdir);
+  p.mounted = true;
+  // a private network namespace released when the container last exited: a new one
+  for (auto& ns : config["linux"]["namespaces"]) {
+    if (ns.value("type", "") != "network" || ns.value("path", "").empty()) continue;
+    if (!path_exists(ns["path"].get<std::string>())) {
+      std::string netns = net::setup_private(state_root, p.id).netns_path;
+      net::join_netns(config, netns);
+      write_file_atomic(p.cdir + "/config.json", config.dump(2));
+    }
+    p.net_state_root = state_root;
+  }
+  p.meta.erase("state");
+  p.meta.erase("exit_code");
+  write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+  try {
+    int status = launch(state_root, p.cdir, p.name, !attach, attach && interactive, nullptr);
+    if (!attach) return 0;
+    finish(p, status, false);
+    return status;
+  } catch (...) {
+    // leave the container as it was (created or exited), but not its mount and network
+    if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
+    ::umount2(p.rootfs.c_str(), MNT_DETACH);
     throw;
   }
 }

@@ -35,6 +35,15 @@ struct RunRequest {
 // racker::Error for racker's own failures; RunError carries docker's 125/126/127 codes.
 int run_container(const RunRequest& req);
 
+// racker create: the container's rootfs and config made, nothing started (meta "state":
+// "created"). Returns its id. Booted OS containers cannot be created yet.
+std::string create_container(const RunRequest& req);
+// racker start: runs a created or exited container again (its upper dir kept). attach: waits
+// and returns its exit status; else detaches (output to its log) and returns 0. A running
+// container is left alone.
+int start_container(const std::string& store_root, const std::string& state_root,
+                    const std::string& name_or_id, bool attach, bool interactive);
+
 struct RunError : Error {
   RunError(const std::string& msg, int err, int exit_code)
       : Error(msg, err), exit_code(exit_code) {}
@@ -50,6 +59,9 @@ struct PreparedContainer {
   nlohmann::json meta;  // id, name, image, created, command, stop_signal
   uint32_t uid = 0, gid = 0;
   bool mounted = false;
+  // set when it has a network namespace of its own (engine/network.hpp), which discard() and
+  // the end of a foreground run tear down: the runtime state root it was made under
+  std::string net_state_root;
   // Unmounts the rootfs and removes the container directory (never throws).
   void discard();
 };

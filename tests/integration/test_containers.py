@@ -188,3 +188,47 @@ def test_no_such_container(ctx):
         r = ctx(*verb, "no-such-thing")
         assert r.returncode == 1, r
         assert "no such container" in r.stderr, r
+
+
+def test_create_start_attach_and_restart(ctx):
+    """create makes the container (listed as Created, nothing mounted or running), start -a
+    runs it with its output and exit status, a second start runs it again on the same upper
+    dir; the name stays taken until rm."""
+    n = name(ctx, "created")
+    r = ok(ctx, "create", "--name", n, "-e", "X=1", ctx.images.bb, "sh", "-c",
+           "echo run $X; cat /count 2>/dev/null; echo again >> /count; exit 3")
+    cid = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid), r
+    assert status_of(ctx, n) == "Created", ps_json(ctx, "-a")
+    assert n not in [c["name"] for c in ps_json(ctx)], "a created container is not running"
+    assert state_entries_for(n) == []
+    r = ctx("start", "-a", n)
+    assert (r.returncode, r.stdout) == (3, "run 1\n"), r
+    assert status_of(ctx, n) == "Exited (3)"
+    r = ctx("start", "-a", cid[:10])
+    assert (r.returncode, r.stdout) == (3, "run 1\nagain\n"), r
+    r = ctx("run", "--name", n, ctx.images.bb, "true")
+    assert r.returncode == 125 and f'container name "{n}" is already in use' in r.stderr, r
+    r = ctx("create", "--name", n, ctx.images.bb, "true")
+    assert r.returncode == 125 and "already in use" in r.stderr, r
+    ok(ctx, "rm", n)
+    gone(ctx, cid, n)
+
+
+def test_start_detached_then_logs_and_bad_input(ctx):
+    n = name(ctx, "startd")
+    cid = ok(ctx, "create", "--name", n, ctx.images.bb, "sh", "-c", "echo hello; sleep 30"
+             ).stdout.strip()
+    r = ok(ctx, "start", n)
+    assert r.stdout == n + "\n", r
+    wait_until(lambda: status_of(ctx, n) == "Up", what="started container running")
+    wait_until(lambda: ok(ctx, "logs", n).stdout == "hello\n", what="log output")
+    ok(ctx, "start", n)  # already running: nothing to do, as docker
+    ok(ctx, "rm", "-f", n)
+    gone(ctx, cid, n)
+    r = ctx("start", "no-such-container-xyz")
+    assert r.returncode != 0 and "no such container: no-such-container-xyz" in r.stderr, r
+    r = ctx("create", "--rm", ctx.images.bb, "true")
+    assert r.returncode == 125 and "-d and --rm are options of racker run" in r.stderr, r
+    r = ctx("create")
+    assert r.returncode == 125 and "create: missing IMAGE" in r.stderr, r

@@ -743,7 +743,9 @@ def test_name_in_use(ctx):
         first.stdin.close()
     r = ctx.wait(first)
     assert (r.returncode, r.stdout) == (0, "first\n"), r
-    # the name is free again
+    # as in docker, the exited container keeps its name until it is removed
+    one_line_error(ctx.run("--name", name, ctx.images.bb, "true"), name, "already in use")
+    assert ctx("rm", name).returncode == 0
     assert ctx.out("--rm", "--name", name, ctx.images.bb, "echo", "again") == "again\n"
 
 

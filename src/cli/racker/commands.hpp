@@ -22,6 +22,8 @@ int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals&
 int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g);
 // racker run: exit status of the payload; engine::RunError carries 125/126/127.
 int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_create(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g);
 
 // Registry commands: login, logout, push (registry_cmds.cpp).
 int cmd_login(const std::vector<std::string>& args, const RackerGlobals& g);

@@ -14,6 +14,7 @@
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/containers.hpp"
+#include "engine/run.hpp"
 #include "runtime/container.hpp"
 
 namespace racker::cli {
@@ -206,6 +207,48 @@ int cmd_stop(const std::vector<std::string>& args, const RackerGlobals& g) {
   engine::Containers store(g.root);
   return for_each_name(a.positional, [&](const std::string& n) {
     store.stop(store.find(n), timeout);
+    std::printf("%s\n", n.c_str());
+    std::fflush(stdout);
+  });
+}
+
+int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g) {
+  const std::vector<OptionSpec> opts = {
+      {"attach", 'a', false, false, "wait for the container, its output on ours, its exit status"},
+      {"interactive", 'i', false, false, "with -a: our stdin to the container"},
+      {"help", 'h', false, false, "show help"}};
+  ParsedArgs a;
+  try {
+    a = parse_args(args, opts);
+  } catch (const Error& e) {
+    throw engine::RunError(e.what(), e.err(), 125);
+  }
+  if (a.flag("help")) {
+    std::printf(
+        "usage: racker start [-a [-i]] CONTAINER...\n\n"
+        "Starts containers made by racker create, or exited ones again (their files kept).\n"
+        "Without -a they run in the background (racker logs shows their output).\n\n"
+        "options:\n%s",
+        options_help(opts).c_str());
+    return 0;
+  }
+  if (a.positional.empty())
+    throw engine::RunError("start: missing CONTAINER (see racker start --help)", EINVAL, 125);
+  bool attach = a.flag("attach");
+  if (attach && a.positional.size() > 1)
+    throw engine::RunError("start: -a takes one container", EINVAL, 125);
+  if (attach) {
+    try {
+      return engine::start_container(g.root, "/run/racker", a.positional[0], true,
+                                     a.flag("interactive"));
+    } catch (const engine::RunError&) {
+      throw;
+    } catch (const Error& e) {
+      throw engine::RunError(e.what(), e.err(), 125);
+    }
+  }
+  return for_each_name(a.positional, [&](const std::string& n) {
+    engine::start_container(g.root, "/run/racker", n, false, false);
     std::printf("%s\n", n.c_str());
     std::fflush(stdout);
   });

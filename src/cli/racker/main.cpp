@@ -30,10 +30,6 @@ const std::vector<cli::OptionSpec> kGlobal = {
     {"help", 'h', false, false, "show help"},
 };
 
-int not_yet(const char* what) {
-  throw Error(std::string(what) + ": not implemented yet", ENOSYS);
-}
-
 void usage() {
   std::printf(
       "racker: operating system containers for humans and machines\n\n"
@@ -48,6 +44,8 @@ void usage() {
       "  login       log in to a registry\n"
       "  logout      log out of a registry\n"
       "  run         run a command in a new container (racker run --help)\n"
+      "  create      make a container without starting it\n"
+      "  start       start created or exited containers\n"
       "  load        load images from a docker-archive, OCI archive or OCI layout\n"
       "  save        save images to a docker-archive, OCI archive or OCI layout\n"
       "  bake        build an OS image (debian, ubuntu) with mmdebstrap\n"
@@ -104,11 +102,9 @@ int main(int argc, char** argv) {
         {"save", cli::cmd_save},     {"bake", cli::cmd_bake},       {"ps", cli::cmd_ps},
         {"logs", cli::cmd_logs},     {"stop", cli::cmd_stop},       {"kill", cli::cmd_kill},
         {"rm", cli::cmd_rm},         {"inspect", cli::cmd_inspect}, {"exec", cli::cmd_exec},
-        {"cp", cli::cmd_cp}};
+        {"cp", cli::cmd_cp},         {"create", cli::cmd_create},   {"start", cli::cmd_start}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
-    for (auto* later : {"create", "start"})
-      if (verb == later) return not_yet(later);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const engine::RunError& e) {
     std::fprintf(stderr, "racker: %s\n", e.what());

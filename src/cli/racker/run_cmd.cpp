@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -51,6 +52,8 @@ const std::vector<OptionSpec> kRunOpts = {
 }  // namespace
 
 static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g);
+static std::optional<engine::RunRequest> parse_run(const std::vector<std::string>& args,
+                                                   const RackerGlobals& g, bool create);
 
 // Every failure of racker itself (bad flag, reference, pull, setup) is docker's 125.
 int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
@@ -64,11 +67,40 @@ int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
 }
 
 static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g) {
+  auto req = parse_run(args, g, false);
+  return req ? engine::run_container(*req) : 0;
+}
+
+// racker create: run's flags; the container is made, not started (racker start).
+int cmd_create(const std::vector<std::string>& args, const RackerGlobals& g) {
+  try {
+    auto req = parse_run(args, g, true);
+    if (req) std::printf("%s\n", engine::create_container(*req).c_str());
+    return 0;
+  } catch (const engine::RunError&) {
+    throw;
+  } catch (const Error& e) {
+    throw engine::RunError(e.what(), e.err(), 125);
+  }
+}
+
+static std::optional<engine::RunRequest> parse_run(const std::vector<std::string>& args,
+                                                   const RackerGlobals& g, bool create) {
   ParsedArgs a;
   try {
     a = parse_args(args, kRunOpts, true);
   } catch (const Error& e) {
     throw engine::RunError(e.what(), e.err(), 125);
+  }
+  if (a.flag("help") && create) {
+    std::printf(
+        "usage: racker create [options] IMAGE [COMMAND] [ARG...]\n\n"
+        "Makes a container from IMAGE (pulled if missing) without starting it; prints its id.\n"
+        "racker start [-a] runs it. Takes racker run's options (-d, --rm and --boot aside:\n"
+        "booted OS containers cannot be created yet).\n\n"
+        "options:\n%s",
+        options_help(kRunOpts).c_str());
+    return std::nullopt;
   }
   if (a.flag("help")) {
     std::printf(
@@ -83,10 +115,14 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
         "\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
-    return 0;
+    return std::nullopt;
   }
+  const char* verb = create ? "create" : "run";
   if (a.positional.empty())
-    throw engine::RunError("run: missing IMAGE (see racker run --help)", EINVAL, 125);
+    throw engine::RunError(std::string(verb) + ": missing IMAGE (see racker " + verb + " --help)",
+                           EINVAL, 125);
+  if (create && (a.flag("detach") || a.flag("rm")))
+    throw engine::RunError("create: -d and --rm are options of racker run", EINVAL, 125);
   engine::RunRequest req;
   req.image = a.positional[0];
   req.flags.args.assign(a.positional.begin() + 1, a.positional.end());
@@ -153,7 +189,7 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
   req.pull_options.registries_conf = g.registries_conf;
   req.pull_options.authfile = g.authfile;
   req.pull_options.certs_dir = g.certs_dir;
-  return engine::run_container(req);
+  return req;
 }
 
 }  // namespace racker::cli
