@@ -179,14 +179,16 @@ image::LayerBlob tar_layer(const std::string& dir, image::ContentStore& content)
   return blob;
 }
 
-std::string derived_name(const image::ImageRecord& base, const std::vector<std::string>& extra) {
+std::string derived_name(const image::ImageRecord& base, const std::vector<std::string>& extra,
+                         const std::vector<std::string>& commands) {
   std::string hex = base.id.substr(base.id.find(':') + 1, 12);
   std::string name = "racker.local/provisioned/" + hex;
-  if (!extra.empty()) {
+  if (!extra.empty() || !commands.empty()) {
     auto sorted = extra;
     std::sort(sorted.begin(), sorted.end());
     std::string all;
     for (auto& p : sorted) all += p + "\n";
+    for (auto& c : commands) all += "$ " + c + "\n";
     name += "-" + image::sha256_digest(all).substr(7, 8);
   }
   return name + ":latest";
@@ -213,8 +215,10 @@ bool image_is_os(const image::ImageStore& images, const image::ImageRecord& rec)
 image::ImageRecord ensure_systemd(const image::ImageRecord& base, const ProvisionOptions& o) {
   image::ContentStore content(o.store_root);
   image::ImageStore images(o.store_root);
-  if (o.extra_packages.empty() && !o.force && image_has_systemd(images, base)) return base;
-  std::string name = derived_name(base, o.extra_packages);
+  if (o.extra_packages.empty() && o.extra_commands.empty() && !o.force &&
+      image_has_systemd(images, base))
+    return base;
+  std::string name = derived_name(base, o.extra_packages, o.extra_commands);
   auto status = [&](const std::string& s) {
     if (o.on_status) o.on_status(s);
   };
@@ -233,6 +237,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
                     "zypper, pacman)",
                 ENOTSUP);
   std::string script = install_script(pm, o.extra_packages);
+  for (auto& c : o.extra_commands) script += "; " + c;
   status("provisioning systemd into " + (base.names.empty() ? base.id : base.names[0]) + " with " +
          pm + " (once; stored as " + name + ")");
 

@@ -15,7 +15,9 @@ namespace racker::engine {
 struct ProvisionOptions {
   std::string store_root = "/var/lib/racker";
   std::string state_root = "/run/racker";
-  std::vector<std::string> extra_packages;            // installed together with systemd
+  std::vector<std::string> extra_packages;  // installed together with systemd
+  // shell commands run after the installation (e.g. masking units a probe image does not need)
+  std::vector<std::string> extra_commands;
   bool force = false;                                 // rebuild even when the derived image exists
   std::function<void(const std::string&)> on_status;  // progress lines for humans
 };
@@ -30,7 +32,7 @@ bool image_has_systemd(const image::ImageStore& images, const image::ImageRecord
 // manager), i.e. one `racker run` should boot.
 bool image_is_os(const image::ImageStore& images, const image::ImageRecord& rec);
 
-// base itself when it already has systemd and no extra packages are asked for; else the
+// base itself when it already has systemd and no extra packages or commands are asked for; else the
 // derived image (made now, or found from an earlier run). Throws racker::Error naming the
 // package manager command that failed, with its last output lines.
 image::ImageRecord ensure_systemd(const image::ImageRecord& base, const ProvisionOptions& o);
