@@ -15,6 +15,7 @@
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "base/log.hpp"
+#include "engine/network.hpp"
 #include "runtime/container.hpp"
 
 namespace racker::engine {
@@ -72,6 +73,7 @@ ContainerEntry Containers::refresh(const ContainerEntry& in) const {
     c.meta = nlohmann::json::parse(read_file(c.dir + "/meta.json"));
   } catch (const std::exception&) {
   }
+  if (c.meta.value("state", "") == "created") c.status = "created";  // racker create
   if (!path_exists(state_root_ + "/" + c.name)) return c;
   try {
     runtime::Runtime rt(state_root_);
@@ -171,6 +173,7 @@ void Containers::remove(const ContainerEntry& c, bool force) const {
   if (cur.running() && !force)
     throw Error("cannot remove running container " + c.name + ": stop it first or use -f", EBUSY);
   if (cur.has_state) runtime::Runtime(state_root_).remove(c.name, true);
+  net::teardown(state_root_, c.id);  // nothing to do unless it had a namespace of its own
   std::string rootfs = c.dir + "/rootfs";
   for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)
     if (::umount2(rootfs.c_str(), MNT_DETACH) != 0) break;

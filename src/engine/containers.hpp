@@ -21,7 +21,10 @@ struct ContainerEntry {
   int pid = 0;
   bool has_state = false;  // the runtime holds state for this container
 
-  bool running() const { return status == "running" || status == "paused" || status == "created"; }
+  // ("created" without runtime state: made by `racker create`, never started)
+  bool running() const {
+    return status == "running" || status == "paused" || (status == "created" && has_state);
+  }
   // "Up", "Exited (N)" or "Exited"
   std::string status_text() const;
 };

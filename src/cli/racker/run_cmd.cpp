@@ -30,7 +30,7 @@ const std::vector<OptionSpec> kRunOpts = {
     {"user", 'u', true, false, "uid[:gid] or name[:group]"},
     {"entrypoint", 0, true, false, "override the image's entrypoint (\"\" for none)"},
     {"hostname", 'h', true, false, "container hostname"},
-    {"network", 0, true, false, "host, none or private (default: private, loopback only)"},
+    {"network", 0, true, false, "private (default: lo + NATed eth0 on racker0), none (lo), host"},
     {"memory", 'm', true, false, "memory limit (e.g. 512m)"},
     {"cpus", 0, true, false, "number of CPUs (e.g. 1.5)"},
     {"pids-limit", 0, true, false, "maximum number of processes"},
