@@ -1,23 +1,25 @@
 #!/bin/bash
 # OS container cycle benchmark: bake Debian bookworm with systemd (cached), then alternate
 # racker run --rm --boot IMAGE systemctl is-active systemd-journald against
-# systemd-nspawn --boot + nsenter probe + SIGRTMIN+3 on a copy of the same root filesystem.
-#   bench/boot.sh [N]
+# systemd-nspawn --boot + nsenter probe + SIGRTMIN+3 on a copy of the same root filesystem, and
+# print per-tool medians of boot-to-ready, probe and shutdown (racker's from RACKER_TIMINGS=1).
+#   [RACKER=path/to/racker] bench/boot.sh [N]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
 dpkg -s systemd-container >/dev/null 2>&1 ||
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container
-[ -x "$top/build/racker" ] || "$top/scripts/build.sh"
+racker=${RACKER:-$top/build/racker}
+[ -x "$racker" ] || "$top/scripts/build.sh"
 work=$(mktemp -d /var/tmp/racker-bench-boot.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 store=$work/store
 cache=${CACHE:-/var/cache/racker-bench}
 image=bench/debian-systemd:bookworm
-"$top/build/racker" --root "$store" bake -q --cache-dir "$cache/bake" --suite bookworm \
+"$racker" --root "$store" bake -q --cache-dir "$cache/bake" --suite bookworm \
   --include systemd,systemd-sysv,dbus --name "$image" debian
-layer=$("$top/build/racker" --root "$store" image inspect "$image" | jq -r '.[0].Layers[0].Path')
+layer=$("$racker" --root "$store" image inspect "$image" | jq -r '.[0].Layers[0].Path')
 cp -a "$layer" "$work/rootfs"
 : >"$work/rootfs/etc/machine-id"
-/usr/bin/python3 "$top/bench/boot_bench.py" "$top/build/racker" "$store" "$image" \
+/usr/bin/python3 "$top/bench/boot_bench.py" "$racker" "$store" "$image" \
   "$work/rootfs" "${1:-10}"

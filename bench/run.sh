@@ -1,14 +1,15 @@
 #!/bin/bash
 # racker run --rm busybox /bin/true vs runc run (same rootfs as a bundle) vs podman run --rm vs
 # systemd-nspawn, alternating. The image comes from a local docker-registry, pulled once.
-#   bench/run.sh [N]
+#   [RACKER=path/to/racker] bench/run.sh [N]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/install-deps.sh"
 for p in runc podman systemd-container; do
   dpkg -s $p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p
 done
-[ -x "$top/build/racker" ] || "$top/scripts/build.sh"
+racker=${RACKER:-$top/build/racker}
+[ -x "$racker" ] || "$top/scripts/build.sh"
 work=$(mktemp -d /var/tmp/racker-bench-run.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$work/registry.yml" <<YML
@@ -35,7 +36,7 @@ cp -a "$bundle/rootfs/." "$work/u/rootfs/"
 umoci repack --image "$work/oci:bb" "$work/u"
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://127.0.0.1:$port/bench/busybox:1"
 printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port" >"$work/registries.conf"
-R="$top/build/racker --root $work/store --registries-conf $work/registries.conf"
+R="$racker --root $work/store --registries-conf $work/registries.conf"
 $R pull -q "127.0.0.1:$port/bench/busybox:1" >/dev/null
 P="podman --root $work/podman --runroot /tmp/rbr-$$ --runtime runc --cgroup-manager cgroupfs --events-backend file"
 $P pull -q --tls-verify=false "127.0.0.1:$port/bench/busybox:1" >/dev/null

@@ -18,6 +18,7 @@
 #include "base/fs.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "base/timing.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/mounts.hpp"
 
@@ -276,10 +277,15 @@ void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOpti
 int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
                const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,
                const BootOptions& bo) {
+  timing::mark("setup");  // process start -> boot begins
   Booted b = start_and_wait(rt, id, opts, cdir, notify_fd, bo);
+  timing::mark("ready");  // READY=1 (or the systemctl fallback)
   try {
     int rc = rt.exec(id, cmd);
+    timing::mark("exec");
     stop(rt, id, b, bo);
+    timing::mark("shutdown");  // SIGRTMIN+3 until the init is reaped, and removal
+    timing::report();
     return rc;
   } catch (...) {
     stop(rt, id, b, bo);

@@ -1,6 +1,5 @@
 #include "image/registry_client.hpp"
 
-#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,9 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string_view>
@@ -24,10 +21,7 @@
 #include "base/fs.hpp"
 #include "base/strings.hpp"
 #include "image/digest.hpp"
-
-#ifndef RACKER_VERSION
-#define RACKER_VERSION "dev"
-#endif
+#include "image/http.hpp"
 
 namespace racker::image {
 
@@ -36,8 +30,7 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-constexpr size_t kMaxManifest = 4 << 20;    // as containers/image
-constexpr size_t kMaxErrorBody = 64 << 10;  // error bodies are only read for their message
+constexpr size_t kMaxManifest = 4 << 20;  // as containers/image
 constexpr size_t kMaxTokenBody = 1 << 20;
 
 const char* kManifestAccept =
@@ -52,109 +45,15 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// ---- requests and responses --------------------------------------------------------------
+// ---- requests ----------------------------------------------------------------------------
 
-struct Response {
-  long status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
-  std::string body;        // non-2xx bodies, and 2xx bodies when the request has no sink
-  bool too_large = false;  // a buffered 2xx body passed its limit (the transfer was aborted)
-  std::string url;         // the URL this response answers
-  std::string redirect_url;
-  CURLcode curl_code = CURLE_OK;
-  std::string curl_error;
+using http::Response;
 
-  std::string header(std::string_view name) const {
-    for (auto it = headers.rbegin(); it != headers.rend(); ++it)
-      if (it->first == name) return it->second;
-    return "";
-  }
-};
-
-struct Request {
-  std::string method = "GET";
-  std::string url;
-  std::vector<std::string> headers;
+// An HTTP request plus what the auth dance needs to pick a token.
+struct Request : http::Request {
   std::string scope_actions = "pull";
-  std::string repository;
-  // Request body: in memory, or a range of a file.
-  bool has_body = false;
-  std::string_view body;
-  int body_fd = -1;
-  uint64_t body_offset = 0;
-  uint64_t body_len = 0;
-  // 2xx response bodies go here instead of Response::body; false aborts the transfer.
-  std::function<bool(const Response&, const char*, size_t)> sink;
-  size_t max_body = kMaxErrorBody;
+  std::string repository;  // "" for requests outside any repository (GET /v2/)
 };
-
-struct Transfer {
-  const Request* req;
-  Response* resp;
-  std::exception_ptr error;
-  uint64_t sent = 0;
-};
-
-size_t on_header(char* p, size_t size, size_t n, void* ud) {
-  auto* t = static_cast<Transfer*>(ud);
-  std::string_view line(p, size * n);
-  if (line.starts_with("HTTP/")) {  // a new response (after a 100 or within redirects)
-    t->resp->headers.clear();
-    auto sp = line.find(' ');
-    if (sp != std::string_view::npos)
-      t->resp->status = std::strtol(std::string(line.substr(sp + 1, 3)).c_str(), nullptr, 10);
-    return size * n;
-  }
-  auto colon = line.find(':');
-  if (colon != std::string_view::npos)
-    t->resp->headers.emplace_back(lower(trim(line.substr(0, colon))), trim(line.substr(colon + 1)));
-  return size * n;
-}
-
-size_t on_body(char* p, size_t size, size_t n, void* ud) {
-  auto* t = static_cast<Transfer*>(ud);
-  size_t len = size * n;
-  Response& r = *t->resp;
-  bool ok = r.status >= 200 && r.status < 300;
-  if (ok && t->req->sink) {
-    try {  // never let an exception unwind through libcurl
-      return t->req->sink(r, p, len) ? len : 0;
-    } catch (...) {
-      t->error = std::current_exception();
-      return 0;
-    }
-  }
-  if (r.body.size() + len > t->req->max_body) {
-    if (ok) {
-      r.too_large = true;
-      return 0;
-    }
-    r.body.append(p, t->req->max_body - std::min(t->req->max_body, r.body.size()));
-    return len;  // an error body: keep the start, drop the rest
-  }
-  r.body.append(p, len);
-  return len;
-}
-
-size_t on_read(char* p, size_t size, size_t n, void* ud) {
-  auto* t = static_cast<Transfer*>(ud);
-  const Request& q = *t->req;
-  uint64_t total = q.body_fd >= 0 ? q.body_len : q.body.size();
-  size_t want = static_cast<size_t>(std::min<uint64_t>(size * n, total - t->sent));
-  if (want == 0) return 0;
-  if (q.body_fd >= 0) {
-    ssize_t got;
-    do {
-      got = ::pread(q.body_fd, p, want, static_cast<off_t>(q.body_offset + t->sent));
-    } while (got < 0 && errno == EINTR);
-    if (got <= 0) return CURL_READFUNC_ABORT;
-    want = static_cast<size_t>(got);
-  } else {
-    std::memcpy(p, q.body.data() + t->sent, want);
-  }
-  t->sent += want;
-  return want;
-}
 
 // ---- errors --------------------------------------------------------------------------------
 
@@ -181,40 +80,6 @@ bool transient_status(long s) {
   return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
 }
 
-bool transient_curl(CURLcode c) {
-  switch (c) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_GOT_NOTHING:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-      return true;
-    default:
-      return false;
-  }
-}
-
-int curl_errno(CURLcode c) {
-  switch (c) {
-    case CURLE_COULDNT_CONNECT:
-      return ECONNREFUSED;
-    case CURLE_OPERATION_TIMEDOUT:
-      return ETIMEDOUT;
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-      return ECONNRESET;
-    case CURLE_COULDNT_RESOLVE_HOST:
-      return EHOSTUNREACH;
-    default:
-      return EIO;
-  }
-}
-
 milliseconds retry_after(const Response& r) {
   auto secs = parse_uint(r.header("retry-after"));
   return secs ? milliseconds(std::min<uint64_t>(*secs, 3600) * 1000) : milliseconds(0);
@@ -224,12 +89,12 @@ milliseconds retry_after(const Response& r) {
 RegistryError response_error(const std::string& method, const Response& r,
                              bool sent_credentials = false) {
   std::string what = method + " " + r.url + ": ";
-  if (r.curl_code != CURLE_OK) {
-    std::string msg = r.curl_error;
+  if (r.failure) {
+    std::string msg = r.failure->message;
     // "Failed to connect ..." -> "failed to connect ...", but "SSL ..." stays.
     if (msg.size() > 1 && std::islower(static_cast<unsigned char>(msg[1])))
       msg[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(msg[0])));
-    return RegistryError(what + msg, curl_errno(r.curl_code), 0, "", transient_curl(r.curl_code));
+    return RegistryError(what + msg, r.failure->err, 0, "", r.failure->transient);
   }
   std::string code, detail;
   json j = json::parse(r.body, nullptr, false);
@@ -285,43 +150,6 @@ void validate_reference(const std::string& ref) {
   for (char c : ref)
     ok &= std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
   if (!ok) throw Error("invalid tag \"" + ref + "\"", EINVAL);
-}
-
-struct CurluDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-
-std::string url_part(CURLU* u, CURLUPart part, unsigned flags = 0) {
-  char* s = nullptr;
-  if (curl_url_get(u, part, &s, flags) != CURLUE_OK) return "";
-  std::string out = s;
-  curl_free(s);
-  return out;
-}
-
-// "scheme://host:port" with the default port filled in.
-std::string origin_of(const std::string& url) {
-  std::unique_ptr<CURLU, CurluDeleter> u(curl_url());
-  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return url;
-  return lower(url_part(u.get(), CURLUPART_SCHEME)) + "://" +
-         lower(url_part(u.get(), CURLUPART_HOST)) + ":" +
-         url_part(u.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
-}
-
-// Resolves a Location header against the URL that returned it.
-std::string resolve_url(const std::string& base, const std::string& ref) {
-  std::unique_ptr<CURLU, CurluDeleter> u(curl_url());
-  if (!u || curl_url_set(u.get(), CURLUPART_URL, base.c_str(), 0) != CURLUE_OK ||
-      curl_url_set(u.get(), CURLUPART_URL, ref.c_str(), 0) != CURLUE_OK)
-    throw Error("cannot resolve location \"" + ref + "\" against " + base, EINVAL);
-  return url_part(u.get(), CURLUPART_URL);
-}
-
-std::string escape(const std::string& s) {
-  char* e = curl_easy_escape(nullptr, s.c_str(), static_cast<int>(s.size()));
-  std::string out = e ? e : "";
-  curl_free(e);
-  return out;
 }
 
 // Parameters of one "Bearer k=v,k=\"v\"" challenge.
@@ -382,11 +210,9 @@ struct RegistryClient::Impl {
   Endpoint ep;
   Credentials creds;
   TransferPolicy policy;
-  CURL* curl = nullptr;
+  http::Session session;  // loads libcurl
   std::string scheme = "https";
   bool scheme_settled = false;
-  std::string ca_bundle;  // system CAs + certs_dir/*.crt, when certs_dir has any
-  std::string client_cert, client_key;
 
   enum class Scheme { unknown, basic, bearer } auth = Scheme::unknown;
   std::string realm, service;
@@ -397,20 +223,16 @@ struct RegistryClient::Impl {
   std::map<std::string, Token> tokens;  // by scope
 
   Impl(Endpoint e, Credentials c) : ep(std::move(e)), creds(std::move(c)) {
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-    curl = curl_easy_init();
-    if (!curl) throw Error("registry " + ep.host + ": cannot initialise libcurl", ENOMEM);
     if (ep.host.empty() || ep.host.find_first_of("/ @?#") != std::string::npos)
       throw Error("invalid registry host \"" + ep.host + "\"", EINVAL);
     if (ep.insecure) ep.tls_verify = false;
+    session.options.tls_verify = ep.tls_verify;
     load_certs_dir();
   }
-  ~Impl() { curl_easy_cleanup(curl); }
 
   void load_certs_dir() {
     if (ep.certs_dir.empty()) return;
-    std::string extra;
+    std::string extra, client_cert, client_key;
     for (const auto& name : dir_entries(ep.certs_dir)) {
       std::string path = ep.certs_dir + "/" + name;
       if (name.ends_with(".crt")) {
@@ -423,11 +245,13 @@ struct RegistryClient::Impl {
         client_key = key;
       }
     }
+    session.options.client_cert = client_cert;
+    session.options.client_key = client_key;
     if (extra.empty()) return;
-    char* sys = nullptr;
-    curl_easy_getinfo(curl, CURLINFO_CAINFO, &sys);
-    std::string sys_path = sys ? sys : "/etc/ssl/certs/ca-certificates.crt";
-    ca_bundle = read_file_if_exists(sys_path).value_or("") + "\n" + extra;
+    // system CAs + certs_dir/*.crt
+    std::string sys_path = session.default_ca_file();
+    if (sys_path.empty()) sys_path = "/etc/ssl/certs/ca-certificates.crt";
+    session.options.ca_bundle = read_file_if_exists(sys_path).value_or("") + "\n" + extra;
   }
 
   std::string base() const { return scheme + "://" + ep.host; }
@@ -437,73 +261,9 @@ struct RegistryClient::Impl {
 
   // One HTTP exchange, no auth handling or redirects. Exceptions thrown by a sink are rethrown.
   Response perform_once(const Request& q, const std::string& url, const std::string& authz) {
-    Response r;
-    r.url = url;
-    Transfer t{&q, &r, nullptr, 0};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_reset(curl);  // keeps live connections, DNS and TLS session caches
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "racker/" RACKER_VERSION);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT,
-                     static_cast<long>(policy.connect_timeout.count()));
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(policy.stall_timeout.count()));
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-    if (!ep.tls_verify) {
-      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    curl_blob ca{ca_bundle.data(), ca_bundle.size(), CURL_BLOB_NOCOPY};
-    if (!ca_bundle.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca);
-    if (!client_cert.empty()) {
-      curl_easy_setopt(curl, CURLOPT_SSLCERT, client_cert.c_str());
-      curl_easy_setopt(curl, CURLOPT_SSLKEY, client_key.c_str());
-    }
-
-    curl_slist* hl = nullptr;
-    for (const auto& h : q.headers) hl = curl_slist_append(hl, h.c_str());
-    if (!authz.empty()) hl = curl_slist_append(hl, authz.c_str());
-    hl = curl_slist_append(hl, "Expect:");
-    std::unique_ptr<curl_slist, void (*)(curl_slist*)> guard(hl, curl_slist_free_all);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hl);
-
-    if (q.method == "HEAD") {
-      curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    } else if (q.method == "POST" && !q.has_body) {
-      curl_easy_setopt(curl, CURLOPT_POST, 1L);
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 0L);
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
-    } else if (q.method == "PUT" || q.method == "PATCH") {
-      curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-      uint64_t len = q.body_fd >= 0 ? q.body_len : q.body.size();
-      curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(len));
-      curl_easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
-      curl_easy_setopt(curl, CURLOPT_READDATA, &t);
-      if (q.method == "PATCH") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PATCH");
-    } else if (q.method != "GET") {
-      throw Error("unsupported HTTP method " + q.method, EINVAL);
-    }
-
-    r.curl_code = curl_easy_perform(curl);
-    if (t.error) std::rethrow_exception(t.error);
-    if (r.curl_code != CURLE_OK && !(r.curl_code == CURLE_WRITE_ERROR && r.too_large)) {
-      r.curl_error = errbuf[0] ? errbuf : curl_easy_strerror(r.curl_code);
-      while (!r.curl_error.empty() && r.curl_error.back() == '\n') r.curl_error.pop_back();
-      return r;
-    }
-    r.curl_code = CURLE_OK;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
-    char* loc = nullptr;
-    if (curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc)
-      r.redirect_url = loc;
-    return r;
+    session.options.connect_timeout = policy.connect_timeout;
+    session.options.stall_timeout = policy.stall_timeout;
+    return session.perform(q, url, authz);
   }
 
   // ---- auth ----
@@ -519,8 +279,8 @@ struct RegistryClient::Impl {
 
   void fetch_token(const std::string& scope) {
     std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
-    if (!service.empty()) url += "service=" + escape(service) + "&";
-    if (!scope.empty()) url += "scope=" + escape(scope);
+    if (!service.empty()) url += "service=" + http::escape(service) + "&";
+    if (!scope.empty()) url += "scope=" + http::escape(scope);
     if (url.back() == '&' || url.back() == '?') url.pop_back();
     Request q;
     q.max_body = kMaxTokenBody;
@@ -528,15 +288,15 @@ struct RegistryClient::Impl {
     Response r;
     for (int hops = 0;; ++hops) {
       r = perform_once(q, url, authz);
-      if (r.curl_code == CURLE_OK && r.status >= 300 && r.status < 400 && !r.redirect_url.empty() &&
+      if (r.transport_ok() && r.status >= 300 && r.status < 400 && !r.redirect_url.empty() &&
           hops < 5) {
-        if (origin_of(r.redirect_url) != origin_of(url)) authz.clear();
+        if (http::origin_of(r.redirect_url) != http::origin_of(url)) authz.clear();
         url = r.redirect_url;
         continue;
       }
       break;
     }
-    if (r.curl_code != CURLE_OK || r.status != 200 || r.too_large)
+    if (!r.transport_ok() || r.status != 200 || r.too_large)
       throw response_error("GET", r, !creds.empty());
     json j = json::parse(r.body, nullptr, false);
     std::string token;
@@ -600,19 +360,19 @@ struct RegistryClient::Impl {
     std::string url = q.url;
     bool challenged = false;
     for (int hops = 0;;) {
-      bool to_registry = origin_of(url) == origin_of(base());
+      bool to_registry = http::origin_of(url) == http::origin_of(base());
       std::string authz = to_registry ? auth_header(q) : "";
       Response r = perform_once(q, url, authz);
-      if (r.curl_code != CURLE_OK && to_registry && ep.insecure && !scheme_settled &&
-          scheme == "https" && r.status == 0) {
+      if (!r.transport_ok() && to_registry && ep.insecure && !scheme_settled && scheme == "https" &&
+          r.status == 0) {
         // Insecure registries may speak plain http: try it once, and stick to what worked.
         scheme = "http";
         scheme_settled = true;
         url = "http" + url.substr(5);
         continue;
       }
-      if (r.curl_code == CURLE_OK && to_registry) scheme_settled = true;
-      if (r.curl_code != CURLE_OK) return r;
+      if (r.transport_ok() && to_registry) scheme_settled = true;
+      if (!r.transport_ok()) return r;
       if (r.status == 401 && to_registry && !challenged) {
         challenged = true;
         if (answer_challenge(r, q)) continue;
@@ -656,8 +416,7 @@ struct RegistryClient::Impl {
   // Sends q and throws unless the answer has one of the wanted statuses.
   Response expect(const Request& q, std::initializer_list<long> wanted) {
     Response r = send(q);
-    if (r.curl_code != CURLE_OK ||
-        std::find(wanted.begin(), wanted.end(), r.status) == wanted.end())
+    if (!r.transport_ok() || std::find(wanted.begin(), wanted.end(), r.status) == wanted.end())
       fail(q, r);
     return r;
   }
@@ -781,7 +540,7 @@ void RegistryClient::get_blob(const std::string& repository, const std::string& 
       err.emplace(e);
     }
     bool progress = into.offset() > start;
-    bool ok = !err && r.curl_code == CURLE_OK && (r.status == 200 || r.status == 206);
+    bool ok = !err && r.transport_ok() && (r.status == 200 || r.status == 206);
     if (ok && (size < 0 || into.offset() == static_cast<uint64_t>(size))) return;
 
     // a 416 body may itself be cut short (curl then reports an error): the status decides
@@ -854,7 +613,7 @@ void RegistryClient::put_blob(const std::string& repository, const std::string& 
     std::string location = r.header("location");
     if (location.empty())
       throw RegistryError("POST " + r.url + ": no Location in the answer", EIO, 202, "", false);
-    location = resolve_url(r.url, location);
+    location = http::resolve_url(r.url, location);
 
     Request put;
     put.method = "PUT";
@@ -874,7 +633,7 @@ void RegistryClient::put_blob(const std::string& repository, const std::string& 
         patch.headers.push_back("Content-Range: " + std::to_string(off) + "-" +
                                 std::to_string(off + patch.body_len - 1));
         Response pr = c.expect(patch, {202});
-        if (auto l = pr.header("location"); !l.empty()) location = resolve_url(pr.url, l);
+        if (auto l = pr.header("location"); !l.empty()) location = http::resolve_url(pr.url, l);
       }
       put.body_len = 0;
       put.body_fd = -1;
@@ -882,7 +641,7 @@ void RegistryClient::put_blob(const std::string& repository, const std::string& 
       put.body_len = size;
     }
     put.url = location + (location.find('?') == std::string::npos ? "?" : "&") +
-              "digest=" + escape(digest);
+              "digest=" + http::escape(digest);
     Response done = c.expect(put, {201});
     c.check_pushed_digest(put, done, digest);
   });

@@ -3,7 +3,7 @@
 // (Bearer tokens from the realm it names, or Basic). It knows nothing of image references,
 // registries.conf or unpacking; it never writes anywhere but into the Ingest it is given.
 //
-// One RegistryClient owns one CURL easy handle (keep-alive, reused connections) and is NOT
+// One RegistryClient owns one http::Session (keep-alive, reused connections) and is NOT
 // thread-safe: each thread uses its own client (they may share one ContentStore).
 #pragma once
 

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Warm pkgprobe cycle benchmark: `postroj pull debian-bookworm` (baked once, cached), then
+# alternate `postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald` against
+# systemd-nspawn --boot + nsenter probe + SIGRTMIN+3 on a copy of the same root filesystem.
+#   [POSTROJ=path/to/postroj] bench/postroj.sh [N]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+"$top/scripts/install-deps.sh"
+dpkg -s systemd-container >/dev/null 2>&1 ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container
+postroj=${POSTROJ:-$top/build/postroj}
+racker=${RACKER:-$(dirname "$postroj")/racker}
+[ -x "$postroj" ] || "$top/scripts/build.sh"
+work=$(mktemp -d /var/tmp/postroj-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+store=$work/store
+cache=${CACHE:-/var/cache/racker-bench}
+"$postroj" -q --store-root "$store" --bake-cache "$cache/bake" pull debian-bookworm >/dev/null
+layer=$("$racker" --root "$store" image inspect postroj.local/debian-bookworm |
+  jq -r '.[0].Layers[-1].Path')
+cp -a "$layer" "$work/rootfs"
+: >"$work/rootfs/etc/machine-id"
+/usr/bin/python3 "$top/bench/postroj_bench.py" "$postroj" "$store" "$work/rootfs" "${1:-10}"

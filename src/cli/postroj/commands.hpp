@@ -1,0 +1,51 @@
+// postroj's commands, one file each; main.cpp parses the global options and dispatches.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+#include "cli/args.hpp"
+#include "probe/catalog.hpp"
+#include "probe/pkgprobe.hpp"
+
+namespace racker::cli::postroj {
+
+// Wrong command line: exit status 2.
+class UsageError : public Error {
+ public:
+  explicit UsageError(const std::string& m) : Error(m, EINVAL) {}
+};
+
+struct Globals {
+  std::string store_root = "/var/lib/racker";
+  std::string state_root = "/run/racker";
+  std::string catalog;  // "" = $POSTROJ_CATALOG or built-in
+  std::string bake_cache;
+  std::string package_cache = probe::kDefaultPackageCache;
+  std::string registries_conf;
+  bool quiet = false;
+};
+
+// The options every command accepts, before or after its name.
+const std::vector<OptionSpec>& global_options();
+// Applies global options found in a (a command's or main's parse) to g.
+void apply_globals(const ParsedArgs& a, Globals& g);
+
+// Parses a command's arguments with its own options plus the global ones; --help prints
+// usage and exits 0; wrong options or positional counts throw UsageError.
+ParsedArgs parse_command(const std::vector<std::string>& args, std::vector<OptionSpec> specs,
+                         const std::string& usage, const std::string& description, size_t min_pos,
+                         size_t max_pos, Globals& g);
+
+probe::ProbeEnv probe_env(const Globals& g);
+// Seconds from an option value: a positive integer; UsageError naming the option otherwise.
+int seconds_option(const ParsedArgs& a, const std::string& name, int def);
+void out(const std::string& s);
+
+int cmd_list_images(const std::vector<std::string>& args, Globals& g);
+int cmd_pull(const std::vector<std::string>& args, Globals& g);
+int cmd_pkgprobe(const std::vector<std::string>& args, Globals& g);
+int cmd_selftest(const std::vector<std::string>& args, Globals& g);
+
+}  // namespace racker::cli::postroj

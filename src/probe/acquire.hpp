@@ -1,0 +1,34 @@
+// Getting a catalog image ready to boot: bake it (with systemd) or pull it, then provision
+// systemd and what probes need with engine::ensure_systemd, and name the result
+// postroj.local/<label> in racker's store.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "image/image_store.hpp"
+#include "probe/catalog.hpp"
+
+namespace racker::probe {
+
+struct AcquireOptions {
+  std::string store_root = "/var/lib/racker";
+  std::string state_root = "/run/racker";
+  std::string bake_cache;  // "" = <store root>/bake-cache
+  std::string registries_conf;
+  bool force = false;  // bake/pull and provision again even when the image is there
+  std::function<void(const std::string&)> on_status;
+};
+
+// The packages a baked image of a family gets at bake time so it boots without provisioning.
+std::vector<std::string> bake_packages(const CatalogEntry& e);
+
+// The ready image of a label, if it is in the store.
+std::optional<image::ImageRecord> find_ready_image(const std::string& store_root,
+                                                   const CatalogEntry& e);
+// Bakes or pulls, provisions and names the image; returns its record. Throws racker::Error
+// prefixed "LABEL: ".
+image::ImageRecord acquire_image(const CatalogEntry& e, const AcquireOptions& o);
+
+}  // namespace racker::probe

@@ -1,0 +1,375 @@
+"""postroj: the catalog, pull (bake/pull + provisioning, one failure does not stop the others)
+and pkgprobe on a Debian bookworm image baked locally.
+
+The image is baked once per session into a store of its own with `postroj pull`, from the same
+rootfs tarball cache as test_boot.py (/var/cache/racker-tests/bake), so reruns take seconds.
+Packages come from Debian's archive with `apt-get download` (lighttpd and the two dependencies
+a minbase image lacks, so the probe needs no network of its own) and are served over HTTP from
+127.0.0.1 by the test; a broken package is built with dpkg-deb.
+"""
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import snapshot_binary
+from test_boot import BAKE_CACHE
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 300
+LIGHTTPD_DEPS = ["lighttpd", "media-types", "lsb-base"]
+
+
+def builtin_catalog():
+    return json.loads((REPO / "data" / "postroj" / "catalog.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def postroj_exe(tmp_path_factory):
+    build = os.environ.get("RACKER_BUILD")
+    path = Path(build) / "postroj" if build else REPO / "build" / "postroj"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"postroj binary not found at {path} (build it or set RACKER_BUILD)")
+    copy = snapshot_binary(path, tmp_path_factory.mktemp("postroj-bin"), "postroj")
+    return str(copy)
+
+
+class Postroj:
+    def __init__(self, exe, store, package_cache):
+        self.exe = exe
+        self.store = store
+        self.package_cache = package_cache
+
+    def argv(self, *args, catalog=None):
+        argv = [self.exe, "--store-root", str(self.store), "--bake-cache", str(BAKE_CACHE),
+                "--package-cache", str(self.package_cache)]
+        if catalog:
+            argv += ["--catalog", str(catalog)]
+        return argv + list(args)
+
+    def run(self, *args, catalog=None, timeout=TIMEOUT):
+        p = subprocess.run(self.argv(*args, catalog=catalog), capture_output=True, text=True,
+                           timeout=timeout)
+        print(f"\n$ postroj {' '.join(args)}\n{p.stdout}{p.stderr}")
+        return p
+
+    def containers_left(self):
+        d = self.store / "containers"
+        return os.listdir(d) if d.is_dir() else []
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("postroj")
+
+
+@pytest.fixture(scope="session")
+def pr(postroj_exe, session_dir):
+    return Postroj(postroj_exe, session_dir / "store", session_dir / "packages")
+
+
+@pytest.fixture(scope="session")
+def mixed_catalog(session_dir):
+    """The built-in debian-bookworm entry plus one whose registry cannot be reached."""
+    cat = builtin_catalog()
+    good = [e for e in cat["images"] if e["label"] == "debian-bookworm"]
+    bad = {"label": "unreachable", "source": {"image": "127.0.0.1:9/postroj/none:1"},
+           "family": "fedora", "package_manager": "dnf"}
+    path = session_dir / "catalog.json"
+    path.write_text(json.dumps({"images": [bad] + good}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pulled(pr, mixed_catalog):
+    """`postroj pull unreachable debian-bookworm`: the first fails, the second is baked."""
+    if os.geteuid() != 0:
+        pytest.skip("postroj pull/pkgprobe need root (mounts, namespaces, cgroups)")
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap not installed (apt-get install mmdebstrap)")
+    BAKE_CACHE.mkdir(parents=True, exist_ok=True)
+    p = pr.run("pull", "unreachable", "debian-bookworm", catalog=mixed_catalog, timeout=900)
+    if "mmdebstrap failed" in p.stderr:
+        pytest.skip("mmdebstrap could not build bookworm (no access to the Debian archive?): "
+                    + p.stderr[-500:])
+    return p
+
+
+@pytest.fixture(scope="session")
+def image(pulled):
+    if "ok     debian-bookworm" not in pulled.stdout:
+        pytest.fail(f"debian-bookworm was not pulled: {pulled}")
+    return "debian-bookworm"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def packages(session_dir):
+    """A directory with lighttpd (+ what minbase lacks) and a broken package, served over HTTP
+    from 127.0.0.1; yields (base URL, directory)."""
+    d = session_dir / "debs"
+    d.mkdir()
+    p = subprocess.run(["apt-get", "download", *LIGHTTPD_DEPS], cwd=d, capture_output=True,
+                       text=True, timeout=120)
+    if p.returncode != 0:
+        pytest.skip("apt-get download lighttpd failed (no Debian archive?): " + p.stderr[-300:])
+    make_broken_deb(d)
+    handler = functools.partial(QuietHandler, directory=str(d))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", d
+    srv.shutdown()
+
+
+def make_broken_deb(d):
+    """postroj-broken: a unit whose ExecStart fails after printing a marker to the journal."""
+    root = d / "broken-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: postroj-broken\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: postroj tests <tests@example.org>\nDescription: a unit that fails\n")
+    unit_dir = root / "lib" / "systemd" / "system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "postroj-broken.service").write_text(
+        "[Unit]\nDescription=postroj broken test service\n\n"
+        "[Service]\nExecStart=/bin/sh -c 'echo postroj-broken-marker: cannot start >&2; exit 3'\n\n"
+        "[Install]\nWantedBy=multi-user.target\n")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root),
+                    str(d / "postroj-broken_1.0_all.deb")], check=True, capture_output=True)
+    shutil.rmtree(root)
+
+
+def lighttpd_args(base, d):
+    names = sorted(f.name for f in d.glob("*.deb") if f.name.split("_")[0] in LIGHTTPD_DEPS)
+    assert len(names) == len(LIGHTTPD_DEPS), names
+    return [f"--package={base}/{n}" for n in names]
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+def test_list_images_table(pr):
+    p = pr.run("list-images")
+    assert p.returncode == 0, p
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["LABEL", "FAMILY", "PKG-MGR", "PRESENT", "SOURCE"], p
+    labels = [l.split()[0] for l in lines[1:]]
+    for want in ("debian-bookworm", "debian-trixie", "ubuntu-noble", "fedora-41",
+                 "rockylinux-9", "opensuse-tumbleweed", "archlinux"):
+        assert want in labels, p
+    row = next(l for l in lines if l.startswith("debian-bookworm "))
+    assert row.split()[1:3] == ["debian", "apt"], row
+    assert "bake debian bookworm" in row, row
+
+
+def test_list_images_json(pr, tmp_path):
+    p = pr.run("list-images", "--format", "json")
+    assert p.returncode == 0, p
+    images = {e["label"]: e for e in json.loads(p.stdout)}
+    assert images["fedora-41"]["package_manager"] == "dnf"
+    assert images["archlinux"]["family"] == "arch"
+    assert images["debian-bookworm"]["source"] == {"bake": {"distro": "debian",
+                                                            "suite": "bookworm"}}
+    assert images["debian-bookworm"]["image"] == "postroj.local/debian-bookworm:latest"
+    assert "image" in images["opensuse-tumbleweed"]["source"]
+    # the binary carries its catalog: it works from anywhere
+    p2 = subprocess.run([pr.exe, "list-images", "--format=json"], capture_output=True, text=True,
+                        cwd=tmp_path)
+    assert p2.returncode == 0, p2
+    assert [e["label"] for e in json.loads(p2.stdout)] == list(images)
+
+
+def test_catalog_override_and_errors(pr, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [{"label": "x", "source": {"image": "a"}, "family": "gentoo",'
+                   ' "package_manager": "emerge"}]}')
+    p = pr.run("list-images", catalog=bad)
+    assert p.returncode == 1, p
+    assert p.stderr.strip() == (f'postroj: {bad}: images[0] (x): unknown family "gentoo" '
+                                "(debian, ubuntu, fedora, rhel, suse, arch)"), p
+    env = dict(os.environ, POSTROJ_CATALOG=str(bad))
+    p = subprocess.run([pr.exe, "list-images"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "unknown family" in p.stderr, p
+
+
+def test_unknown_label(pr):
+    p = pr.run("pkgprobe", "--image=debian-potato", "--check-unit=systemd-journald")
+    assert p.returncode == 1, p
+    assert p.stderr.startswith('postroj: unknown image label "debian-potato" (known: '), p
+    assert len(p.stderr.strip().splitlines()) == 1, p
+    p = pr.run("pull", "debian-potato")
+    assert p.returncode == 1 and 'unknown image label "debian-potato"' in p.stderr, p
+
+
+def test_usage_errors(pr):
+    for args in (["pkgprobe"], ["pkgprobe", "--image"], ["frobnicate"],
+                 ["pkgprobe", "--image=debian-bookworm", "--report=xml:x"],
+                 ["pkgprobe", "--image=debian-bookworm", "--timeout=soon"],
+                 ["selftest", "nothing"], ["pull"], ["list-images", "--format=yaml"],
+                 ["pkgprobe", "--image=debian-bookworm", "--bogus"]):
+        p = pr.run(*args)
+        assert p.returncode == 2, (args, p)
+        assert p.stderr.startswith("postroj: ") and len(p.stderr.strip().splitlines()) == 1, p
+    for args in (["--help"], ["pkgprobe", "--help"], ["pull", "--help"],
+                 ["selftest", "--help"], ["list-images", "--help"]):
+        p = pr.run(*args)
+        assert p.returncode == 0 and "usage: postroj" in p.stdout, (args, p)
+
+
+# --- pull ---------------------------------------------------------------------------------
+
+
+def test_pull_one_failure_does_not_stop_the_others(pulled):
+    p = pulled
+    assert p.returncode == 1, p
+    assert "postroj: pull unreachable: pull 127.0.0.1:9/postroj/none:1" in p.stderr, p
+    summary = p.stdout[p.stdout.index("summary:"):]
+    assert "FAILED unreachable" in summary, p
+    assert "ok     debian-bookworm" in summary, p
+    assert "1 of 2 images ready" in summary, p
+
+
+def test_pull_again_is_quick_and_listed(pr, image):
+    p = pr.run("pull", image)
+    assert p.returncode == 0, p
+    assert "1 of 1 images ready" in p.stdout, p
+    listing = json.loads(pr.run("list-images", "--format=json").stdout)
+    assert next(e for e in listing if e["label"] == image)["present"] is True
+
+
+# --- pkgprobe -----------------------------------------------------------------------------
+
+
+def test_pkgprobe_journald(pr, image, tmp_path):
+    rep = tmp_path / "r.xml"
+    p = pr.run("pkgprobe", f"--image={image}", "--check-unit=systemd-journald",
+               f"--report=junit:{rep}")
+    assert p.returncode == 0, p
+    assert "unit systemd-journald.service" in p.stdout, p
+    assert "PASSED: 2 checks, 0 failed" in p.stdout, p
+    suite = ET.parse(rep).getroot().find("testsuite")
+    names = [tc.get("name") for tc in suite.findall("testcase")]
+    assert names == [f"boot {image}", "unit systemd-journald.service"], names
+    assert pr.containers_left() == []
+
+
+def test_pkgprobe_web_server_package(pr, image, packages, tmp_path):
+    base, d = packages
+    xml_rep, json_rep = tmp_path / "r.xml", tmp_path / "r.json"
+    p = pr.run("pkgprobe", f"--image={image}", *lighttpd_args(base, d),
+               "--check-unit=lighttpd", "--check-network=http://127.0.0.1:80/",
+               "--check-network=tcp://127.0.0.1:80", "--network-timeout=20",
+               f"--report=junit:{xml_rep}", f"--report=json:{json_rep}")
+    assert p.returncode == 0, p
+    assert "unit lighttpd.service" in p.stdout, p
+    root = ET.parse(xml_rep).getroot()
+    assert root.get("failures") == "0", ET.tostring(root)
+    cases = root.findall("./testsuite/testcase")
+    names = [c.get("name") for c in cases]
+    assert "unit lighttpd.service" in names and "network http://127.0.0.1:80/" in names, names
+    assert any(n.startswith("install lighttpd_") for n in names), names
+    assert all(float(c.get("time")) >= 0 for c in cases)
+    j = json.loads(json_rep.read_text())
+    assert j["passed"] is True
+    assert [c["name"] for c in j["suites"][0]["checks"]] == names
+    assert all(c["status"] == "passed" for c in j["suites"][0]["checks"])
+    assert pr.containers_left() == []
+
+
+def test_pkgprobe_broken_unit(pr, image, packages, tmp_path):
+    _, d = packages
+    rep = tmp_path / "r.json"
+    p = pr.run("pkgprobe", f"--image={image}", f"--package={d / 'postroj-broken_1.0_all.deb'}",
+               "--check-unit=postroj-broken", "--check-network=http://127.0.0.1:81/",
+               "--timeout=20", f"--report=json:{rep}")
+    assert p.returncode == 1, p
+    assert "FAIL" in p.stdout and "unit postroj-broken.service" in p.stdout, p
+    assert "unit postroj-broken.service is failed" in p.stdout, p
+    assert "postroj-broken-marker: cannot start" in p.stdout, p  # the journal's lines
+    checks = json.loads(rep.read_text())["suites"][0]["checks"]
+    unit = next(c for c in checks if c["name"] == "unit postroj-broken.service")
+    assert unit["status"] == "failed"
+    assert "postroj-broken.service" in unit["message"]
+    assert "postroj-broken-marker" in unit["detail"]
+    assert checks[-1]["status"] == "skipped", checks
+    assert pr.containers_left() == []
+
+
+def test_pkgprobe_404(pr, image, packages):
+    base, _ = packages
+    url = f"{base}/no-such-package_1.0_all.deb"
+    p = pr.run("pkgprobe", f"--image={image}", f"--package={url}",
+               "--check-unit=systemd-journald")
+    assert p.returncode == 1, p
+    assert f"package {url}: HTTP 404" in p.stdout, p
+    assert "boot" in p.stdout and "skip" in p.stdout, p  # nothing booted for a bad package
+    assert pr.containers_left() == []
+
+
+def test_pkgprobe_missing_local_package(pr, image, tmp_path):
+    p = pr.run("pkgprobe", f"--image={image}", f"--package={tmp_path}/nope.deb")
+    assert p.returncode == 1, p
+    assert p.stderr.strip() == f"postroj: package {tmp_path}/nope.deb: No such file or directory"
+
+
+def test_two_concurrent_pkgprobes(pr, image, packages):
+    base, d = packages
+    argv = pr.argv("pkgprobe", f"--image={image}", *lighttpd_args(base, d),
+                   "--check-unit=lighttpd", "--check-network=http://127.0.0.1:80/",
+                   "--network-timeout=30")
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [pp.communicate(timeout=TIMEOUT) for pp in procs]
+    for pp, (out, err) in zip(procs, outs):
+        print(out, err)
+        assert pp.returncode == 0, (out, err)
+    names = {m.group(1) for _, err in outs for m in re.finditer(r"booted (\S+) in", err)}
+    assert len(names) == 2, outs  # each its own container
+    assert pr.containers_left() == []
+
+
+def test_keep_leaves_the_container(pr, image):
+    build = os.environ.get("RACKER_BUILD")
+    racker = Path(build) / "racker" if build else REPO / "build" / "racker"
+    if not os.access(racker, os.X_OK):
+        pytest.skip(f"racker binary not found at {racker}")
+    p = pr.run("pkgprobe", f"--image={image}", "--check-unit=systemd-journald", "--keep")
+    assert p.returncode == 0, p
+    line = next(l for l in p.stdout.splitlines() if l.startswith("kept container "))
+    name = line.split()[2]
+    try:
+        ps = subprocess.run([str(racker), "--root", str(pr.store), "ps"], capture_output=True,
+                            text=True, timeout=30)
+        assert name in ps.stdout, ps
+    finally:
+        rm = subprocess.run([str(racker), "--root", str(pr.store), "rm", "-f", name],
+                            capture_output=True, text=True, timeout=60)
+    assert rm.returncode == 0, rm
+    assert pr.containers_left() == []
+
+
+def test_selftest_hostnamectl_and_pkgprobe(pr, image, tmp_path):
+    rep = tmp_path / "s.xml"
+    p = pr.run("selftest", "hostnamectl", f"--image={image}", f"--report=junit:{rep}")
+    assert p.returncode == 0, p
+    assert "1 of 1 images passed" in p.stdout, p
+    cases = [c.get("name") for c in ET.parse(rep).getroot().iter("testcase")]
+    assert cases == [f"boot {image}", "hostnamectl"], cases
+    p = pr.run("selftest", "pkgprobe", f"--image={image}", f"--report=json:{tmp_path}/s.json")
+    assert p.returncode == 0, p
+    j = json.loads((tmp_path / "s.json").read_text())
+    assert j["suites"][0]["checks"][-1]["name"] == "unit systemd-journald.service"
