@@ -57,6 +57,31 @@ void copy_regular_file(const std::string& from, const std::string& to, mode_t mo
   if (err) throw_errno("copy " + from + " to " + to, err);
 }
 
+// the inits of this process' booted containers, for the signal handler
+constexpr int kMaxLive = 64;
+std::atomic<pid_t> g_live[kMaxLive];
+std::atomic<int> g_signal{0};
+
+void on_signal(int sig) {
+  g_signal.store(sig);
+  for (auto& p : g_live) {
+    pid_t v = p.load();
+    if (v > 0) ::kill(v, SIGKILL);
+  }
+}
+
+void track(pid_t pid, bool add) {
+  for (auto& p : g_live) {
+    pid_t expected = add ? 0 : pid;
+    if (p.compare_exchange_strong(expected, add ? pid : 0)) return;
+  }
+}
+
+void throw_if_interrupted(const std::string& what) {
+  if (int sig = g_signal.load())
+    throw Error(what + ": interrupted by signal " + std::to_string(sig), EINTR);
+}
+
 bool under(const std::string& path, const char* dir) {
   std::string d = dir;
   return path == d || path.starts_with(d + "/");
@@ -86,7 +111,20 @@ OsContainer::~OsContainer() {
   if (impl_ && !impl_->kept) tear_down();
 }
 
+void OsContainer::tear_down_on_signals() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+int OsContainer::interrupted() {
+  return g_signal.load();
+}
+
 std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
+  throw_if_interrupted("boot " + o.image);
   auto impl = std::make_unique<Impl>();
   impl->o = o;
   RunRequest req;
@@ -126,6 +164,13 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
     impl->bo.fast_teardown = o.fast_teardown;
     impl->booted =
         boot::start_and_wait(*impl->rt, p.name, copts, p.cdir, impl->notify_fd, impl->bo);
+    track(impl->booted.pid, true);
+    if (g_signal.load()) {
+      pid_t pid = impl->booted.pid;
+      boot::stop(*impl->rt, p.name, impl->booted, impl->bo);
+      track(pid, false);
+      throw_if_interrupted("boot " + o.image);
+    }
   } catch (const Error& e) {
     p.discard();
     std::string msg = e.what();
@@ -142,6 +187,7 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
 ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_ms) {
   Impl& m = *impl_;
   if (m.down) throw Error("exec in " + m.p.name + ": the container was torn down", ESRCH);
+  throw_if_interrupted("exec in " + m.p.name);
   int n = m.exec_seq++;
   std::string base = m.p.cdir + "/exec-" + std::to_string(n);
   nlohmann::json proc = m.p.built.config["process"];
@@ -230,6 +276,7 @@ long OsContainer::ready_ms() const {
 
 void OsContainer::keep() {
   impl_->kept = true;
+  track(impl_->booted.pid, false);
   if (impl_->booted.pidfd >= 0) ::close(impl_->booted.pidfd);
   impl_->booted.pidfd = -1;
 }
@@ -238,8 +285,10 @@ void OsContainer::tear_down() {
   Impl& m = *impl_;
   if (m.down) return;
   m.down = true;
+  pid_t pid = m.booted.pid;
   try {
     if (m.rt) boot::stop(*m.rt, m.p.name, m.booted, m.bo);
+    track(pid, false);
   } catch (const std::exception& e) {
     log::warn("tear down " + m.p.name + ": " + e.what());
   }

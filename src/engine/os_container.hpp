@@ -66,6 +66,12 @@ class OsContainer {
   // Idempotent; never throws (problems are logged).
   void tear_down();
 
+  // SIGINT, SIGTERM and SIGHUP from now on: every booted OsContainer of this process is
+  // killed at once (its exec() calls return), later boot() and exec() calls throw, and the
+  // owners' tear_down() still cleans up; interrupted() then names the signal.
+  static void tear_down_on_signals();
+  static int interrupted();  // the signal received, 0 if none
+
   struct Impl;
 
  private:

@@ -14,6 +14,21 @@ std::vector<std::string> bake_packages(const CatalogEntry& e) {
   return {"systemd", "systemd-sysv", "dbus"};
 }
 
+std::vector<std::string> probe_image_commands(const CatalogEntry& e) {
+  std::vector<std::string> c;
+  // package lists, so that packages under test get their dependencies without a refresh
+  const std::string& pm = e.package_manager;
+  if (pm == "apt") c.push_back("apt-get update -q");
+  if (pm == "dnf" || pm == "yum" || pm == "microdnf") c.push_back(pm + " makecache");
+  if (pm == "zypper") c.push_back("zypper --non-interactive refresh");
+  if (pm == "pacman") c.push_back("pacman -Sy --noconfirm");
+  // a journal in memory: no flush to /var/log at every boot of a throwaway container
+  c.push_back(
+      "mkdir -p /etc/systemd/journald.conf.d && "
+      "printf '[Journal]\\nStorage=volatile\\n' > /etc/systemd/journald.conf.d/postroj.conf");
+  return c;
+}
+
 std::optional<image::ImageRecord> find_ready_image(const std::string& store_root,
                                                    const CatalogEntry& e) {
   image::ImageStore images(store_root);
@@ -53,6 +68,7 @@ image::ImageRecord acquire_image(const CatalogEntry& e, const AcquireOptions& o)
     po.store_root = o.store_root;
     po.state_root = o.state_root;
     po.force = o.force && !e.baked();
+    po.extra_commands = probe_image_commands(e);
     po.on_status = status;
     auto ready = engine::ensure_systemd(base, po);
     images.put(ready, image::parse_reference(image_name_for(e.label)).str());

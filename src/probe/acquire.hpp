@@ -24,6 +24,10 @@ struct AcquireOptions {
 // The packages a baked image of a family gets at bake time so it boots without provisioning.
 std::vector<std::string> bake_packages(const CatalogEntry& e);
 
+// What provisioning adds to a probe image besides systemd: fresh package lists and a
+// volatile journal (shell commands for engine::ProvisionOptions::extra_commands).
+std::vector<std::string> probe_image_commands(const CatalogEntry& e);
+
 // The ready image of a label, if it is in the store.
 std::optional<image::ImageRecord> find_ready_image(const std::string& store_root,
                                                    const CatalogEntry& e);

@@ -18,6 +18,7 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/strings.hpp"
+#include "engine/os_container.hpp"
 #include "image/http.hpp"
 
 namespace racker::probe {
@@ -254,6 +255,7 @@ NetCheckResult check_until(const std::string& netns_path, const CheckUrl& u, int
     if (r.ok) return r;
     long elapsed = ms_since(start);
     if (elapsed + 250 >= total_timeout_ms) return r;
+    if (engine::OsContainer::interrupted()) return r;  // the container is gone
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
 }

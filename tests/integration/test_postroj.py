@@ -15,7 +15,9 @@ import os
 import re
 import shutil
 import subprocess
+import signal
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -373,3 +375,27 @@ def test_selftest_hostnamectl_and_pkgprobe(pr, image, tmp_path):
     assert p.returncode == 0, p
     j = json.loads((tmp_path / "s.json").read_text())
     assert j["suites"][0]["checks"][-1]["name"] == "unit systemd-journald.service"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_pkgprobe_leaves_nothing(pr, image, sig):
+    """Ctrl-C (or a kill) in the middle of a probe: the container goes at once, postroj exits
+    128+N, and no container, mount or booted init is left."""
+    argv = pr.argv("pkgprobe", f"--image={image}", "--check-network=http://127.0.0.1:9/",
+                   "--network-timeout=60")
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = ""
+    for line in p.stderr:  # wait until it has booted, then interrupt the unit check
+        err += line
+        if re.search(r"booted \S+ in", line):
+            break
+    time.sleep(0.3)
+    p.send_signal(sig)
+    out, rest = p.communicate(timeout=60)
+    err += rest
+    print(out, err)
+    assert p.returncode == 128 + sig, (out, err)
+    assert "interrupted by signal" in err, err
+    assert pr.containers_left() == []
+    with open("/proc/self/mountinfo") as f:
+        assert [line for line in f if str(pr.store) in line] == []

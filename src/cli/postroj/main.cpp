@@ -10,6 +10,7 @@
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "cli/postroj/commands.hpp"
+#include "engine/os_container.hpp"
 
 using namespace racker;
 using namespace racker::cli::postroj;
@@ -94,12 +95,20 @@ int main(int argc, char** argv) {
     auto it = kCommands.find(verb);
     if (it == kCommands.end())
       throw UsageError("unknown command \"" + verb + "\" (see postroj --help)");
-    return it->second(rest, globals);
+    // Ctrl-C or a kill: the probe's containers go at once and are cleaned up on the way out
+    engine::OsContainer::tear_down_on_signals();
+    int rc = it->second(rest, globals);
+    if (int sig = engine::OsContainer::interrupted()) {
+      std::fprintf(stderr, "postroj: interrupted by signal %d; containers removed\n", sig);
+      return 128 + sig;
+    }
+    return rc;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "postroj: %s\n", e.what());
     return 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "postroj: %s\n", e.what());
+    if (int sig = engine::OsContainer::interrupted()) return 128 + sig;
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "postroj: %s\n", e.what());
