@@ -399,3 +399,15 @@ def test_interrupted_pkgprobe_leaves_nothing(pr, image, sig):
     assert pr.containers_left() == []
     with open("/proc/self/mountinfo") as f:
         assert [line for line in f if str(pr.store) in line] == []
+
+
+def test_racker_run_accepts_a_label(pr, image):
+    """`racker run LABEL`: the catalog's image (here already pulled into the store) boots."""
+    build = os.environ.get("RACKER_BUILD")
+    racker = Path(build) / "racker" if build else REPO / "build" / "racker"
+    p = subprocess.run([str(racker), "--root", str(pr.store), "run", "--rm", "--hostname",
+                        "labelled", image, "sh", "-c", "hostnamectl hostname; cat /proc/1/comm"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p
+    assert p.stdout == "labelled\nsystemd\n", p
+    assert pr.containers_left() == []

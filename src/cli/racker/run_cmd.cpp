@@ -12,6 +12,9 @@
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/run.hpp"
+#include "image/image_store.hpp"
+#include "probe/acquire.hpp"
+#include "probe/catalog.hpp"
 
 namespace racker::cli {
 
@@ -66,15 +69,33 @@ int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
   }
 }
 
+// postroj's catalog labels (debian-bookworm, ...) name images too: baked or pulled and
+// provisioned on first use, as `postroj pull LABEL` does
+static void resolve_label(engine::RunRequest& req, const RackerGlobals& g) {
+  if (req.image.find_first_of("/:@") != std::string::npos) return;
+  if (image::ImageStore(g.root).find(req.image)) return;
+  auto catalog = probe::Catalog::load();
+  const probe::CatalogEntry* e = catalog.find(req.image);
+  if (!e) return;
+  probe::AcquireOptions a;
+  a.store_root = g.root;
+  a.registries_conf = g.registries_conf;
+  a.on_status = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+  req.image = probe::acquire_image(*e, a).id;
+}
+
 static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g) {
   auto req = parse_run(args, g, false);
-  return req ? engine::run_container(*req) : 0;
+  if (!req) return 0;
+  resolve_label(*req, g);
+  return engine::run_container(*req);
 }
 
 // racker create: run's flags; the container is made, not started (racker start).
 int cmd_create(const std::vector<std::string>& args, const RackerGlobals& g) {
   try {
     auto req = parse_run(args, g, true);
+    if (req) resolve_label(*req, g);
     if (req) std::printf("%s\n", engine::create_container(*req).c_str());
     return 0;
   } catch (const engine::RunError&) {
@@ -111,6 +132,8 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
         "system is up; its exit status is racker's, then the system is shut down. An image\n"
         "without systemd gets it installed with its own package manager first (once; stored as\n"
         "racker.local/provisioned/...). --boot forces this, --no-boot runs COMMAND as PID 1.\n"
+        "IMAGE may also be a label of postroj's catalog (postroj list-images), e.g.\n"
+        "debian-bookworm: baked or pulled and provisioned on first use.\n"
         "Not yet: booted containers with -d.\n"
         "\n"
         "options:\n%s",
