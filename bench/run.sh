@@ -42,6 +42,7 @@ P="podman --root $work/podman --runroot /tmp/rbr-$$ --runtime runc --cgroup-mana
 $P pull -q --tls-verify=false "127.0.0.1:$port/bench/busybox:1" >/dev/null
 /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" \
   "racker run --rm=$R run --rm 127.0.0.1:$port/bench/busybox:1 /bin/true" \
+  "racker run --rm (none)=$R run --rm --network none 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "runc run=runc run --bundle $bundle bench-runc-{i}" \
   "podman run --rm (none)=$P run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "systemd-nspawn=systemd-nspawn --register=no --keep-unit -q -D $bundle/rootfs /bin/true"

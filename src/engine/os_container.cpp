@@ -133,6 +133,7 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
   req.store_root = o.store_root;
   req.state_root = o.state_root;
   req.flags.network = o.network;
+  req.remove = o.fast_teardown;  // a throwaway container: a volatile overlay (never synced)
   req.flags.volumes = o.volumes;
   req.flags.hostname = o.hostname.empty() ? o.name : o.hostname;
   // the booted system has no command of its own: PID 1 is the init

@@ -48,8 +48,10 @@ std::optional<uint32_t> lookup(const std::string& file, const std::string& name,
 }
 
 // The overlay of the image's layers with the container's upper dir, mounted at rootfs.
+// throwaway (--rm): a "volatile" overlay, whose upper dir is never synced: no fsync per copy-up
+// (every first write to an image file, e.g. during a boot) for a dir deleted at exit anyway.
 void mount_overlay(const image::ImageStore& images, const image::ImageRecord& rec,
-                   const std::string& dir) {
+                   const std::string& dir, bool throwaway) {
   std::string lower;
   for (size_t i = rec.layers.size(); i-- > 0;) {
     if (!lower.empty()) lower += ":";
@@ -64,8 +66,17 @@ void mount_overlay(const image::ImageStore& images, const image::ImageRecord& re
     throw Error("image has too many layers for one overlay mount (" +
                     std::to_string(rec.layers.size()) + ")",
                 E2BIG);
-  if (::mount("overlay", (dir + "/rootfs").c_str(), "overlay", 0, data.c_str()) != 0)
-    throw_errno("mount overlay rootfs at " + dir + "/rootfs");
+  std::string target = dir + "/rootfs";
+  // a volatile mount leaves work/incompat/volatile behind and the kernel refuses to mount that
+  // upper dir again while it is there; a throwaway container's upper dir is reused only when
+  // racker died before removing it, its content then is no more trustworthy than that
+  if (!throwaway && ::unlink((dir + "/work/work/incompat/volatile/dirty").c_str()) == 0)
+    ::rmdir((dir + "/work/work/incompat/volatile").c_str());
+  if (throwaway &&
+      ::mount("overlay", target.c_str(), "overlay", 0, (data + ",volatile").c_str()) == 0)
+    return;  // (kernels before 5.10 have no "volatile": EINVAL, mounted as usual below)
+  if (::mount("overlay", target.c_str(), "overlay", 0, data.c_str()) != 0)
+    throw_errno("mount overlay rootfs at " + target);
 }
 
 std::string host_resolv_conf() {
@@ -181,7 +192,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   mkdir_p(req.store_root + "/containers", 0700);
   try {
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
-    mount_overlay(images, rec, p.cdir);
+    mount_overlay(images, rec, p.cdir, req.remove);
     p.mounted = true;
     RunFlags flags = req.flags;
     if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
@@ -424,7 +435,7 @@ int start_container(const std::string& store_root, const std::string& state_root
   bool mounted =
       read_file_if_exists("/proc/self/mountinfo").value_or("").find(" " + real_rootfs + " ") !=
       std::string::npos;
-  if (!mounted) mount_overlay(images, p.rec, p.cdir);
+  if (!mounted) mount_overlay(images, p.rec, p.cdir, false);
   p.mounted = true;
   // a private network namespace released when the container last exited: a new one
   for (auto& ns : config["linux"]["namespaces"]) {
