@@ -1,5 +1,6 @@
 #!/bin/bash
-# racker run --rm busybox /bin/true vs runc run (same rootfs as a bundle) vs podman run --rm vs
+# racker run --rm busybox /bin/true (private network with a bridge, and --network none) vs runc
+# run (same rootfs as a bundle) vs podman run --rm (bridge, and --network none) vs
 # systemd-nspawn, alternating. The image comes from a local docker-registry, pulled once.
 #   [RACKER=path/to/racker] bench/run.sh [N]
 set -euo pipefail
@@ -44,5 +45,6 @@ $P pull -q --tls-verify=false "127.0.0.1:$port/bench/busybox:1" >/dev/null
   "racker run --rm=$R run --rm 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "racker run --rm (none)=$R run --rm --network none 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "runc run=runc run --bundle $bundle bench-runc-{i}" \
+  "podman run --rm (bridge)=$P run --rm --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "podman run --rm (none)=$P run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 127.0.0.1:$port/bench/busybox:1 /bin/true" \
   "systemd-nspawn=systemd-nspawn --register=no --keep-unit -q -D $bundle/rootfs /bin/true"

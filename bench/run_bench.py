@@ -36,6 +36,15 @@ def main():
         q = statistics.quantiles(v, n=10)
         m = statistics.median(v)
         print(f"{name:<22} {m:>10.1f} {q[0]:>8.1f} {q[-1]:>8.1f} {base / m:>15.2f}x")
+    med = {name: statistics.median(v) for name, v in times.items()}
+    # like for like: racker's time as a fraction of the peer's (targets: <= 1 for runc, <= 0.1
+    # for podman)
+    for mine, peer in [("racker run --rm", "runc run"),
+                       ("racker run --rm", "podman run --rm (bridge)"),
+                       ("racker run --rm (none)", "podman run --rm (none)"),
+                       ("racker run --rm (none)", "runc run")]:
+        if mine in med and peer in med:
+            print(f"{mine} / {peer}: {med[mine] / med[peer]:.3f}x")
 
 
 if __name__ == "__main__":
