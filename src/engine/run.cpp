@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <tuple>
@@ -17,6 +18,7 @@
 #include "base/strings.hpp"
 #include "engine/boot.hpp"
 #include "engine/containers.hpp"
+#include "engine/flat_rootfs.hpp"
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
 #include "image/content_store.hpp"
@@ -47,36 +49,44 @@ std::optional<uint32_t> lookup(const std::string& file, const std::string& name,
   return std::nullopt;
 }
 
-// The overlay of the image's layers with the container's upper dir, mounted at rootfs.
+// The overlay of the image's layers with the container's upper dir, mounted at rootfs; true.
 // throwaway (--rm): a "volatile" overlay, whose upper dir is never synced: no fsync per copy-up
 // (every first write to an image file, e.g. during a boot) for a dir deleted at exit anyway.
-void mount_overlay(const image::ImageStore& images, const image::ImageRecord& rec,
+// Where the kernel refuses the overlay (no overlayfs, a store on overlayfs itself, too many
+// layers for one mount), the layers are copied into rootfs instead, with a warning; false.
+bool mount_overlay(const image::ImageStore& images, const image::ImageRecord& rec,
                    const std::string& dir, bool throwaway) {
+  std::string target = dir + "/rootfs";
+  if (path_exists(dir + "/flat")) return false;  // copied before: the copy is the container
+  std::vector<std::string> layers;               // lowest first
+  for (auto& l : rec.layers) layers.push_back(images.layer_dir(l.chain_id) + "/fs");
   std::string lower;
-  for (size_t i = rec.layers.size(); i-- > 0;) {
-    if (!lower.empty()) lower += ":";
-    lower += images.layer_dir(rec.layers[i].chain_id) + "/fs";
-  }
+  for (size_t i = layers.size(); i-- > 0;) lower += (lower.empty() ? "" : ":") + layers[i];
   if (lower.empty()) {
     mkdir_p(dir + "/empty");
     lower = dir + "/empty";
   }
   std::string data = "lowerdir=" + lower + ",upperdir=" + dir + "/upper,workdir=" + dir + "/work";
-  if (data.size() >= 4000)
-    throw Error("image has too many layers for one overlay mount (" +
-                    std::to_string(rec.layers.size()) + ")",
-                E2BIG);
-  std::string target = dir + "/rootfs";
-  // a volatile mount leaves work/incompat/volatile behind and the kernel refuses to mount that
-  // upper dir again while it is there; a throwaway container's upper dir is reused only when
-  // racker died before removing it, its content then is no more trustworthy than that
-  if (!throwaway && ::unlink((dir + "/work/work/incompat/volatile/dirty").c_str()) == 0)
-    ::rmdir((dir + "/work/work/incompat/volatile").c_str());
-  if (throwaway &&
-      ::mount("overlay", target.c_str(), "overlay", 0, (data + ",volatile").c_str()) == 0)
-    return;  // (kernels before 5.10 have no "volatile": EINVAL, mounted as usual below)
-  if (::mount("overlay", target.c_str(), "overlay", 0, data.c_str()) != 0)
-    throw_errno("mount overlay rootfs at " + target);
+  int err = E2BIG;
+  if (data.size() < 4000) {
+    // a volatile mount leaves work/incompat/volatile behind and the kernel refuses to mount
+    // that upper dir again while it is there; a throwaway container's upper dir is reused only
+    // when racker died before removing it, its content then is no more trustworthy than that
+    if (!throwaway && ::unlink((dir + "/work/work/incompat/volatile/dirty").c_str()) == 0)
+      ::rmdir((dir + "/work/work/incompat/volatile").c_str());
+    if (throwaway &&
+        ::mount("overlay", target.c_str(), "overlay", 0, (data + ",volatile").c_str()) == 0)
+      return true;  // (kernels before 5.10 have no "volatile": EINVAL, mounted as usual below)
+    if (::mount("overlay", target.c_str(), "overlay", 0, data.c_str()) == 0) return true;
+    err = errno;
+    if (err != EINVAL && err != ENODEV && err != EOPNOTSUPP)
+      throw_errno("mount overlay rootfs at " + target, err);
+  }
+  log::warn("overlay mount of the image's layers at " + target + " refused (" + std::strerror(err) +
+            "): copying the layers into the container instead (a full copy on disk)");
+  flatten_layers(layers, target);
+  write_file_atomic(dir + "/flat", "");
+  return false;
 }
 
 std::string host_resolv_conf() {
@@ -192,8 +202,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   mkdir_p(req.store_root + "/containers", 0700);
   try {
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
-    mount_overlay(images, rec, p.cdir, req.remove);
-    p.mounted = true;
+    p.mounted = mount_overlay(images, rec, p.cdir, req.remove);
     RunFlags flags = req.flags;
     if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
     const std::string& cdir = p.cdir;
@@ -435,8 +444,7 @@ int start_container(const std::string& store_root, const std::string& state_root
   bool mounted =
       read_file_if_exists("/proc/self/mountinfo").value_or("").find(" " + real_rootfs + " ") !=
       std::string::npos;
-  if (!mounted) mount_overlay(images, p.rec, p.cdir, false);
-  p.mounted = true;
+  p.mounted = mounted || mount_overlay(images, p.rec, p.cdir, false);
   // a private network namespace released when the container last exited: a new one
   for (auto& ns : config["linux"]["namespaces"]) {
     if (ns.value("type", "") != "network" || ns.value("path", "").empty()) continue;

@@ -990,3 +990,32 @@ def test_init(ctx):
     assert out.strip() == "0", out
     r = ctx.run("--init", ctx.images.bb, "sh", "-c", "echo x > /sbin/racker-init")
     assert r.returncode != 0 and "Read-only" in r.stderr, r
+
+
+def test_store_on_overlayfs_copies_the_layers(ctx):
+    """Where the kernel refuses an overlay mount (here: the store itself lies on overlayfs, which
+    cannot be an upper dir), racker copies the layers into the container with a warning; the
+    container works, keeps its changes across start, and rm leaves nothing."""
+    base = ctx.store_dir / "ovl"
+    for d in ("lower", "upper", "work", "merged"):
+        (base / d).mkdir(parents=True)
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work",
+                    str(base / "merged")], check=True)
+    try:
+        subprocess.run(["cp", "-a", str(ctx.root), str(base / "merged" / "store")], check=True)
+        ctx.root = base / "merged" / "store"
+        r = ctx.run("--rm", ctx.images.bb, "sh", "-c", "echo changed > /etc/x; cat /etc/x")
+        assert (r.returncode, r.stdout) == (0, "changed\n"), r
+        assert "copying the layers into the container instead" in r.stderr, r
+        name = unique("flat")
+        script = "cat /etc/y 2>/dev/null || echo missing; echo kept > /etc/y"
+        r = ctx.run("--name", name, ctx.images.bb, "sh", "-c", script)
+        assert (r.returncode, r.stdout) == (0, "missing\n"), r
+        r = ctx("start", "-a", name)
+        assert (r.returncode, r.stdout) == (0, "kept\n"), r
+        assert ctx("rm", name).returncode == 0
+        assert not list((ctx.root / "containers").iterdir())
+    finally:
+        ctx.root = ctx.store_dir / "store"
+        subprocess.run(["umount", "-l", str(base / "merged")])
