@@ -3,7 +3,6 @@
 // namespace, NOTIFY_SOCKET=/run/host/notify); once it reports READY=1 the user's command runs
 // inside through Runtime::exec, then the system is shut down (SIGRTMIN+3, SIGKILL after 10 s)
 // and removed.
-// Not yet: a booted container in the background (-d).
 #pragma once
 
 #include <fcntl.h>

@@ -12,9 +12,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/strings.hpp"
 #include "engine/containers.hpp"
 #include "engine/run.hpp"
 #include "image/image_store.hpp"
@@ -51,6 +55,17 @@ struct Redirect {
   Redirect& operator=(const Redirect&) = delete;
 };
 
+// A file that is removed again when it goes out of scope.
+struct TempFile {
+  TempFile(std::string p, const std::string& content) : path(std::move(p)) {
+    write_file_atomic(path, content, 0600);
+  }
+  ~TempFile() { ::unlink(path.c_str()); }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  std::string path;
+};
+
 }  // namespace
 
 int exec_in_container(const ExecRequest& req) {
@@ -71,6 +86,32 @@ int exec_in_container(const ExecRequest& req) {
     }
     o.tty = req.tty;
     o.detach = req.detach;
+    // a booted OS container: commands get the process a plain container would have (docker's
+    // capabilities, the image's environment), not the init's
+    std::optional<TempFile> process;
+    if (auto base = read_file_if_exists(c.dir + "/command.json")) {
+      auto proc = nlohmann::json::parse(*base);
+      proc["args"] = req.args;
+      proc["terminal"] = req.tty;
+      for (auto& e : req.env) {
+        std::string key = e.substr(0, e.find('='));
+        auto& env = proc["env"];
+        nlohmann::json kept = nlohmann::json::array();
+        for (auto& x : env)
+          if (x.get<std::string>().substr(0, x.get<std::string>().find('=')) != key)
+            kept.push_back(x);
+        kept.push_back(e);
+        env = kept;
+      }
+      if (!req.workdir.empty()) proc["cwd"] = req.workdir;
+      if (!o.user.empty()) {
+        auto ids = split(o.user, ':');
+        proc["user"] = {{"uid", std::stoul(ids[0])},
+                        {"gid", ids.size() > 1 ? std::stoul(ids[1]) : 0UL}};
+      }
+      process.emplace(c.dir + "/exec-" + std::to_string(::getpid()) + ".json", proc.dump());
+      o.process_file = process->path;
+    }
     if (req.detach && req.tty) throw RunError("exec: -d with -t is not supported", EINVAL, 125);
     int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0) throw_errno("open /dev/null");

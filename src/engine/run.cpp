@@ -282,8 +282,11 @@ runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& 
 
 bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
   image::ImageStore images(req.store_root);
+  // -d with a command on an OS image: the command as PID 1, as docker would run it; -d without
+  // one: the system boots in the background
   bool boot = req.boot == RunRequest::Boot::yes ||
-              (req.boot == RunRequest::Boot::automatic && !req.detach && image_is_os(images, rec));
+              (req.boot == RunRequest::Boot::automatic && (!req.detach || req.flags.args.empty()) &&
+               image_is_os(images, rec));
   if (!boot || image_has_systemd(images, rec)) return boot;
   ProvisionOptions po;
   po.store_root = req.store_root;
@@ -369,7 +372,11 @@ void finish(PreparedContainer& p, int status, bool remove) {
 int run_container(const RunRequest& req) {
   image::ImageRecord rec = find_or_pull(req);
   bool boot = decide_boot(req, rec);
-  if (boot && req.detach) throw RunError("--boot with -d is not supported yet", EINVAL, 125);
+  if (boot && req.detach && !req.flags.args.empty())
+    throw RunError(
+        "-d of a booted OS container takes no command: the system runs in the "
+        "background, racker exec runs commands in it",
+        EINVAL, 125);
   PreparedContainer p = prepare_container(req, rec);
   const std::string& cdir = p.cdir;
   int notify_fd = -1;
@@ -382,12 +389,22 @@ int run_container(const RunRequest& req) {
   try {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     if (boot) {
+      // command.json: also the base of `racker exec` in this container (exec_cp.cpp)
       runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
-      notify_fd = boot::prepare_spec(p.built.config, cdir, boot::find_init(p.rootfs));
+      std::string init = boot::find_init(p.rootfs);
+      notify_fd = boot::prepare_spec(p.built.config, cdir, init);
+      p.meta["booted"] = true;
+      if (req.detach) {
+        p.meta["command"] = nlohmann::json::array({init});
+        p.meta["stop_signal"] = "SIGRTMIN+3";  // systemd's halt: racker stop shuts it down
+      }
       booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
-        return boot::run_booted(rt, p.name, opts, cdir, notify_fd, boot_exec, bo);
+        if (!req.detach) return boot::run_booted(rt, p.name, opts, cdir, notify_fd, boot_exec, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.name, opts, cdir, notify_fd, bo);
+        if (b.pidfd >= 0) ::close(b.pidfd);
+        return 0;  // up; it keeps running without us
       };
     }
     write_container_files(p);

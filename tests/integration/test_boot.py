@@ -9,6 +9,7 @@ system, no mount under the store, no cgroup made by its systemd, no /run/racker 
 
 import concurrent.futures
 import glob
+import json
 import os
 import re
 import shutil
@@ -251,3 +252,39 @@ def test_boot_timeout_shows_console(boot, tmp_path):
     assert p.returncode == 125, p
     assert "boot: not ready after 2 s; last console lines:" in p.stderr, p
     assert "hello-from-fake-init" in p.stderr, p
+
+
+def test_detached_os_container_exec_stop_rm(boot, racker_exe):
+    """`racker run -d IMAGE` (no command) boots the system in the background; racker exec runs
+    commands in it with a container's process (docker's capabilities, no NOTIFY_SOCKET); racker
+    stop shuts systemd down with SIGRTMIN+3; rm leaves nothing."""
+    name = "bootd-" + uuid.uuid4().hex[:8]
+    before = racker_cgroups()
+
+    def racker(*args, **kw):
+        return subprocess.run([racker_exe, "--root", str(boot.root), *args], capture_output=True,
+                              text=True, timeout=TIMEOUT, **kw)
+
+    try:
+        r = racker("run", "-d", "--name", name, IMAGE)
+        assert r.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", r.stdout), r
+        r = racker("exec", "-e", "X=y", name, "sh", "-c",
+                   "systemctl is-system-running; grep CapEff /proc/self/status; "
+                   "env | grep -c NOTIFY_SOCKET; echo $X; cat /proc/1/comm")
+        assert r.returncode == 0, r
+        state, caps, notify, x, comm = r.stdout.split("\n")[:5]
+        assert (state, notify, x, comm) == ("running", "0", "y", "systemd"), r
+        assert int(caps.split()[1], 16) & (1 << 21) == 0, r  # no CAP_SYS_ADMIN
+        r = racker("exec", name, "sh", "-c", "exit 7")
+        assert r.returncode == 7, r
+        t0 = time.monotonic()
+        r = racker("stop", name)
+        assert r.returncode == 0 and time.monotonic() - t0 < 8, r  # no 10 s SIGKILL wait
+        ps = racker("ps", "-a", "--format", "json")
+        assert any(c["name"] == name and c["status"].startswith("Exited")
+                   for c in json.loads(ps.stdout)), ps
+    finally:
+        racker("rm", "-f", name)
+    boot.check_clean(name, before)
+    r = racker("run", "-d", "--boot", IMAGE, "true")
+    assert r.returncode == 125 and "takes no command" in r.stderr, r

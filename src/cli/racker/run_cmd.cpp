@@ -134,7 +134,8 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
         "racker.local/provisioned/...). --boot forces this, --no-boot runs COMMAND as PID 1.\n"
         "IMAGE may also be a label of postroj's catalog (postroj list-images), e.g.\n"
         "debian-bookworm: baked or pulled and provisioned on first use.\n"
-        "Not yet: booted containers with -d.\n"
+        "-d without COMMAND boots an OS image in the background: racker exec runs commands in\n"
+        "it, racker stop shuts it down (SIGRTMIN+3). -d with COMMAND runs it as PID 1.\n"
         "\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
