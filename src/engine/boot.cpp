@@ -237,8 +237,25 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
                             : "not ready after " + std::to_string(bo.ready_timeout_ms / 1000) +
                                   " s" + (status.empty() ? "" : " (" + status + ")");
       std::string tail = console_tail(cdir, 20);
+      std::string journal;
+      if (!init_died) {
+        // systemd logs to its journal, not to the console: what it was waiting for is there
+        std::string out = cdir + "/boot-journal";
+        runtime::ExecOptions q;
+        q.args = {"journalctl", "-b", "--no-pager", "-q", "-n", "15", "-o", "short-monotonic"};
+        try {
+          with_stdio_to(out, [&] { return rt.exec(id, q); });
+          auto lines = split(read_file_if_exists(out).value_or(""), '\n');
+          for (auto& l : lines)
+            if (!trim(l).empty()) journal += "\n  " + l;
+        } catch (const Error& e) {
+          log::debug("boot: journalctl: " + std::string(e.what()));
+        }
+      }
       stop(rt, id, b, bo);
-      throw Error("boot: " + why + "; last console lines:" + tail, ETIMEDOUT);
+      throw Error("boot: " + why + "; last console lines:" + tail +
+                      (journal.empty() ? "" : "\nlast journal lines:" + journal),
+                  ETIMEDOUT);
     }
   } catch (...) {
     if (b.pid > 0) stop(rt, id, b, bo);

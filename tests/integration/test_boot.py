@@ -288,3 +288,17 @@ def test_detached_os_container_exec_stop_rm(boot, racker_exe):
     boot.check_clean(name, before)
     r = racker("run", "-d", "--boot", IMAGE, "true")
     assert r.returncode == 125 and "takes no command" in r.stderr, r
+
+
+def test_boot_timeout_shows_the_journal(boot, tmp_path):
+    """A real systemd stuck in a boot unit: after --boot-timeout racker names the problem with
+    the journal's last lines (systemd does not write them to the console)."""
+    dropin = tmp_path / "slow.conf"
+    dropin.write_text("[Service]\nExecStartPre=/bin/sh -c 'echo marker-slow-boot; sleep 100'\n")
+    os.chmod(tmp_path, 0o755)
+    p = boot.run("true", flags=(
+        "--boot-timeout", "4",
+        "-v", f"{dropin}:/etc/systemd/system/systemd-user-sessions.service.d/slow.conf:ro"))
+    assert p.returncode == 125, p
+    assert "boot: not ready after 4 s" in p.stderr, p
+    assert "last journal lines:" in p.stderr and "marker-slow-boot" in p.stderr, p
