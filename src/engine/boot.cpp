@@ -252,7 +252,9 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
           log::debug("boot: journalctl: " + std::string(e.what()));
         }
       }
-      stop(rt, id, b, bo);
+      BootOptions now = bo;
+      now.fast_teardown = true;  // a system that did not come up: nothing to shut down cleanly
+      stop(rt, id, b, now);
       throw Error("boot: " + why + "; last console lines:" + tail +
                       (journal.empty() ? "" : "\nlast journal lines:" + journal),
                   ETIMEDOUT);

@@ -1019,3 +1019,45 @@ def test_store_on_overlayfs_copies_the_layers(ctx):
     finally:
         ctx.root = ctx.store_dir / "store"
         subprocess.run(["umount", "-l", str(base / "merged")])
+
+
+FAKE_PM = """#!/bin/sh
+# a stand-in package manager: logs how it was called; "installing" systemd leaves an init
+mkdir -p /var/log
+echo "$(basename "$0") $*" >> /var/log/fake-pm.log
+case " $* " in *" systemd "*)
+  mkdir -p /usr/lib/systemd
+  printf '#!/bin/sh\\nexec sleep 100\\n' > /usr/lib/systemd/systemd
+  chmod 755 /usr/lib/systemd/systemd;;
+esac
+"""
+
+
+@pytest.mark.parametrize("pm,expected", [
+    ("dnf", ["dnf install -y systemd", "dnf clean all"]),
+    ("microdnf", ["microdnf install -y systemd", "microdnf clean all"]),
+    ("zypper", ["zypper --non-interactive install --no-recommends systemd",
+                "zypper clean --all"]),
+    ("pacman", ["pacman -Sy --noconfirm --needed systemd", "pacman -Scc --noconfirm"]),
+])
+def test_provisioning_uses_the_images_package_manager(ctx, bb_rootfs, pm, expected):
+    """An OS image (os-release + a package manager) without systemd: racker run boots it, so
+    it provisions systemd first with that package manager in a throwaway container and stores
+    a derived image. The package manager here is a fake that logs its calls."""
+    base = Layer.from_dir(bb_rootfs)
+    img = Image([base, Layer([File("etc/os-release", b"ID=fake\n"),
+                              File(f"usr/bin/{pm}", FAKE_PM.encode(), mode=0o755)])],
+                cmd=["sh"], env=[PATH_ENV])
+    ctx.images.reg.push_image(f"test/fake-{pm}", "1", img)
+    ref = f"{ctx.images.reg.host}/test/fake-{pm}:1"
+    # the fake init never reports READY=1: the boot times out after provisioning
+    r = ctx.run("--rm", "--boot-timeout", "1", ref, "true")
+    assert r.returncode == 125 and "boot: not ready after 1 s" in r.stderr, r
+    assert f"provisioning systemd into {ref} with {pm}" in r.stderr, r
+    images = ctx("images")
+    assert images.returncode == 0, images
+    derived = [line.split()[0] for line in images.stdout.splitlines()
+               if line.startswith("racker.local/provisioned/")]
+    assert len(derived) == 1, derived
+    log = ctx.out("--rm", "--no-boot", derived[0], "cat", "/var/log/fake-pm.log")
+    assert log.splitlines() == expected, log
