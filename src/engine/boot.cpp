@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -92,6 +93,32 @@ void shut_down(pid_t pid, int pidfd, int timeout_ms) {
   while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
 }
+
+std::atomic<int> g_boot_signal{0};
+
+void on_boot_signal(int sig) {
+  g_boot_signal.store(sig);
+}
+
+// Ctrl-C, SIGTERM or SIGHUP while a system boots: noted (the wait ends and the container is
+// removed) instead of killing racker and leaving the container behind. Restores the previous
+// handlers when it goes out of scope.
+struct BootSignalGuard {
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction old[3];
+  BootSignalGuard() {
+    g_boot_signal.store(0);
+    struct sigaction sa = {};
+    sa.sa_handler = on_boot_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &sa, &old[i]);
+  }
+  ~BootSignalGuard() {
+    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old[i], nullptr);
+  }
+  BootSignalGuard(const BootSignalGuard&) = delete;
+  BootSignalGuard& operator=(const BootSignalGuard&) = delete;
+};
 
 }  // namespace
 
@@ -191,6 +218,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
                       const runtime::CreateOptions& opts, const std::string& cdir, int notify_fd,
                       const BootOptions& bo) {
   auto t0 = Clock::now();
+  BootSignalGuard guard;
   with_stdio_to(cdir + "/console.log", [&] { return rt.run(id, opts, true); });
   Booted b;
   b.pid = rt.state(id).pid;
@@ -200,6 +228,12 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
     std::string status;
     auto deadline = t0 + std::chrono::milliseconds(bo.ready_timeout_ms);
     while (!ready && !init_died) {
+      if (int sig = g_boot_signal.load()) {
+        BootOptions now = bo;
+        now.fast_teardown = true;
+        stop(rt, id, b, now);
+        throw Error("boot: interrupted by signal " + std::to_string(sig), EINTR);
+      }
       long left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
@@ -310,6 +344,10 @@ int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::Creat
     stop(rt, id, b, bo);
     throw;
   }
+}
+
+int interrupting_signal() {
+  return g_boot_signal.load();
 }
 
 }  // namespace racker::engine::boot

@@ -88,6 +88,9 @@ std::string find_init(const std::string& rootfs);
 // empty; returns the socket fd.
 int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
 
+// The signal that interrupted the last start_and_wait (it then threw an Error with EINTR).
+int interrupting_signal();
+
 // start_and_wait, cmd through Runtime::exec, stop. Returns cmd's exit status.
 int run_booted(runtime::Runtime& rt, const std::string& id, const runtime::CreateOptions& opts,
                const std::string& cdir, int notify_fd, runtime::ExecOptions cmd,

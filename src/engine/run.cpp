@@ -343,6 +343,8 @@ int launch(const std::string& state_root, const std::string& cdir, const std::st
     std::string msg = e.what();
     if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
       throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
+    if (e.err() == EINTR && boot::interrupting_signal())
+      throw RunError(msg, EINTR, 128 + boot::interrupting_signal());  // as a shell reports it
     if (msg.find("executable file not found") != std::string::npos ||
         (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
       throw RunError(msg, e.err(), 127);

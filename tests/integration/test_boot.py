@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -302,3 +303,27 @@ def test_boot_timeout_shows_the_journal(boot, tmp_path):
     assert p.returncode == 125, p
     assert "boot: not ready after 4 s" in p.stderr, p
     assert "last journal lines:" in p.stderr and "marker-slow-boot" in p.stderr, p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_boot_removes_the_container(boot, racker_exe, tmp_path, sig):
+    """Ctrl-C (or SIGTERM) while the system boots: racker removes the container and exits
+    128+N at once instead of dying and leaving it behind."""
+    fake = tmp_path / "fake-init"
+    fake.write_text("#!/bin/sh\nexec sleep 100\n")
+    fake.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    name = "boot-sig-" + uuid.uuid4().hex[:8]
+    before = racker_cgroups()
+    p = subprocess.Popen([racker_exe, "--root", str(boot.root), "run", "--boot", "--rm",
+                          "--name", name, "--boot-timeout", "60",
+                          "-v", f"{fake}:/lib/systemd/systemd:ro", IMAGE, "true"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + sig, (out, err)
+    assert f"boot: interrupted by signal {int(sig)}" in err, err
+    assert time.monotonic() - t0 < 5
+    boot.check_clean(name, before)
