@@ -341,15 +341,22 @@ def make_busybox_rootfs(dest_dir):
     return d
 
 
+def require_root_and_binary(path, root_reason, env_var):
+    """Skips the test without root (root_reason says what for) or without the built binary at
+    path (env_var is where the user can point at another build)."""
+    if os.geteuid() != 0:
+        pytest.skip(root_reason)
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"{Path(path).name} binary not found at {path} (build it or set {env_var})")
+
+
 @pytest.fixture(scope="session")
 def racker_bin(tmp_path_factory):
     """A snapshot of the binary under test (RACKER_OCI, else <repo>/build/racker-oci): other
     builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker-oci integration tests need root (namespaces, mounts, cgroups)")
     path = os.environ.get("RACKER_OCI") or str(REPO / "build" / "racker-oci")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker-oci binary not found at {path} (build it or set RACKER_OCI)")
+    require_root_and_binary(path, "racker-oci integration tests need root (namespaces, mounts, "
+                            "cgroups)", "RACKER_OCI")
     copy_path = snapshot_binary(path, tmp_path_factory.mktemp("bin"), "racker-oci")
     os.chmod(copy_path.parent, 0o755)
     return str(copy_path)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot_binary
+from racker_ctx import racker_snapshot
 
-REPO = Path(__file__).resolve().parents[2]
 BAKE_CACHE = Path("/var/cache/racker-tests/bake")
 STATE_ROOT = Path("/run/racker")
 IMAGE = "racker-boot-test:bookworm"
@@ -32,16 +31,8 @@ TIMEOUT = 90
 
 @pytest.fixture(scope="session")
 def racker_exe(tmp_path_factory):
-    """A snapshot of racker: other builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker run --boot tests need root (mounts, namespaces, cgroups)")
-    build = os.environ.get("RACKER_BUILD")
-    path = Path(build) / "racker" if build else REPO / "build" / "racker"
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
-    os.chmod(copy.parent, 0o755)
-    return str(copy)
+    return racker_snapshot(tmp_path_factory,
+                           "racker run --boot tests need root (mounts, namespaces, cgroups)")
 
 
 @pytest.fixture(scope="session")

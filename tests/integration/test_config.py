@@ -187,29 +187,29 @@ def test_root_path_absolute(racker, make_bundle, busybox_rootfs):
     assert run_ok(racker, b) == "racker\n"
 
 
-def test_bind_mount_rw(racker, make_bundle, tmp_path):
+def bound_host_dir(tmp_path, mode):
+    """tmp_path/hostdir holding hello ("from host"), and an edit for make_bundle that
+    bind-mounts it (rbind, mode "rw" or "ro") at /data."""
     host = tmp_path / "hostdir"
     host.mkdir()
     (host / "hello").write_text("from host\n")
 
     def edit(c):
         c["mounts"].append({"destination": "/data", "type": "bind", "source": str(host),
-                            "options": ["rbind", "rw"]})
+                            "options": ["rbind", mode]})
 
+    return host, edit
+
+
+def test_bind_mount_rw(racker, make_bundle, tmp_path):
+    host, edit = bound_host_dir(tmp_path, "rw")
     b = make_bundle(["sh", "-c", "cat /data/hello; echo from container > /data/new"], edit=edit)
     assert run_ok(racker, b) == "from host\n"
     assert (host / "new").read_text() == "from container\n"
 
 
 def test_bind_mount_ro(racker, make_bundle, tmp_path):
-    host = tmp_path / "hostdir"
-    host.mkdir()
-    (host / "hello").write_text("from host\n")
-
-    def edit(c):
-        c["mounts"].append({"destination": "/data", "type": "bind", "source": str(host),
-                            "options": ["rbind", "ro"]})
-
+    host, edit = bound_host_dir(tmp_path, "ro")
     b = make_bundle(["sh", "-c", "cat /data/hello; echo x > /data/new; echo rc=$?"], edit=edit)
     r = racker.run(b)
     assert r.returncode == 0, r
@@ -357,16 +357,19 @@ def test_join_existing_namespace_by_path(racker, make_bundle):
     assert run_ok(racker, b2).strip() == os.readlink(f"/proc/{pid}/ns/net")
 
 
+def add_user_namespace(c, uid_host, gid_host):
+    """Puts the container into a new user namespace that maps its uids 0-65535 to the host's
+    from uid_host on, its gids from gid_host on."""
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid_host, "size": 65536}]
+    c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid_host, "size": 65536}]
+
+
 def test_user_namespace_mappings(racker, make_bundle):
     require("userns")
-
-    def edit(c):
-        c["linux"]["namespaces"].append({"type": "user"})
-        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-
     b = make_bundle(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; "
-                     "stat -c %u /bin/busybox"], edit=edit, traversable=True)
+                     "stat -c %u /bin/busybox"],
+                    edit=lambda c: add_user_namespace(c, 100000, 100000), traversable=True)
     out = run_ok(racker, b).splitlines()
     assert out[0].split() == ["0", "100000", "65536"]
     assert out[1].split() == ["0", "100000", "65536"]
@@ -378,9 +381,7 @@ def test_user_namespace_host_view(racker, make_bundle):
     require("userns")
 
     def edit(c):
-        c["linux"]["namespaces"].append({"type": "user"})
-        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        add_user_namespace(c, 100000, 200000)
         c["process"]["user"] = {"uid": 1000, "gid": 1000}
 
     b = make_bundle(["sleep", "30"], edit=edit, traversable=True)

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_busybox_rootfs, snapshot_binary
-
+from racker_ctx import RackerCtx, bb_rootfs, racker_snapshot  # noqa: F401
 from registry_util import (Dir, File, Hardlink, Image, Index, Layer, Symlink, chain_ids, sha256)
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
 BAKE_CACHE = Path("/var/cache/racker-tests/bake")
 HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -44,20 +42,8 @@ HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), plat
 
 @pytest.fixture(scope="session")
 def racker_exe(tmp_path_factory):
-    """A snapshot of racker: other builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker load/save/bake tests need root (layer owners, device nodes)")
-    build = os.environ.get("RACKER_BUILD")
-    path = Path(build) / "racker" if build else REPO / "build" / "racker"
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
-    return str(copy)
-
-
-@pytest.fixture(scope="session")
-def bb_rootfs(racker_exe, tmp_path_factory):
-    return make_busybox_rootfs(tmp_path_factory.mktemp("ls-busybox"))
+    return racker_snapshot(tmp_path_factory,
+                           "racker load/save/bake tests need root (layer owners, device nodes)")
 
 
 def top_layer(compression):
@@ -81,55 +67,8 @@ def bb_gzip(bb_rootfs):
                  architecture=HOST_ARCH, cmd=["/bin/sh"], env=["PATH=/bin:/usr/bin", "GZ=1"])
 
 
-class Result:
-    def __init__(self, argv, returncode, stdout, stderr):
-        self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
-
-    def __repr__(self):
-        return (f"<racker {' '.join(self.argv)}: rc={self.returncode} stdout={self.stdout!r} "
-                f"stderr={self.stderr!r}>")
-
-
-class Ctx:
-    def __init__(self, binary, tmp):
-        self.binary = binary
-        self.tmp = Path(tmp)
-        self.root = self.tmp / "store"
-        self.env = {k: v for k, v in os.environ.items() if k != "RACKER_ROOT"}
-
-    def __call__(self, *args, root=None, stdin=None, timeout=TIMEOUT):
-        argv = [self.binary, "--root", str(root or self.root)] + [str(a) for a in args]
-        p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=self.env, timeout=timeout)
-        return Result([str(a) for a in args], p.returncode, p.stdout.decode(errors="replace"),
-                      p.stderr.decode(errors="replace"))
-
-    def ok(self, *args, **kw):
-        r = self(*args, **kw)
-        assert r.returncode == 0, r
-        return r
-
-    def images(self, root=None):
-        return json.loads(self.ok("images", "--format", "json", root=root).stdout)
-
-    def image_named(self, name, root=None):
-        hits = [i for i in self.images(root) if name in i["Names"]]
-        assert len(hits) == 1, (name, self.images(root))
-        return hits[0]
-
-    def inspect(self, name, root=None):
-        return json.loads(self.ok("image", "inspect", name, root=root).stdout)[0]
-
-    def blobs(self, root=None):
-        d = Path(root or self.root) / "blobs" / "sha256"
-        return {"sha256:" + n for n in os.listdir(d)} if d.exists() else set()
-
-    def layer_dirs(self, root=None):
-        d = Path(root or self.root) / "layers"
-        return {n for n in os.listdir(d) if (d / n).is_dir()} if d.exists() else set()
-
-    def layer_fs(self, chain, root=None):
-        return Path(root or self.root) / "layers" / chain.split(":", 1)[1] / "fs"
+class Ctx(RackerCtx):
+    """One test's racker with its own --root (no registries)."""
 
     def snapshot(self, root=None):
         """What a failed load must leave unchanged."""
@@ -139,20 +78,14 @@ class Ctx:
                 index.read_text() if index.exists() else None)
 
     def assert_consistent(self, root=None):
-        base = Path(root or self.root)
-        for n in self.layer_dirs(root):
-            assert (base / "layers" / n / "done").is_file(), f"layer dir {n} without done"
-        for b in self.blobs(root):
-            data = (base / "blobs" / "sha256" / b[7:]).read_bytes()
-            assert sha256(data) == b, f"corrupt blob {b}"
-        ingest = base / "ingest"
-        if ingest.exists():
-            assert [n for n in os.listdir(ingest) if n.endswith(".partial")] == []
+        """RackerCtx.assert_consistent, and no half-written download left in ingest/."""
+        super().assert_consistent(root)
+        assert self.partials(root) == []
 
 
 @pytest.fixture
 def ctx(racker_exe, tmp_path):
-    return Ctx(racker_exe, tmp_path)
+    return Ctx(racker_exe, tmp_path, registries_conf=False, timeout=TIMEOUT)
 
 
 # --- archive builders -------------------------------------------------------------------------
@@ -325,7 +258,7 @@ def test_load_from_stdin_compressed(ctx, bb_plain, bb_rootfs):
     """`racker load < x.tar.gz` and through a pipe: docker load accepts compressed archives."""
     ar = docker_archive(ctx.tmp / "bb.tar", bb_plain, ["bbtest:stdin"])
     data = gzip.compress(ar.read_bytes(), compresslevel=1)
-    r = ctx.ok("load", stdin=data)  # a pipe: spooled to a temporary file
+    r = ctx.ok("load", input=data)  # a pipe: spooled to a temporary file
     assert r.stdout == "Loaded image: docker.io/library/bbtest:stdin\n", r
     assert ctx.image_named("docker.io/library/bbtest:stdin")["Id"] == bb_plain.config_digest
     check_busybox_layers(ctx, bb_plain, bb_rootfs)

@@ -18,17 +18,16 @@ import secrets
 import shutil
 import signal
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import make_busybox_rootfs, processes_mentioning, snapshot_binary, wait_until
-from registry_util import (Dir, File, Hardlink, Image, Index, Layer, Opaque, Registry, Symlink,
-                           Whiteout, missing_tools)
+from conftest import wait_until
+from racker_ctx import RackerCtx, bb_rootfs, closed_after_test, racker_snapshot  # noqa: F401
+from registry_util import (Dir, File, Hardlink, Image, Index, Layer, Opaque, Symlink, Whiteout,
+                           missing_tools)
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
 
 
@@ -37,23 +36,8 @@ TIMEOUT = 30
 
 @pytest.fixture(scope="session")
 def racker_exe(tmp_path_factory):
-    """A snapshot of racker: other builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker pull tests need root (layer owners, device nodes, trusted xattrs)")
-    build = os.environ.get("RACKER_BUILD")
-    path = Path(build) / "racker" if build else REPO / "build" / "racker"
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry)")
-    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
-    return str(copy)
-
-
-@pytest.fixture(scope="session")
-def bb_rootfs(racker_exe, tmp_path_factory):
-    return make_busybox_rootfs(tmp_path_factory.mktemp("pull-busybox"))
+    return racker_snapshot(tmp_path_factory, "racker pull tests need root (layer owners, "
+                           "device nodes, trusted xattrs)", registry=True)
 
 
 @pytest.fixture(scope="session")
@@ -70,145 +54,10 @@ def bb_image(bb_base):
     return Image([bb_base, l2], cmd=["/bin/sh"], env=["PATH=/bin:/usr/bin", "LAYERS=2"])
 
 
-class Result:
-    def __init__(self, argv, returncode, stdout, stderr):
-        self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
-
-    def __repr__(self):
-        return (f"<racker {' '.join(self.argv)}: rc={self.returncode} stdout={self.stdout!r} "
-                f"stderr={self.stderr!r}>")
-
-
-class Ctx:
-    """One test's racker (own --root, registries.conf, HOME, XDG_RUNTIME_DIR) and registries."""
-
-    def __init__(self, binary, tmp):
-        self.binary = binary
-        self.tmp = Path(tmp)
-        self.root = self.tmp / "store"
-        self.conf = self.tmp / "registries.conf"
-        self.conf.write_text("")
-        self.registries = []
-        self.procs = []
-        self._n = 0
-        home, run = self.tmp / "home", self.tmp / "run"
-        home.mkdir()
-        run.mkdir(mode=0o700)
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("RACKER_ROOT", "RACKER_REGISTRIES_CONF", "DOCKER_CONFIG",
-                                 "REGISTRY_AUTH_FILE")}
-        # credentials are looked up in $XDG_RUNTIME_DIR/containers/auth.json and ~/.docker
-        self.env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run))
-
-    # registries
-
-    def registry(self, **kw):
-        missing = missing_tools(tls=kw.get("tls", False), auth=bool(kw.get("auth")))
-        if missing:
-            pytest.skip(f"missing {', '.join(missing)}")
-        r = Registry(self.tmp / f"registry{len(self.registries)}", **kw)
-        self.registries.append(r)
-        return r.start()
-
-    def insecure_conf(self, reg, extra=""):
-        self.conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n' + extra)
-
-    # running racker
-
-    def argv(self, args, root=None, globals_=()):
-        return ([self.binary, "--root", str(root or self.root), "--registries-conf",
-                 str(self.conf), *map(str, globals_)] + [str(a) for a in args])
-
-    def popen(self, *args, root=None, globals_=()):
-        self._n += 1
-        out = self.tmp / f"out.{self._n}"
-        err = self.tmp / f"err.{self._n}"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            p = subprocess.Popen(self.argv(args, root, globals_), stdin=subprocess.DEVNULL,
-                                 stdout=fo, stderr=fe, env=self.env)
-        p.out_path, p.err_path = out, err
-        self.procs.append(p)
-        return p
-
-    def result(self, p):
-        return Result([str(a) for a in p.args[1:]], p.returncode,
-                      p.out_path.read_text(errors="replace"),
-                      p.err_path.read_text(errors="replace"))
-
-    def __call__(self, *args, root=None, globals_=(), timeout=TIMEOUT):
-        p = self.popen(*args, root=root, globals_=globals_)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            raise AssertionError(f"racker {args} did not finish within {timeout}s: "
-                                 f"{self.result(p)}")
-        return self.result(p)
-
-    def ok(self, *args, **kw):
-        r = self(*args, **kw)
-        assert r.returncode == 0, r
-        return r
-
-    def images(self, root=None):
-        return json.loads(self.ok("images", "--format", "json", root=root).stdout)
-
-    def image_named(self, name, root=None):
-        hits = [i for i in self.images(root) if name in i["Names"]]
-        assert len(hits) == 1, (name, self.images(root))
-        return hits[0]
-
-    # the store
-
-    def blobs(self, root=None):
-        d = Path(root or self.root) / "blobs" / "sha256"
-        return {"sha256:" + n for n in os.listdir(d)} if d.exists() else set()
-
-    def partials(self, root=None):
-        d = Path(root or self.root) / "ingest"
-        return sorted(n for n in os.listdir(d) if n.endswith(".partial")) if d.exists() else []
-
-    def layer_entries(self, root=None):
-        d = Path(root or self.root) / "layers"
-        return sorted(os.listdir(d)) if d.exists() else []
-
-    def layer_dirs(self, root=None):
-        d = Path(root or self.root) / "layers"
-        return {n for n in self.layer_entries(root) if (d / n).is_dir()}
-
-    def layer_fs(self, chain, root=None):
-        return Path(root or self.root) / "layers" / chain.split(":", 1)[1] / "fs"
-
-    def assert_consistent(self, root=None):
-        """Every layer dir is complete (has done), every blob file hashes to its name."""
-        base = Path(root or self.root)
-        for n in self.layer_dirs(root):
-            assert (base / "layers" / n / "done").is_file(), f"layer dir {n} without done"
-        for b in self.blobs(root):
-            data = (base / "blobs" / "sha256" / b[7:]).read_bytes()
-            assert "sha256:" + hashlib.sha256(data).hexdigest() == b, f"corrupt blob {b}"
-
-
 @pytest.fixture
 def ctx(racker_exe, tmp_path):
-    c = Ctx(racker_exe, tmp_path)
-    yield c
-    for p in c.procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for r in c.registries:
-        r.stop()
-    time.sleep(0.01)
-    left = processes_mentioning(str(tmp_path))
-    if left:
-        for pid, _ in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        pytest.fail(f"processes left after the test: {left}", pytrace=False)
+    """One test's racker (own --root, registries.conf, HOME, XDG_RUNTIME_DIR) and registries."""
+    yield from closed_after_test(RackerCtx(racker_exe, tmp_path, timeout=TIMEOUT))
 
 
 def short(digest):

@@ -13,37 +13,23 @@ import base64
 import json
 import os
 import shutil
-import signal
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import processes_mentioning, snapshot_binary
-from registry_util import MT_OCI_MANIFEST, Dir, File, Image, Layer, Registry, missing_tools
+from racker_ctx import RackerCtx, closed_after_test, racker_snapshot
+from registry_util import MT_OCI_MANIFEST, Dir, File, Image, Layer
 from token_service import TokenService
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
 
 
 @pytest.fixture(scope="session")
 def racker_exe(tmp_path_factory):
-    """A snapshot of racker: other builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker push/login tests need root (pull unpacks layers with their owners)")
-    build = os.environ.get("RACKER_BUILD")
-    path = Path(build) / "racker" if build else REPO / "build" / "racker"
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    missing = missing_tools(tls=True, auth=True)
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry openssl "
-                    "apache2-utils)")
-    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
-    return str(copy)
+    return racker_snapshot(tmp_path_factory, "racker push/login tests need root (pull unpacks "
+                           "layers with their owners)", registry=True, tls_auth=True)
 
 
 @pytest.fixture(scope="session")
@@ -56,88 +42,23 @@ def image():
     return Image([l1, l2, l3], cmd=["/bin/tool"], labels={"test": "push"})
 
 
-class Result:
-    def __init__(self, argv, returncode, stdout, stderr):
-        self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
-
-    def __repr__(self):
-        return (f"<racker {' '.join(self.argv)}: rc={self.returncode} stdout={self.stdout!r} "
-                f"stderr={self.stderr!r}>")
-
-
-class Ctx:
+class Ctx(RackerCtx):
     """One test's racker (own --root, registries.conf, HOME, XDG_RUNTIME_DIR), registries and
     token services."""
-
-    def __init__(self, binary, tmp):
-        self.binary = binary
-        self.tmp = Path(tmp)
-        self.root = self.tmp / "store"
-        self.conf = self.tmp / "registries.conf"
-        self.conf.write_text("")
-        self.services = []  # registries and token services, stopped at teardown
-        home, self.run_dir = self.tmp / "home", self.tmp / "run"
-        home.mkdir()
-        self.run_dir.mkdir(mode=0o700)
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("RACKER_ROOT", "RACKER_REGISTRIES_CONF", "DOCKER_CONFIG",
-                                 "REGISTRY_AUTH_FILE")}
-        # credentials: $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json
-        self.env.update(HOME=str(home), XDG_RUNTIME_DIR=str(self.run_dir))
 
     @property
     def default_authfile(self):
         return self.run_dir / "containers" / "auth.json"
-
-    def registry(self, name, **kw):
-        r = Registry(self.tmp / name, **kw)
-        self.services.append(r)
-        return r.start()
 
     def token_service(self, users):
         ts = TokenService(self.tmp / "token", users)
         self.services.append(ts)
         return ts.start()
 
-    def insecure_conf(self, *regs, extra=""):
-        self.conf.write_text("".join(f'[[registry]]\nlocation = "{r.host}"\ninsecure = true\n'
-                                     for r in regs) + extra)
-
-    def __call__(self, *args, root=None, globals_=(), input=None):
-        argv = ([self.binary, "--root", str(root or self.root), "--registries-conf",
-                 str(self.conf), *map(str, globals_)] + [str(a) for a in args])
-        try:
-            p = subprocess.run(argv, input=(input or "").encode(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=self.env, timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"racker {args} did not finish within {TIMEOUT}s")
-        return Result([str(a) for a in args], p.returncode, p.stdout.decode(errors="replace"),
-                      p.stderr.decode(errors="replace"))
-
-    def ok(self, *args, **kw):
-        r = self(*args, **kw)
-        assert r.returncode == 0, r
-        return r
-
-    def images(self, root=None):
-        return json.loads(self.ok("images", "--format", "json", root=root).stdout)
-
 
 @pytest.fixture
 def ctx(racker_exe, tmp_path):
-    c = Ctx(racker_exe, tmp_path)
-    yield c
-    for s in c.services:
-        s.stop()
-    time.sleep(0.01)
-    left = processes_mentioning(str(tmp_path))
-    if left:
-        for pid, _ in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        pytest.fail(f"processes left after the test: {left}", pytrace=False)
+    yield from closed_after_test(Ctx(racker_exe, tmp_path, timeout=TIMEOUT))
 
 
 def auths(path):

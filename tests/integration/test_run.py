@@ -39,11 +39,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (cgroup_mounts, make_busybox_rootfs, proc_cgroups, processes_mentioning,
-                      snapshot_binary, unescape_mountinfo, wait_until)
-from registry_util import File, Image, Layer, Registry, missing_tools, sha256
+from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, unescape_mountinfo,
+                      wait_until)
+from racker_ctx import RackerCtx, bb_rootfs, racker_snapshot  # noqa: F401
+from registry_util import File, Image, Layer, Registry, sha256
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 STATE_ROOT = Path("/run/racker")  # the runtime's state (not configurable through racker)
 # stores live on tmpfs when there is one: thousands of files per run, and ext4 here is slow to
@@ -83,24 +83,8 @@ def file_sha256(path):
 
 @pytest.fixture(scope="session")
 def racker_exe(tmp_path_factory):
-    """A snapshot of racker: other builds may relink the original while the suite runs."""
-    if os.geteuid() != 0:
-        pytest.skip("racker run tests need root (mounts, namespaces, cgroups)")
-    build = os.environ.get("RACKER_BUILD")
-    path = Path(build) / "racker" if build else REPO / "build" / "racker"
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"racker binary not found at {path} (build it or set RACKER_BUILD)")
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry)")
-    copy = snapshot_binary(path, tmp_path_factory.mktemp("racker-bin"), "racker")
-    os.chmod(copy.parent, 0o755)
-    return str(copy)
-
-
-@pytest.fixture(scope="session")
-def bb_rootfs(racker_exe, tmp_path_factory):
-    return make_busybox_rootfs(tmp_path_factory.mktemp("run-busybox"))
+    return racker_snapshot(tmp_path_factory, "racker run tests need root (mounts, namespaces, "
+                           "cgroups)", registry=True)
 
 
 class Images:
@@ -146,85 +130,20 @@ def images(racker_exe, bb_rootfs, tmp_path_factory):
         reg.stop()
 
 
-class Result:
-    def __init__(self, argv, returncode, stdout, stderr):
-        self.argv, self.returncode, self.stdout_bytes, self.stderr = (argv, returncode, stdout,
-                                                                      stderr)
-
-    @property
-    def stdout(self):
-        return self.stdout_bytes.decode(errors="replace")
-
-    def __repr__(self):
-        out = self.stdout if len(self.stdout_bytes) < 2000 else f"<{len(self.stdout_bytes)} bytes>"
-        return (f"<racker {' '.join(self.argv)}: rc={self.returncode} stdout={out!r} "
-                f"stderr={self.stderr!r}>")
-
-
-class Ctx:
-    """One test's racker: its own copy of the store (--root) and registries.conf."""
+class Ctx(RackerCtx):
+    """One test's racker: its own copy of the store (--root) and registries.conf. ctx(ARGS)
+    runs `racker ARGS`; ctx.run, ctx.ok and ctx.out run `racker run ARGS`."""
 
     def __init__(self, binary, tmp, imgs, empty_store=False):
-        self.binary = binary
-        self.tmp = Path(tmp)
-        self.images = imgs
-        self.store_dir = Path(tempfile.mkdtemp(prefix="racker-run-", dir=SHM or self.tmp))
-        self.root = self.store_dir / "store"
+        store_dir = Path(tempfile.mkdtemp(prefix="racker-run-", dir=SHM or tmp))
+        super().__init__(binary, tmp, root=store_dir / "store", timeout=TIMEOUT)
+        self.store_dir = store_dir
+        self.images = imgs  # the module's images (instead of RackerCtx.images())
         if empty_store:
             self.root.mkdir()
         else:
             subprocess.run(["cp", "-a", str(imgs.template), str(self.root)], check=True)
-        self.conf = self.tmp / "registries.conf"
         shutil.copy(imgs.conf, self.conf)
-        self.procs = []
-        self._n = 0
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("RACKER_ROOT", "RACKER_REGISTRIES_CONF", "DOCKER_CONFIG",
-                                 "REGISTRY_AUTH_FILE")}
-        home, run = self.tmp / "home", self.tmp / "xdg-run"
-        home.mkdir()
-        run.mkdir(mode=0o700)
-        self.env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run))
-
-    def argv(self, args):
-        return [self.binary, "--root", str(self.root), "--registries-conf", str(self.conf)] + [
-            str(a) for a in args]
-
-    def popen(self, *args, stdin=subprocess.DEVNULL, env=None):
-        """Starts racker; output goes to files (payloads that inherit it never keep a pipe
-        open)."""
-        self._n += 1
-        out, err = self.tmp / f"out.{self._n}", self.tmp / f"err.{self._n}"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            p = subprocess.Popen(self.argv(args), stdin=stdin, stdout=fo, stderr=fe,
-                                 env=dict(self.env, **(env or {})))
-        p.out_path, p.err_path = out, err
-        self.procs.append(p)
-        return p
-
-    def result(self, p):
-        return Result([str(a) for a in p.args[1:]], p.returncode, p.out_path.read_bytes(),
-                      p.err_path.read_text(errors="replace"))
-
-    def wait(self, p, timeout=TIMEOUT):
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            raise AssertionError(f"racker did not finish within {timeout}s: {self.result(p)}")
-        return self.result(p)
-
-    def __call__(self, *args, input=None, env=None, timeout=TIMEOUT):
-        if input is None:
-            return self.wait(self.popen(*args, env=env), timeout)
-        p = self.popen(*args, stdin=subprocess.PIPE, env=env)
-        try:
-            p.stdin.write(input)
-        except BrokenPipeError:
-            pass
-        p.stdin.close()
-        return self.wait(p, timeout)
 
     def run(self, *args, **kw):
         return self("run", *args, **kw)
@@ -284,9 +203,8 @@ def empty_ctx(racker_exe, images, tmp_path):
     yield from _checked(c, tmp_path)
 
 
-def kill_containers(ctx):
-    """SIGKILLs every process in the cgroups of the store's containers: {pid: cmdline}."""
-    killed = {}
+def container_procs(ctx):
+    """(pid, /proc/PID/cmdline) of each process in the cgroups of the store's containers."""
     for cid in ctx.container_ids():
         for d in cgroup_dirs_for(cid):
             try:
@@ -295,11 +213,20 @@ def kill_containers(ctx):
                 continue
             for pid in pids:
                 try:
-                    killed[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(
-                        b"\0", b" ").decode(errors="replace").strip()
-                    os.kill(pid, signal.SIGKILL)
+                    yield pid, Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     pass
+
+
+def kill_containers(ctx):
+    """SIGKILLs every process in the cgroups of the store's containers: {pid: cmdline}."""
+    killed = {}
+    for pid, cmdline in container_procs(ctx):
+        killed[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     return killed
 
 
@@ -446,19 +373,8 @@ def test_payload_killed_from_outside_is_137(ctx):
 
 def _container_pid1(ctx):
     """Host pid of the (only) running container's pid 1, from its cgroup."""
-    for cid in ctx.container_ids():
-        for d in cgroup_dirs_for(cid):
-            try:
-                pids = [int(x) for x in Path(d, "cgroup.procs").read_text().split()]
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"):
-                        return pid
-                except OSError:
-                    pass
-    return None
+    return next((pid for pid, cmdline in container_procs(ctx) if cmdline.startswith(b"sleep\0")),
+                None)
 
 
 # --- 2. stdin ----------------------------------------------------------------------------------
