@@ -42,7 +42,7 @@ import pytest
 from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, unescape_mountinfo,
                       wait_until)
 from racker_ctx import RackerCtx, bb_rootfs, racker_snapshot  # noqa: F401
-from registry_util import File, Image, Layer, Registry, sha256
+from registry_util import File, Image, Index, Layer, Registry, sha256
 
 TIMEOUT = 20
 STATE_ROOT = Path("/run/racker")  # the runtime's state (not configurable through racker)
@@ -977,3 +977,19 @@ def test_provisioning_uses_the_images_package_manager(ctx, bb_rootfs, pm, expect
     assert len(derived) == 1, derived
     log = ctx.out("--rm", "--no-boot", derived[0], "cat", "/var/log/fake-pm.log")
     assert log.splitlines() == expected, log
+
+
+def test_platform(ctx, bb_rootfs):
+    """--platform picks the image of a multi-platform index to pull and run (the busybox binary
+    is this host's either way: only the labels differ); a platform the index lacks is 125."""
+    base = Layer.from_dir(bb_rootfs)
+    imgs = {arch: Image([base, Layer([File("arch", f"{arch}\n".encode())])], architecture=arch,
+                        cmd=["sh"], env=[PATH_ENV])
+            for arch in ("amd64", "arm64")}
+    ctx.images.reg.push_image("test/multi", "1", Index(list(imgs.values())))
+    ref = f"{ctx.images.reg.host}/test/multi:1"
+    assert ctx.out("--rm", "--platform", "linux/arm64", ref, "cat", "/arch") == "arm64\n"
+    assert ctx.out("--rm", "--pull", "always", "--platform", "linux/amd64", ref,
+                   "cat", "/arch") == "amd64\n"
+    r = ctx.run("--rm", "--pull", "always", "--platform", "linux/s390x", ref, "true")
+    assert r.returncode == 125 and "linux/s390x" in r.stderr, r
