@@ -547,7 +547,13 @@ def test_network_host(ctx):
     out = ctx.out("--network", "host", ctx.images.bb, "cat", "/proc/net/dev")
     host = proc_net_dev_names(Path("/proc/self/net/dev").read_text())
     assert len(host) > 1, host
-    assert proc_net_dev_names(out) == host
+
+    def stable(names):
+        # host ends of other containers' veths (rk...) come and go: the kernel deletes them
+        # asynchronously once a private network namespace is released
+        return [n for n in names if not n.startswith("rk")]
+
+    assert stable(proc_net_dev_names(out)) == stable(host)
 
 
 # --- 6. resources ------------------------------------------------------------------------------
