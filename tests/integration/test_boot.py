@@ -269,6 +269,8 @@ def test_detached_os_container_exec_stop_rm(boot, racker_exe):
         assert int(caps.split()[1], 16) & (1 << 21) == 0, r  # no CAP_SYS_ADMIN
         r = racker("exec", name, "sh", "-c", "exit 7")
         assert r.returncode == 7, r
+        r = racker("logs", name)  # a booted container's log is its journal
+        assert r.returncode == 0 and "Reached target" in r.stdout, r
         t0 = time.monotonic()
         r = racker("stop", name)
         assert r.returncode == 0 and time.monotonic() - t0 < 8, r  # no 10 s SIGKILL wait

@@ -14,6 +14,7 @@
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/containers.hpp"
+#include "engine/exec_cp.hpp"
 #include "engine/run.hpp"
 #include "runtime/container.hpp"
 
@@ -161,13 +162,26 @@ int cmd_logs(const std::vector<std::string>& args, const RackerGlobals& g) {
       {"help", 'h', false, false, "show help"}};
   auto a = parse_args(args, opts);
   if (a.flag("help")) {
-    std::printf("usage: racker logs [-f] CONTAINER\n\noptions:\n%s", options_help(opts).c_str());
+    std::printf(
+        "usage: racker logs [-f] CONTAINER\n\n"
+        "The output of a detached container; for a booted OS container, its journal.\n\n"
+        "options:\n%s",
+        options_help(opts).c_str());
     return 0;
   }
   need_names(a, "logs");
   if (a.positional.size() != 1) throw Error("logs: one container at a time", EINVAL);
   engine::Containers store(g.root);
   auto c = store.find(a.positional[0]);
+  if (c.meta.value("booted", false) && c.running()) {
+    // a booted OS container: its log is the system's journal (as nspawn's console shows it)
+    engine::ExecRequest r;
+    r.container = c.id;
+    r.args = {"journalctl", "-b", "--no-pager", "-q"};
+    if (a.flag("follow")) r.args.push_back("-f");
+    r.store_root = g.root;
+    return engine::exec_in_container(r);
+  }
   int fd = ::open(store.log_path(c).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 && errno != ENOENT) throw_errno("open " + store.log_path(c));
   drain(fd >= 0 ? fd : -1);
