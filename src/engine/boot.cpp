@@ -130,6 +130,31 @@ std::string find_init(const std::string& rootfs) {
   throw Error("--boot: the image has no systemd (/lib/systemd/systemd)", ENOENT);
 }
 
+int bind_notify_socket(const std::string& cdir) {
+  // bound through /proc/self/fd because cdir may exceed sun_path
+  int dirfd = ::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) throw_errno("open " + cdir);
+  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (sock < 0) {
+    ::close(dirfd);
+    throw_errno("socket");
+  }
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/notify";
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ::unlink((cdir + "/notify").c_str());
+  int rc = ::bind(sock, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::close(dirfd);
+  if (rc != 0) {
+    ::close(sock);
+    throw_errno("bind " + cdir + "/notify", err);
+  }
+
+  return sock;
+}
+
 int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init) {
   auto& p = config["process"];
   p["args"] = nlohmann::json::array({init});
@@ -160,26 +185,7 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   if (trim(read_file_if_exists(mid).value_or("")).empty())
     write_file_atomic(mid, random_hex(32) + "\n", 0444);
 
-  // the notify socket; bound through /proc/self/fd because cdir may exceed sun_path
-  int dirfd = ::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) throw_errno("open " + cdir);
-  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (sock < 0) {
-    ::close(dirfd);
-    throw_errno("socket");
-  }
-  struct sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/notify";
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  ::unlink((cdir + "/notify").c_str());
-  int rc = ::bind(sock, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr);
-  int err = errno;
-  ::close(dirfd);
-  if (rc != 0) {
-    ::close(sock);
-    throw_errno("bind " + cdir + "/notify", err);
-  }
+  int sock = bind_notify_socket(cdir);
 
   auto& mounts = config["mounts"];
   bool hybrid = path_exists("/sys/fs/cgroup/unified") || path_exists("/sys/fs/cgroup/systemd");

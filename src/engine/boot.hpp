@@ -83,6 +83,10 @@ void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOpti
 // racker::Error when the rootfs has neither.
 std::string find_init(const std::string& rootfs);
 
+// The datagram socket cdir/notify (made anew) that the booted system's NOTIFY_SOCKET
+// reaches; returns its fd.
+int bind_notify_socket(const std::string& cdir);
+
 // Turns the spec built for `racker run` into one for a booted system. Creates the notify
 // socket (container dir + "/notify"), writes a machine-id into the rootfs when the image's is
 // empty; returns the socket fd.

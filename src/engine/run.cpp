@@ -425,12 +425,20 @@ int run_container(const RunRequest& req) {
 
 std::string create_container(const RunRequest& req) {
   image::ImageRecord rec = find_or_pull(req);
-  if (req.boot == RunRequest::Boot::yes)
-    throw RunError("racker create of a booted OS container is not supported yet", EINVAL, 125);
+  RunRequest foreground = req;
+  foreground.detach = false;  // booted as racker run would boot it (start -a or start)
+  bool boot = decide_boot(foreground, rec);
   PreparedContainer p = prepare_container(req, rec);
   try {
     p.meta["state"] = "created";
     p.meta["interactive"] = req.interactive;
+    if (boot) {
+      // the command (default: the image's Cmd) runs inside the booted system with start -a
+      booted_command(p, req.flags, p.cdir + "/command.json");
+      ::close(boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs)));
+      p.meta["booted"] = true;
+      p.meta["boot_timeout_s"] = req.boot_timeout_s;
+    }
     write_container_files(p);
   } catch (...) {
     p.discard();
@@ -478,7 +486,32 @@ int start_container(const std::string& store_root, const std::string& state_root
   p.meta.erase("exit_code");
   write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
   try {
-    int status = launch(state_root, p.cdir, p.name, !attach, attach && interactive, nullptr);
+    std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
+    int notify_fd = -1;
+    struct FdCloser {
+      int& fd;
+      ~FdCloser() {
+        if (fd >= 0) ::close(fd);
+      }
+    } notify_closer{notify_fd};
+    if (p.meta.value("booted", false)) {
+      // an OS container: boot it; with -a run its command inside and shut down, as racker run
+      notify_fd = boot::bind_notify_socket(p.cdir);
+      runtime::ExecOptions cmd;
+      cmd.process_file = p.cdir + "/command.json";
+      cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
+      p.meta["stop_signal"] = "SIGRTMIN+3";
+      write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+      booted = [&, cmd](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
+        boot::BootOptions bo;
+        bo.ready_timeout_ms = p.meta.value("boot_timeout_s", 30) * 1000;
+        if (attach) return boot::run_booted(rt, p.name, opts, p.cdir, notify_fd, cmd, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.name, opts, p.cdir, notify_fd, bo);
+        if (b.pidfd >= 0) ::close(b.pidfd);
+        return 0;
+      };
+    }
+    int status = launch(state_root, p.cdir, p.name, !attach, attach && interactive, booted);
     if (!attach) return 0;
     finish(p, status, false);
     return status;

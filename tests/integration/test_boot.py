@@ -320,3 +320,33 @@ def test_signal_during_boot_removes_the_container(boot, racker_exe, tmp_path, si
     assert f"boot: interrupted by signal {int(sig)}" in err, err
     assert time.monotonic() - t0 < 5
     boot.check_clean(name, before)
+
+
+def test_create_and_start_an_os_container(boot, racker_exe):
+    """racker create of an OS image: start -a boots it, runs the command inside and shuts it
+    down (again on a second start); start without -a leaves the system up in the background."""
+    name = "bootc-" + uuid.uuid4().hex[:8]
+    before = racker_cgroups()
+
+    def racker(*args):
+        return subprocess.run([racker_exe, "--root", str(boot.root), *args], capture_output=True,
+                              text=True, timeout=TIMEOUT)
+
+    try:
+        r = racker("create", "--name", name, IMAGE, "sh", "-c",
+                   "cat /proc/1/comm; cat /etc/count 2>/dev/null; echo x >> /etc/count")
+        assert r.returncode == 0, r
+        r = racker("start", "-a", name)
+        assert (r.returncode, r.stdout) == (0, "systemd\n"), r
+        r = racker("start", "-a", name)
+        assert (r.returncode, r.stdout) == (0, "systemd\nx\n"), r
+        assert not booted_inits(), "start -a shuts the system down"
+        r = racker("start", name)
+        assert r.returncode == 0, r
+        r = racker("exec", name, "systemctl", "is-system-running")
+        assert (r.returncode, r.stdout) == (0, "running\n"), r
+        r = racker("stop", name)
+        assert r.returncode == 0, r
+    finally:
+        racker("rm", "-f", name)
+    boot.check_clean(name, before)

@@ -117,8 +117,9 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
     std::printf(
         "usage: racker create [options] IMAGE [COMMAND] [ARG...]\n\n"
         "Makes a container from IMAGE (pulled if missing) without starting it; prints its id.\n"
-        "racker start [-a] runs it. Takes racker run's options (-d, --rm and --boot aside:\n"
-        "booted OS containers cannot be created yet).\n\n"
+        "racker start [-a] runs it. Takes racker run's options (-d and --rm aside). An OS image\n"
+        "boots on start: with -a its COMMAND runs inside and the system shuts down after it, as\n"
+        "racker run does; without -a the system stays up in the background.\n\n"
         "options:\n%s",
         options_help(kRunOpts).c_str());
     return std::nullopt;
