@@ -67,7 +67,7 @@ image::ImageRecord acquire_image(const CatalogEntry& e, const AcquireOptions& o)
     engine::ProvisionOptions po;
     po.store_root = o.store_root;
     po.state_root = o.state_root;
-    po.force = o.force && !e.baked();
+    po.force = o.force;  // fresh package lists, too
     po.extra_commands = probe_image_commands(e);
     po.on_status = status;
     auto ready = engine::ensure_systemd(base, po);

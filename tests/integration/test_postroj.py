@@ -251,6 +251,15 @@ def test_pull_again_is_quick_and_listed(pr, image):
     assert "1 of 1 images ready" in p.stdout, p
     listing = json.loads(pr.run("list-images", "--format=json").stdout)
     assert next(e for e in listing if e["label"] == image)["present"] is True
+    assert "provisioning" not in p.stderr, p
+
+
+def test_pull_force_provisions_again(pr, image):
+    """--force makes the probe image anew (fresh package lists), also for a baked label."""
+    p = pr.run("pull", "--force", image, timeout=900)
+    assert p.returncode == 0, p
+    assert "provisioning systemd into" in p.stderr, p
+    assert "1 of 1 images ready" in p.stdout, p
 
 
 # --- pkgprobe -----------------------------------------------------------------------------
