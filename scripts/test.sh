@@ -12,7 +12,8 @@ files=$(git ls-files '*.cpp' '*.hpp' 2>/dev/null || find src tests -name '*.[ch]
 clang-format --dry-run --Werror $files
 echo "== unit tests under ASan+UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRACKER_SANITIZE=ON -DRACKER_WERROR=ON >/dev/null
-cmake --build build-asan -j"$(nproc)" --target unit_base unit_oci unit_runtime
-(cd build-asan && ctest --output-on-failure -R '^(base|oci|runtime)\.' -j2)
+cmake --build build-asan -j"$(nproc)" --target unit_base unit_oci unit_runtime unit_image unit_engine \
+  unit_probe
+(cd build-asan && ctest --output-on-failure -R '^(base|oci|runtime|image|engine|probe)\.' -j2)
 echo "== all tests"
 cd build && ctest --output-on-failure
