@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake g++ pkg-config clang-format
   libseccomp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
-  busybox-static python3 python3-pytest jq iproute2 util-linux
+  busybox-static python3 python3-pytest jq iproute2 util-linux iptables nftables
   libcurl4-openssl-dev libssl-dev libzstd-dev libisal-dev libtomlplusplus-dev
   docker-registry apache2-utils openssl skopeo umoci mmdebstrap tini)
 missing=()
