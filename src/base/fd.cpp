@@ -18,6 +18,17 @@ bool write_all(int fd, const void* buf, size_t len) {
   return true;
 }
 
+bool copy_all(int in, int out) {
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return true;
+    if (!write_all(out, buf, static_cast<size_t>(n))) return false;
+  }
+}
+
 ssize_t read_full(int fd, void* buf, size_t len) {
   auto* p = static_cast<char*>(buf);
   size_t got = 0;

@@ -35,6 +35,8 @@ class UniqueFd {
 
 // Writes all of buf; retries on EINTR and short writes. Returns false on error (errno set).
 bool write_all(int fd, const void* buf, size_t len);
+// Copies everything readable from in to out. False with errno set on a read or write error.
+bool copy_all(int in, int out);
 // Reads until len bytes or EOF. Returns bytes read, -1 on error.
 ssize_t read_full(int fd, void* buf, size_t len);
 

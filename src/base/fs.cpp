@@ -117,6 +117,15 @@ std::string real_path(const std::string& p) {
   return buf;
 }
 
+bool is_mount_point(const std::string& path) {
+  auto info = read_file_if_exists("/proc/self/mountinfo");
+  if (!info) return false;
+  std::string needle = " ";  // built in steps: GCC 12 warns (-Wrestrict) on " " + s + " "
+  needle += real_path(path);
+  needle += " ";
+  return info->find(needle) != std::string::npos;
+}
+
 UniqueFd anonymous_file(const std::string& dir) {
   mkdir_p(dir, 0700);
   UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));

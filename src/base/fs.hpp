@@ -27,6 +27,8 @@ bool path_exists(const std::string& path);
 std::string clean_path(std::string_view path);
 // realpath(3), or p itself when it cannot be resolved.
 std::string real_path(const std::string& p);
+// Whether path (resolved with real_path) is a mount point listed in /proc/self/mountinfo.
+bool is_mount_point(const std::string& path);
 // An unnamed file in dir (O_TMPFILE, else a file unlinked at once), gone when closed: for
 // spooling streams. dir is created (0700) if missing.
 UniqueFd anonymous_file(const std::string& dir);

@@ -1,6 +1,7 @@
 #include "base/strings.hpp"
 
 #include <charconv>
+#include <random>
 
 namespace racker {
 
@@ -41,6 +42,14 @@ std::string trim(std::string_view s) {
   if (b == std::string_view::npos) return "";
   size_t e = s.find_last_not_of(" \t\r\n");
   return std::string(s.substr(b, e - b + 1));
+}
+
+std::string random_hex(size_t n) {
+  std::random_device rd;
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s.push_back(hex[rd() % 16]);
+  return s;
 }
 
 }  // namespace racker

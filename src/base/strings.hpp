@@ -14,5 +14,7 @@ bool starts_with(std::string_view s, std::string_view prefix);
 std::optional<int64_t> parse_int(std::string_view s);
 std::optional<uint64_t> parse_uint(std::string_view s);
 std::string trim(std::string_view s);
+// n random lower-case hex digits (container ids, names, machine ids).
+std::string random_hex(size_t n);
 
 }  // namespace racker

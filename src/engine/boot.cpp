@@ -13,7 +13,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <random>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -21,6 +20,7 @@
 #include "base/strings.hpp"
 #include "base/timing.hpp"
 #include "oci/capabilities.hpp"
+#include "runtime/caps.hpp"
 #include "runtime/mounts.hpp"
 
 namespace racker::engine::boot {
@@ -39,21 +39,6 @@ const char* const kBootCaps[] = {"CAP_AUDIT_CONTROL", "CAP_AUDIT_WRITE",      "C
                                  "CAP_SYS_BOOT",      "CAP_SYS_CHROOT",       "CAP_SYS_NICE",
                                  "CAP_SYS_PTRACE",    "CAP_SYS_RESOURCE",     "CAP_SYS_TTY_CONFIG"};
 
-uint64_t bounding_set() {
-  for (auto& line : split(read_file_if_exists("/proc/self/status").value_or(""), '\n'))
-    if (line.starts_with("CapBnd:"))
-      return std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
-  return ~0ULL;
-}
-
-std::string random_hex(size_t n) {
-  std::random_device rd;
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) s.push_back(hex[rd() % 16]);
-  return s;
-}
-
 long ms_since(Clock::time_point t0) {
   return static_cast<long>(
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
@@ -61,11 +46,7 @@ long ms_since(Clock::time_point t0) {
 
 // The last n lines of the console log, for error messages.
 std::string console_tail(const std::string& cdir, size_t n) {
-  auto lines = split(read_file_if_exists(cdir + "/console.log").value_or(""), '\n');
-  while (!lines.empty() && trim(lines.back()).empty()) lines.pop_back();
-  std::string out;
-  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i)
-    out += "\n  " + lines[i];
+  std::string out = file_tail(cdir + "/console.log", n);
   return out.empty() ? "\n  (no console output)" : out;
 }
 
@@ -122,6 +103,15 @@ struct BootSignalGuard {
 
 }  // namespace
 
+std::string file_tail(const std::string& path, size_t n) {
+  auto lines = split(read_file_if_exists(path).value_or(""), '\n');
+  while (!lines.empty() && trim(lines.back()).empty()) lines.pop_back();
+  std::string out;
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i)
+    out += "\n  " + lines[i];
+  return out;
+}
+
 std::string find_init(const std::string& rootfs) {
   for (const char* p : {"/lib/systemd/systemd", "/usr/lib/systemd/systemd"}) {
     std::string host = runtime::secure_join(rootfs, p);
@@ -171,7 +161,7 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   kept.push_back("NOTIFY_SOCKET=/run/host/notify");
   env = kept;
 
-  uint64_t bounding = bounding_set();
+  uint64_t bounding = runtime::own_bounding_set();
   nlohmann::json caps = nlohmann::json::array();
   for (const char* c : kBootCaps) {
     auto n = oci::capability_from_name(c);
@@ -285,9 +275,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
         q.args = {"journalctl", "-b", "--no-pager", "-q", "-n", "15", "-o", "short-monotonic"};
         try {
           with_stdio_to(out, [&] { return rt.exec(id, q); });
-          auto lines = split(read_file_if_exists(out).value_or(""), '\n');
-          for (auto& l : lines)
-            if (!trim(l).empty()) journal += "\n  " + l;
+          journal = file_tail(out, 15);
         } catch (const Error& e) {
           log::debug("boot: journalctl: " + std::string(e.what()));
         }

@@ -79,6 +79,10 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
 // fast_teardown) and removes the runtime's state. Idempotent.
 void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOptions& bo);
 
+// The last n lines of a file (trailing blank lines dropped), each on a line of its own
+// indented by two spaces: the tail of a log for an error message. "" for none.
+std::string file_tail(const std::string& path, size_t n);
+
 // The init to run: /lib/systemd/systemd, or /sbin/init when it leads to systemd. Throws
 // racker::Error when the rootfs has neither.
 std::string find_init(const std::string& rootfs);

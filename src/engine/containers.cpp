@@ -28,14 +28,6 @@ bool is_hex_id(const std::string& s) {
   return true;
 }
 
-// Whether path is a mount point (listed in our mountinfo).
-bool is_mount_point(const std::string& path) {
-  auto info = read_file_if_exists("/proc/self/mountinfo");
-  if (!info) return false;
-  std::string needle = " " + path + " ";
-  return info->find(needle) != std::string::npos;
-}
-
 }  // namespace
 
 std::string ContainerEntry::status_text() const {

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "base/fd.hpp"
 #include "base/fs.hpp"
 #include "base/strings.hpp"
 #include "engine/containers.hpp"
@@ -27,15 +28,6 @@
 
 namespace racker::engine {
 namespace {
-
-bool is_mount_point(const std::string& path) {
-  auto info = read_file_if_exists("/proc/self/mountinfo");
-  if (!info) return false;
-  std::string needle = " ";
-  needle += real_path(path);
-  needle += " ";
-  return info->find(needle) != std::string::npos;
-}
 
 // Moves fd over target for the lifetime of the object.
 struct Redirect {
@@ -132,12 +124,7 @@ int exec_in_container(const ExecRequest& req) {
   } catch (const RunError&) {
     throw;
   } catch (const Error& e) {
-    std::string msg = e.what();
-    if (msg.find("executable file not found") != std::string::npos ||
-        (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
-      throw RunError(msg, e.err(), 127);
-    if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
-    throw RunError(msg, e.err(), 125);
+    throw RunError(e.what(), e.err(), exit_code_for(e));
   }
 }
 
@@ -201,27 +188,7 @@ void copy_file(const std::string& from, const std::string& to, const struct stat
     ::close(in);
     throw_errno("create " + to, err);
   }
-  char buf[65536];
-  int err = 0;
-  while (true) {
-    ssize_t r = ::read(in, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      err = errno;
-      break;
-    }
-    if (r == 0) break;
-    for (ssize_t off = 0; off < r;) {
-      ssize_t w = ::write(out, buf + off, static_cast<size_t>(r - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        err = errno;
-        break;
-      }
-      off += w;
-    }
-    if (err) break;
-  }
+  int err = copy_all(in, out) ? 0 : errno;
   if (!err && ::fchmod(out, st.st_mode & 07777) != 0) err = errno;
   struct timespec ts[2] = {st.st_atim, st.st_mtim};
   if (!err && ::futimens(out, ts) != 0) err = errno;

@@ -77,17 +77,6 @@ void clear_dir(int dirfd, const std::string& path) {
   for (auto& n : names) remove_entry(dirfd, n, path + "/" + n);
 }
 
-void copy_file_data(int in, int out, const std::string& what) {
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(in, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read " + what);
-    if (n == 0) return;
-    if (!write_all(out, buf, static_cast<size_t>(n))) throw_errno("write " + what);
-  }
-}
-
 void set_meta(int dirfd, const std::string& name, const struct stat& st, bool symlink) {
   int flags = symlink ? AT_SYMLINK_NOFOLLOW : 0;
   if (::fchownat(dirfd, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
@@ -147,7 +136,7 @@ void apply(int src, int dst, const std::string& src_path, const std::string& dst
       UniqueFd out(
           ::openat(dst, n.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (!out) throw_errno("create " + dp);
-      copy_file_data(in.get(), out.get(), dp);
+      if (!copy_all(in.get(), out.get())) throw_errno("copy " + sp + " to " + dp);
       copy_xattrs(sp, "/proc/self/fd/" + std::to_string(out.get()));
       set_meta(dst, n, st, false);  // chown before chmod: chown clears setuid bits
     } else if (S_ISLNK(st.st_mode)) {

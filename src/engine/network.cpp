@@ -176,15 +176,21 @@ void add_default_route(Rtnl& nl, int ifindex, uint32_t gateway) {
   nl.call(m, "add default route via " + format_ipv4(gateway));
 }
 
-void create_bridge(Rtnl& nl, int mtu) {
+// The start of an RTM_NEWLINK that creates link `name`, up, with the given MTU.
+NlMessage new_link(const std::string& name, int mtu) {
   NlMessage m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   ifinfomsg i{};
   i.ifi_family = AF_UNSPEC;
   i.ifi_flags = IFF_UP;
   i.ifi_change = IFF_UP;
   m.header(i);
-  m.attr_str(IFLA_IFNAME, kBridgeName);
+  m.attr_str(IFLA_IFNAME, name);
   m.attr_u32(IFLA_MTU, static_cast<uint32_t>(mtu));
+  return m;
+}
+
+void create_bridge(Rtnl& nl, int mtu) {
+  NlMessage m = new_link(kBridgeName, mtu);
   size_t info = m.begin_nest(IFLA_LINKINFO);
   m.attr_str(IFLA_INFO_KIND, "bridge");
   m.end_nest(info);
@@ -194,15 +200,8 @@ void create_bridge(Rtnl& nl, int mtu) {
 // A veth pair: host_name on the host, enslaved to the bridge; its peer "eth0" created straight
 // in the namespace netns_fd. The host end is up, the peer is not.
 void create_veth(Rtnl& nl, const std::string& host_name, int bridge_index, int netns_fd, int mtu) {
-  NlMessage m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-  ifinfomsg i{};
-  i.ifi_family = AF_UNSPEC;
-  i.ifi_flags = IFF_UP;
-  i.ifi_change = IFF_UP;
-  m.header(i);
-  m.attr_str(IFLA_IFNAME, host_name);
+  NlMessage m = new_link(host_name, mtu);
   m.attr_u32(IFLA_MASTER, static_cast<uint32_t>(bridge_index));
-  m.attr_u32(IFLA_MTU, static_cast<uint32_t>(mtu));
   size_t info = m.begin_nest(IFLA_LINKINFO);
   m.attr_str(IFLA_INFO_KIND, "veth");
   size_t data = m.begin_nest(IFLA_INFO_DATA);

@@ -37,20 +37,7 @@ void copy_regular_file(const std::string& from, const std::string& to, mode_t mo
     ::close(in);
     throw_errno("create " + to, err);
   }
-  char buf[1 << 16];
-  ssize_t n;
-  int err = 0;
-  while ((n = ::read(in, buf, sizeof buf)) != 0) {
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    if (!write_all(out, buf, static_cast<size_t>(n))) {
-      err = errno;
-      break;
-    }
-  }
+  int err = copy_all(in, out) ? 0 : errno;
   ::fchmod(out, mode);
   ::close(in);
   if (::close(out) != 0 && err == 0) err = errno;
@@ -206,12 +193,8 @@ ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_m
   try {
     boot::with_stdio_to(base + ".out", [&] { return m.rt->exec(m.p.name, eo); });
   } catch (const Error& e) {
-    std::string msg = e.what();
-    r.status = (msg.find("executable file not found") != std::string::npos ||
-                (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
-                   ? 127
-                   : 126;
-    r.output = msg;
+    r.status = exit_code_for(e) == 127 ? 127 : 126;  // the command did not start
+    r.output = e.what();
     return r;
   }
   auto pid = parse_int(trim(read_file(base + ".pid")));

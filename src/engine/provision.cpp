@@ -104,15 +104,6 @@ std::string install_script(const std::string& pm, const std::vector<std::string>
   throw Error("no supported package manager (apt, dnf, yum, microdnf, zypper, pacman)", ENOTSUP);
 }
 
-std::string tail_of(const std::string& file, size_t n) {
-  auto lines = split(read_file_if_exists(file).value_or(""), '\n');
-  while (!lines.empty() && trim(lines.back()).empty()) lines.pop_back();
-  std::string out;
-  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i)
-    out += "\n  " + lines[i];
-  return out;
-}
-
 // overlayfs' upper dir -> a layer diff: whiteout devices become .wh.<name> files, opaque
 // directories get a .wh..wh..opq entry (OCI image spec, "Whiteouts").
 void overlay_to_diff(const std::string& dir) {
@@ -261,7 +252,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
     int rc = boot::with_stdio_to(log_path, [&] { return rt.run(p.name, copts, false); });
     if (rc != 0)
       throw Error(what + ": `" + script + "` failed with exit status " + std::to_string(rc) +
-                      "; last lines:" + tail_of(log_path, 15),
+                      "; last lines:" + boot::file_tail(log_path, 15),
                   EIO);
     if (::umount2(p.rootfs.c_str(), MNT_DETACH) != 0) throw_errno("umount " + p.rootfs);
     p.mounted = false;

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <random>
 #include <tuple>
 
 #include "base/clock.hpp"
@@ -24,19 +23,12 @@
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
 #include "oci/capabilities.hpp"
+#include "runtime/caps.hpp"
 #include "runtime/container.hpp"
 #include "runtime/mounts.hpp"
 
 namespace racker::engine {
 namespace {
-
-std::string random_id() {
-  std::random_device rd;
-  static const char* hex = "0123456789abcdef";
-  std::string id;
-  for (int i = 0; i < 64; ++i) id.push_back(hex[rd() % 16]);
-  return id;
-}
 
 std::optional<uint32_t> lookup(const std::string& file, const std::string& name, int field) {
   auto text = read_file_if_exists(file);
@@ -110,10 +102,7 @@ std::string home_of(const std::string& rootfs, uint32_t uid) {
 // --privileged asks for every capability; this process can only give what its own bounding
 // set holds (e.g. no CAP_SYS_RESOURCE on some hosts), as podman does.
 void limit_to_host_capabilities(nlohmann::json& config) {
-  uint64_t bounding = ~0ULL;
-  for (auto& line : split(read_file_if_exists("/proc/self/status").value_or(""), '\n'))
-    if (line.starts_with("CapBnd:"))
-      bounding = std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
+  uint64_t bounding = runtime::own_bounding_set();
   auto& caps = config["process"]["capabilities"];
   for (auto& [set, list] : caps.items()) {
     nlohmann::json kept = nlohmann::json::array();
@@ -126,6 +115,14 @@ void limit_to_host_capabilities(nlohmann::json& config) {
 }
 
 }  // namespace
+
+int exit_code_for(const Error& e) {
+  std::string msg = e.what();
+  if (msg.find("executable file not found") != std::string::npos ||
+      (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
+    return 127;
+  return e.err() == EACCES ? 126 : 125;
+}
 
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user) {
   if (user.empty()) return {0, 0};
@@ -189,7 +186,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   PreparedContainer p;
   p.rec = rec;
   p.image_config = nlohmann::json::parse(content.read_blob(rec.config_digest));
-  p.id = random_id();
+  p.id = random_hex(64);
   p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
   p.cdir = req.store_root + "/containers/" + p.id;
   p.rootfs = p.cdir + "/rootfs";
@@ -345,11 +342,7 @@ int launch(const std::string& state_root, const std::string& cdir, const std::st
       throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
     if (e.err() == EINTR && boot::interrupting_signal())
       throw RunError(msg, EINTR, 128 + boot::interrupting_signal());  // as a shell reports it
-    if (msg.find("executable file not found") != std::string::npos ||
-        (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
-      throw RunError(msg, e.err(), 127);
-    if (e.err() == EACCES) throw RunError(msg, e.err(), 126);
-    throw RunError(msg, e.err(), 125);
+    throw RunError(msg, e.err(), exit_code_for(e));
   }
   return status;
 }
@@ -467,11 +460,7 @@ int start_container(const std::string& store_root, const std::string& state_root
                    ENOENT, 125);
   p.rec = *rec;
   auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
-  std::string real_rootfs = real_path(p.rootfs);
-  bool mounted =
-      read_file_if_exists("/proc/self/mountinfo").value_or("").find(" " + real_rootfs + " ") !=
-      std::string::npos;
-  p.mounted = mounted || mount_overlay(images, p.rec, p.cdir, false);
+  p.mounted = is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false);
   // a private network namespace released when the container last exited: a new one
   for (auto& ns : config["linux"]["namespaces"]) {
     if (ns.value("type", "") != "network" || ns.value("path", "").empty()) continue;

@@ -50,6 +50,10 @@ struct RunError : Error {
   int exit_code;
 };
 
+// docker's exit status for a failure to start a payload: 127 not found, 126 not executable,
+// 125 anything else.
+int exit_code_for(const Error& e);
+
 // The steps of run_container that OsContainer shares (engine-internal).
 struct PreparedContainer {
   std::string id, name, cdir, rootfs;

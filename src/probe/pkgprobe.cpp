@@ -1,7 +1,5 @@
 #include "probe/pkgprobe.hpp"
 
-#include <sys/random.h>
-
 #include <cerrno>
 #include <chrono>
 #include <memory>
@@ -9,6 +7,7 @@
 #include <thread>
 
 #include "base/error.hpp"
+#include "base/strings.hpp"
 #include "engine/os_container.hpp"
 #include "probe/acquire.hpp"
 #include "probe/netcheck.hpp"
@@ -20,19 +19,6 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::string random_hex(size_t n) {
-  unsigned char b[16] = {0};
-  if (::getrandom(b, sizeof b, 0) < 0) {
-    auto t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-    for (size_t i = 0; i < sizeof b; ++i) b[i] = static_cast<unsigned char>(t >> (8 * (i % 8)));
-  }
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n && i / 2 < sizeof b; ++i)
-    s += hex[(i % 2 == 0 ? b[i / 2] >> 4 : b[i / 2]) & 0xf];
-  return s;
 }
 
 std::string one_line(const std::string& s) {

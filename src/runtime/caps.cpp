@@ -6,6 +6,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+
+#include "base/fs.hpp"
+#include "base/strings.hpp"
 
 namespace racker::runtime {
 namespace {
@@ -74,6 +79,13 @@ int apply_capabilities(const oci::Capabilities& caps, const char** what) {
     }
   }
   return 0;
+}
+
+uint64_t own_bounding_set() {
+  for (auto& line : split(read_file_if_exists("/proc/self/status").value_or(""), '\n'))
+    if (line.starts_with("CapBnd:"))
+      return std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
+  return ~0ULL;
 }
 
 }  // namespace racker::runtime
