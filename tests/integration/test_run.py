@@ -857,9 +857,12 @@ def test_proc_self_exe_payload_cannot_touch_racker(ctx):
                     continue
                 for pid in pids:
                     try:
+                        # command line first: read after it, the binary is never older than
+                        # the command line (a fork that executes in between would otherwise
+                        # pair racker's binary with the payload's command line)
+                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                         exe = os.stat(f"/proc/{pid}/exe")
                         seen[pid] = os.readlink(f"/proc/{pid}/exe")
-                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                     except OSError:
                         continue
                     # The container's init is a fork of racker until it executes the payload
