@@ -21,7 +21,9 @@
 #include "base/timing.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
+#include "runtime/cgroups.hpp"
 #include "runtime/mounts.hpp"
+#include "runtime/systemd_bus.hpp"
 
 namespace racker::engine::boot {
 namespace {
@@ -179,7 +181,7 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
 
   auto& mounts = config["mounts"];
   bool hybrid = path_exists("/sys/fs/cgroup/unified") || path_exists("/sys/fs/cgroup/systemd");
-  std::string cg = config["linux"].value("cgroupsPath", "");
+  std::string cg = runtime::cgroup_path_below_root(config["linux"].value("cgroupsPath", ""));
   for (auto& m : mounts) {
     if (m["destination"] != "/sys/fs/cgroup" || hybrid) continue;
     // cgroup v2 only: the container's own cgroup, writable (systemd creates its sub-cgroups)
@@ -208,6 +210,17 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   tmpfs("/tmp", {"nosuid", "nodev", "mode=1777"});
   bind(cdir + "/notify", "/run/host/notify", false);
   return sock;
+}
+
+// machinectl list / systemd-cgls show the booted system (as nspawn's --register=yes does);
+// the registration ends with its scope. Best effort: a host without systemd-machined runs
+// containers all the same.
+void register_machine(const std::string& name, pid_t leader, const std::string& rootfs) {
+  try {
+    runtime::systemd::Bus().register_machine(runtime::systemd::machine_name(name), leader, rootfs);
+  } catch (const Error& e) {
+    log::debug("boot: " + std::string(e.what()));
+  }
 }
 
 Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
@@ -293,6 +306,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   }
   b.ready_ms = ms_since(t0);
   log::debug("boot: " + id + " ready in " + std::to_string(b.ready_ms) + " ms");
+  if (runtime::systemd::booted()) register_machine(id, b.pid, cdir + "/rootfs");
   return b;
 }
 

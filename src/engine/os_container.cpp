@@ -146,8 +146,7 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
     impl->notify_fd = boot::prepare_spec(p.built.config, p.cdir, init);
     write_container_files(p);
     impl->rt = std::make_unique<runtime::Runtime>(o.state_root);
-    runtime::CreateOptions copts;
-    copts.bundle = p.cdir;
+    runtime::CreateOptions copts = create_options(p.cdir);
     impl->bo.ready_timeout_ms = o.ready_timeout_ms;
     impl->bo.fast_teardown = o.fast_teardown;
     impl->booted =

@@ -246,8 +246,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
   try {
     write_container_files(p);
     runtime::Runtime rt(o.state_root);
-    runtime::CreateOptions copts;
-    copts.bundle = p.cdir;
+    runtime::CreateOptions copts = create_options(p.cdir);
     std::string log_path = p.cdir + "/provision.log";
     int rc = boot::with_stdio_to(log_path, [&] { return rt.run(p.name, copts, false); });
     if (rc != 0)

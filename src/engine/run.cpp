@@ -26,6 +26,7 @@
 #include "runtime/caps.hpp"
 #include "runtime/container.hpp"
 #include "runtime/mounts.hpp"
+#include "runtime/systemd_bus.hpp"
 
 namespace racker::engine {
 namespace {
@@ -180,6 +181,13 @@ image::ImageRecord find_or_pull(const RunRequest& req) {
   return image::pull_image(content, images, req.image, req.pull_options);
 }
 
+runtime::CreateOptions create_options(const std::string& bundle) {
+  runtime::CreateOptions o;
+  o.bundle = bundle;
+  o.systemd_cgroup = runtime::systemd::booted();
+  return o;
+}
+
 PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec) {
   image::ContentStore content(req.store_root);
   image::ImageStore images(req.store_root);
@@ -201,6 +209,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
     p.mounted = mount_overlay(images, rec, p.cdir, req.remove);
     RunFlags flags = req.flags;
+    flags.systemd_cgroup = runtime::systemd::booted();
     if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
     const std::string& cdir = p.cdir;
     std::string hostname = flags.hostname.empty() ? p.id.substr(0, 12) : flags.hostname;
@@ -308,8 +317,7 @@ int launch(const std::string& state_root, const std::string& cdir, const std::st
     }
   }
   runtime::Runtime rt(state_root);
-  runtime::CreateOptions opts;
-  opts.bundle = cdir;
+  runtime::CreateOptions opts = create_options(cdir);
   int status;
   // -d: the payload inherits racker's stdout/stderr; point them at the container's log
   int saved_out = -1, saved_err = -1;

@@ -11,6 +11,7 @@
 #include "engine/spec_builder.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
+#include "runtime/container.hpp"
 
 namespace racker::engine {
 
@@ -77,6 +78,9 @@ image::ImageRecord find_or_pull(const RunRequest& req);
 PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec);
 // Writes config.json and meta.json into the container dir.
 void write_container_files(const PreparedContainer& p);
+// How the runtime creates a container from bundle: through systemd's cgroup driver where
+// systemd runs (build_spec then gave it a machine.slice scope), cgroupfs elsewhere.
+runtime::CreateOptions create_options(const std::string& bundle);
 
 // "uid[:gid]" or "name[:group]" resolved with the rootfs' /etc/passwd and /etc/group.
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user);

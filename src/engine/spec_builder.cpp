@@ -230,7 +230,7 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
     ns.push_back({{"type", "network"}});
   }
   lx["namespaces"] = ns;
-  lx["cgroupsPath"] = "/racker/" + id;
+  lx["cgroupsPath"] = f.systemd_cgroup ? "machine.slice:racker:" + id : "/racker/" + id;
   if (f.privileged) {
     lx.erase("maskedPaths");
     lx.erase("readonlyPaths");

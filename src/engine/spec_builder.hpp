@@ -35,6 +35,9 @@ struct RunFlags {
   std::optional<int64_t> memory;   // bytes
   std::optional<double> cpus;
   std::optional<int64_t> pids_limit;
+  // not a flag: set by the engine where systemd runs, which then places the container in a
+  // transient scope machine.slice/racker-<id>.scope (as nspawn and podman do)
+  bool systemd_cgroup = false;
 };
 
 // Where --init's binary is mounted in the container.

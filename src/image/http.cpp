@@ -2,7 +2,6 @@
 
 #define CURL_DISABLE_TYPECHECK  // we call through pointers, not the checked macros
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <cstring>
 #include <exception>
 
+#include "base/dynlib.hpp"
 #include "base/error.hpp"
 #include "base/strings.hpp"
 
@@ -50,47 +50,29 @@ struct Loaded {
   std::string error;  // set when loading failed
 };
 
-template <typename T>
-bool resolve(void* lib, const char* name, T& out, std::string& error) {
-  if (!error.empty()) return false;
-  ::dlerror();
-  void* p = ::dlsym(lib, name);
-  if (!p) {
-    const char* e = ::dlerror();
-    error = e ? e : std::string("undefined symbol: ") + name;
-    return false;
-  }
-  out = reinterpret_cast<T>(p);
-  return true;
-}
-
 Loaded load() {
   Loaded l;
   // never unloaded: libcurl keeps global state (and OpenSSL its atexit handlers)
-  void* lib = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char* e = ::dlerror();
-    l.error = e ? e : "unknown error";
-    return l;
-  }
+  void* lib = open_library("libcurl.so.4", l.error);
+  if (!lib) return l;
   Curl& c = l.fn;
   std::string& err = l.error;
-  resolve(lib, "curl_global_init", c.global_init, err);
-  resolve(lib, "curl_easy_init", c.easy_init, err);
-  resolve(lib, "curl_easy_cleanup", c.easy_cleanup, err);
-  resolve(lib, "curl_easy_reset", c.easy_reset, err);
-  resolve(lib, "curl_easy_setopt", c.easy_setopt, err);
-  resolve(lib, "curl_easy_perform", c.easy_perform, err);
-  resolve(lib, "curl_easy_getinfo", c.easy_getinfo, err);
-  resolve(lib, "curl_easy_strerror", c.easy_strerror, err);
-  resolve(lib, "curl_easy_escape", c.easy_escape, err);
-  resolve(lib, "curl_slist_append", c.slist_append, err);
-  resolve(lib, "curl_slist_free_all", c.slist_free_all, err);
-  resolve(lib, "curl_free", c.free, err);
-  resolve(lib, "curl_url", c.url, err);
-  resolve(lib, "curl_url_cleanup", c.url_cleanup, err);
-  resolve(lib, "curl_url_set", c.url_set, err);
-  resolve(lib, "curl_url_get", c.url_get, err);
+  resolve_symbol(lib, "curl_global_init", c.global_init, err);
+  resolve_symbol(lib, "curl_easy_init", c.easy_init, err);
+  resolve_symbol(lib, "curl_easy_cleanup", c.easy_cleanup, err);
+  resolve_symbol(lib, "curl_easy_reset", c.easy_reset, err);
+  resolve_symbol(lib, "curl_easy_setopt", c.easy_setopt, err);
+  resolve_symbol(lib, "curl_easy_perform", c.easy_perform, err);
+  resolve_symbol(lib, "curl_easy_getinfo", c.easy_getinfo, err);
+  resolve_symbol(lib, "curl_easy_strerror", c.easy_strerror, err);
+  resolve_symbol(lib, "curl_easy_escape", c.easy_escape, err);
+  resolve_symbol(lib, "curl_slist_append", c.slist_append, err);
+  resolve_symbol(lib, "curl_slist_free_all", c.slist_free_all, err);
+  resolve_symbol(lib, "curl_free", c.free, err);
+  resolve_symbol(lib, "curl_url", c.url, err);
+  resolve_symbol(lib, "curl_url_cleanup", c.url_cleanup, err);
+  resolve_symbol(lib, "curl_url_set", c.url_set, err);
+  resolve_symbol(lib, "curl_url_get", c.url_get, err);
   if (err.empty()) {
     CURLcode rc = c.global_init(CURL_GLOBAL_DEFAULT);
     if (rc != CURLE_OK) err = std::string("curl_global_init: ") + c.easy_strerror(rc);

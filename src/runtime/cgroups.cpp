@@ -153,11 +153,16 @@ std::string layout_name(CgroupLayout l) {
 // where each resource goes.
 class CgroupfsManager : public CgroupManager {
  public:
-  CgroupfsManager(CgroupLayout layout, std::vector<CgroupDir> v1, std::optional<CgroupDir> unified)
-      : layout_(layout), v1_(std::move(v1)), unified_(std::move(unified)) {}
+  CgroupfsManager(CgroupLayout layout, std::vector<CgroupDir> v1, std::optional<CgroupDir> unified,
+                  bool manage_ancestors)
+      : layout_(layout),
+        v1_(std::move(v1)),
+        unified_(std::move(unified)),
+        manage_ancestors_(manage_ancestors) {}
 
   nlohmann::json save() const override {
     nlohmann::json j = {{"layout", layout_name(layout_)}, {"hierarchies", nlohmann::json::array()}};
+    if (!manage_ancestors_) j["manage_ancestors"] = false;
     for (const auto& d : v1_) j["hierarchies"].push_back(dir_to_json(d));
     j["unified"] = unified_ ? dir_to_json(*unified_) : nlohmann::json(nullptr);
     return j;
@@ -172,18 +177,36 @@ class CgroupfsManager : public CgroupManager {
     }
     if (unified_) {
       make_dir(*unified_);
-      enable_controllers(*unified_, unified_controllers(r));
+      if (manage_ancestors_) enable_controllers(*unified_, unified_controllers(r));
     }
     set(r, /*updating=*/false);
-    add_process(pid);
+    add_process(pid, 0);
   }
 
-  void add_process(pid_t pid) override {
-    auto join = [&](const CgroupDir& d) {
-      write_knob("join cgroup", d.path + "/cgroup.procs", std::to_string(pid));
+  void add_process(pid_t pid, pid_t init_pid) override {
+    auto join = [&](const std::string& dir) {
+      write_knob("join cgroup", dir + "/cgroup.procs", std::to_string(pid));
     };
-    for (const auto& d : v1_) join(d);
-    if (unified_) join(*unified_);
+    for (const auto& d : v1_) join(d.path);
+    if (!unified_) return;
+    int err = write_raw(unified_->path + "/cgroup.procs", std::to_string(pid));
+    if (err == EBUSY && init_pid > 0) {
+      // a booted systemd enabled controllers for its sub-cgroups: the container's cgroup
+      // itself may hold no process, so join the init's leaf (what runc does too)
+      auto own = parse_proc_cgroup(
+          read_file_if_exists("/proc/" + std::to_string(init_pid) + "/cgroup").value_or(""));
+      std::string mount_root = "/";
+      for (const auto& m : parse_cgroup_mounts(read_file("/proc/self/mountinfo"), unified_->mount))
+        if (m.v2 && m.mount_point == unified_->mount) mount_root = m.root;
+      if (auto leaf = leaf_of_init(unified_->path, unified_->mount, mount_root, own[""])) {
+        log::debug("join cgroup: " + unified_->path + " is busy, joining " + *leaf);
+        join(*leaf);
+        return;
+      }
+    }
+    if (err)
+      throw Error("join cgroup: write " + unified_->path + "/cgroup.procs: " + errno_text(err),
+                  err);
   }
 
   void update(const oci::Resources& res) override { set(res, /*updating=*/true); }
@@ -353,6 +376,7 @@ class CgroupfsManager : public CgroupManager {
   CgroupLayout layout_;
   std::vector<CgroupDir> v1_;
   std::optional<CgroupDir> unified_;
+  bool manage_ancestors_;
 
  private:
   void set_frozen(bool freeze) {
@@ -543,22 +567,25 @@ class V2Manager final : public CgroupfsManager {
   }
 };
 
-std::unique_ptr<CgroupManager> make_manager(CgroupLayout layout, std::vector<CgroupDir> v1,
-                                            std::optional<CgroupDir> unified) {
+}  // namespace
+
+std::unique_ptr<CgroupManager> cgroups_internal::make_cgroupfs_manager(
+    CgroupLayout layout, std::vector<CgroupDir> v1, std::optional<CgroupDir> unified,
+    bool manage_ancestors) {
   switch (layout) {
     case CgroupLayout::v1:
-      return std::make_unique<V1Manager>(layout, std::move(v1), std::nullopt);
+      return std::make_unique<V1Manager>(layout, std::move(v1), std::nullopt, manage_ancestors);
     case CgroupLayout::hybrid:
       if (!unified) throw Error("cgroups: hybrid layout without a unified hierarchy");
-      return std::make_unique<HybridManager>(layout, std::move(v1), std::move(unified));
+      return std::make_unique<HybridManager>(layout, std::move(v1), std::move(unified),
+                                             manage_ancestors);
     case CgroupLayout::v2:
       if (!unified) throw Error("cgroups: v2 layout without a unified hierarchy");
-      return std::make_unique<V2Manager>(layout, std::vector<CgroupDir>{}, std::move(unified));
+      return std::make_unique<V2Manager>(layout, std::vector<CgroupDir>{}, std::move(unified),
+                                         manage_ancestors);
   }
   throw Error("cgroups: unknown layout");
 }
-
-}  // namespace
 
 CgroupLayout detect_cgroup_layout(const std::string& mount_root) {
   auto is_cgroup2 = [](const std::string& p) {
@@ -583,18 +610,34 @@ std::vector<oci::DeviceRule> device_rules_for(const std::vector<oci::Device>& de
   return out;
 }
 
+std::string cgroup_path_below_root(const std::string& cgroups_path) {
+  if (auto s = systemd_to_cgroupfs(cgroups_path)) return *s;
+  return clean_path("/" + cgroups_path);
+}
+
 std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_path,
-                                                     const std::string& container_id) {
+                                                     const std::string& container_id,
+                                                     bool systemd) {
   const std::string root = "/sys/fs/cgroup";
   CgroupLayout layout = detect_cgroup_layout(root);
   auto mounts = parse_cgroup_mounts(read_file("/proc/self/mountinfo"), root);
   auto own = parse_proc_cgroup(read_file("/proc/self/cgroup"));
+  if (systemd && systemd::booted())
+    return make_systemd_manager(cgroups_path, container_id, layout, mounts, own, root);
+  if (systemd) log::debug("systemd is not running: cgroupfs places the container");
   auto dirs =
       resolve_cgroup_dirs(layout, mounts, own, inner_path(cgroups_path, container_id), root);
-  return make_manager(layout, std::move(dirs.v1), std::move(dirs.unified));
+  return make_cgroupfs_manager(layout, std::move(dirs.v1), std::move(dirs.unified), true);
 }
 
 std::unique_ptr<CgroupManager> CgroupManager::load(const nlohmann::json& saved) {
+  if (saved.is_object() && saved.contains("systemd")) {
+    try {
+      return load_systemd_manager(saved);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("cgroup state: ") + e.what());
+    }
+  }
   if (!saved.is_object() || !saved.contains("layout") || !saved["layout"].is_string())
     throw Error("cgroup state: missing \"layout\"");
   std::string name = saved["layout"].get<std::string>();
@@ -613,7 +656,8 @@ std::unique_ptr<CgroupManager> CgroupManager::load(const nlohmann::json& saved) 
   std::optional<CgroupDir> unified;
   if (saved.contains("unified") && saved["unified"].is_object())
     unified = dir_from_json(saved["unified"]);
-  return make_manager(layout, std::move(v1), std::move(unified));
+  bool manage_ancestors = saved.value("manage_ancestors", true);
+  return make_cgroupfs_manager(layout, std::move(v1), std::move(unified), manage_ancestors);
 }
 
 }  // namespace racker::runtime

@@ -1,6 +1,8 @@
 // cgroups: one interface over the three host layouts (pure v1, pure v2, and hybrid: v1
 // controllers plus a cgroup2 mount at /sys/fs/cgroup/unified). Picked at run time by looking
-// at /sys/fs/cgroup. A host without systemd is normal; --systemd-cgroup falls back to cgroupfs.
+// at /sys/fs/cgroup. On a host whose PID 1 is systemd, the systemd driver (a transient scope
+// with delegation) places containers instead; a host without systemd is normal, and there the
+// systemd driver falls back to cgroupfs at the path systemd would have used.
 #pragma once
 
 #include <sys/types.h>
@@ -24,6 +26,11 @@ CgroupLayout detect_cgroup_layout(const std::string& mount_root = "/sys/fs/cgrou
 // linux.resources.devices before apply() (runc does the same). FIFOs need no rule.
 std::vector<oci::DeviceRule> device_rules_for(const std::vector<oci::Device>& devices);
 
+// Where an absolute or systemd-style linux.cgroupsPath puts the container below each
+// hierarchy's root: "/racker/ID" stays, "machine.slice:racker:ID" is
+// "/machine.slice/racker-ID.scope" (where systemd creates that scope).
+std::string cgroup_path_below_root(const std::string& cgroups_path);
+
 class CgroupManager {
  public:
   virtual ~CgroupManager() = default;
@@ -33,8 +40,10 @@ class CgroupManager {
   // "slice:prefix:name" (systemd syntax) is mapped to the cgroupfs path systemd would use,
   // e.g. "system.slice:racker:id" -> "/system.slice/racker-id.scope". Reads /proc/self/* and
   // /sys/fs/cgroup but creates nothing. Throws racker::Error.
+  // systemd: the systemd driver (runc's --systemd-cgroup) where systemd runs.
   static std::unique_ptr<CgroupManager> create(const std::string& cgroups_path,
-                                               const std::string& container_id);
+                                               const std::string& container_id,
+                                               bool systemd = false);
   // Rebuilds a manager from what save() returned (stored in the container's state).
   static std::unique_ptr<CgroupManager> load(const nlohmann::json& saved);
   virtual nlohmann::json save() const = 0;
@@ -46,8 +55,10 @@ class CgroupManager {
   // always get the runtime's defaults appended (deny everything else). Throws racker::Error;
   // call destroy() afterwards to remove what was created.
   virtual void apply(pid_t pid, const oci::Resources* res) = 0;
-  // Moves another process (exec) into the container's cgroup(s).
-  virtual void add_process(pid_t pid) = 0;
+  // Moves another process (exec) into the container's cgroup(s). Where the container's
+  // unified cgroup may not hold processes (a booted systemd enabled controllers below it:
+  // cgroup v2's no-internal-processes rule), pid joins init_pid's own cgroup inside it.
+  virtual void add_process(pid_t pid, pid_t init_pid = 0) = 0;
   // Applies new limits to an existing cgroup (`update`).
   virtual void update(const oci::Resources& res) = 0;
   virtual void freeze() = 0;

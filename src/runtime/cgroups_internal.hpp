@@ -14,6 +14,7 @@
 
 #include "oci/spec.hpp"
 #include "runtime/cgroups.hpp"
+#include "runtime/systemd_bus.hpp"
 
 namespace racker::runtime::cgroups_internal {
 
@@ -92,6 +93,37 @@ std::vector<bpf_insn> device_filter_program(const std::vector<oci::DeviceRule>& 
 // Loads the program for rules and attaches it to the cgroup2 directory (BPF_F_ALLOW_MULTI),
 // then detaches programs this directory had before. Throws racker::Error.
 void attach_device_filter(const std::string& cgroup_dir, const std::vector<oci::DeviceRule>& rules);
+
+// The cgroupfs manager of a layout over resolved directories. manage_ancestors: turn on the
+// controllers the container needs in the cgroup.subtree_control of every ancestor (runc's
+// cgroupfs driver); false where systemd owns the ancestors (the systemd driver).
+std::unique_ptr<CgroupManager> make_cgroupfs_manager(CgroupLayout layout, std::vector<CgroupDir> v1,
+                                                     std::optional<CgroupDir> unified,
+                                                     bool manage_ancestors);
+
+// The systemd driver (cgroups_systemd.cpp): a transient scope for "slice:prefix:name" (empty:
+// "system.slice:racker:<id>"). Creates nothing until apply().
+std::unique_ptr<CgroupManager> make_systemd_manager(const std::string& cgroups_path,
+                                                    const std::string& container_id,
+                                                    CgroupLayout layout,
+                                                    const std::vector<CgroupMount>& mounts,
+                                                    const std::map<std::string, std::string>& own,
+                                                    const std::string& mount_root);
+std::unique_ptr<CgroupManager> load_systemd_manager(const nlohmann::json& saved);
+// The scope's unit properties: delegation, accounting and the limits of res (v2 names; on
+// v1/hybrid only TasksMax). Throws racker::Error for values systemd cannot take.
+std::vector<systemd::Property> scope_properties(const std::string& slice,
+                                                const std::string& description, bool v2,
+                                                const oci::Resources* res);
+
+// The cgroup2 directory to join instead of a container's unified cgroup that holds no
+// processes of its own because it has controllers enabled for its children (a booted
+// systemd's): the init's own cgroup, when it is below container_dir. init_cgroup is the "0::"
+// path of /proc/<init>/cgroup, mount_root the cgroup2 mount's root. nullopt if none fits.
+std::optional<std::string> leaf_of_init(const std::string& container_dir,
+                                        const std::string& mount_point,
+                                        const std::string& mount_root,
+                                        const std::string& init_cgroup);
 
 // strerror, lower-cased to match the project's messages.
 std::string errno_text(int err);

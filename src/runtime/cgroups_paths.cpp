@@ -162,6 +162,18 @@ std::optional<std::string> systemd_to_cgroupfs(const std::string& path) {
   return clean_path(expand_slice(slice) + "/" + unit);
 }
 
+std::optional<std::string> leaf_of_init(const std::string& container_dir,
+                                        const std::string& mount_point,
+                                        const std::string& mount_root,
+                                        const std::string& init_cgroup) {
+  if (init_cgroup.empty() || init_cgroup[0] != '/') return std::nullopt;
+  std::string dir =
+      clean_path(join_paths(mount_point, relative_to_mount_root(init_cgroup, mount_root)));
+  // only a cgroup strictly below the container's: never one outside it
+  if (dir == container_dir || !path_is_under(dir, container_dir)) return std::nullopt;
+  return dir;
+}
+
 std::string inner_path(const std::string& cgroups_path, const std::string& container_id) {
   auto relative = [](const std::string& p) {
     std::string c = clean_path("/" + p);  // a relative path must not climb out with ".."

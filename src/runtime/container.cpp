@@ -209,7 +209,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     throw Error("cannot allocate a tty for a detached container without --console-socket", EINVAL);
 
   std::unique_ptr<CgroupManager> cgroup =
-      CgroupManager::create(spec.linux_ ? spec.linux_->cgroups_path : "", id);
+      CgroupManager::create(spec.linux_ ? spec.linux_->cgroups_path : "", id, opts.systemd_cgroup);
   std::optional<oci::Resources> res_with_devices;
   if (spec.linux_ && spec.linux_->resources) {
     // the devices the spec creates must stay usable under the device controller

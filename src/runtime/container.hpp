@@ -22,6 +22,8 @@ struct CreateOptions {
   bool no_pivot = false;
   bool no_new_keyring = false;
   int preserve_fds = 0;
+  // the systemd cgroup driver (runc's --systemd-cgroup): a transient scope where systemd runs
+  bool systemd_cgroup = false;
 };
 
 struct ExecOptions {

@@ -210,7 +210,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   child_sock.reset();
   console_conn.reset();
   try {
-    if (!rec.cgroup.is_null()) CgroupManager::load(rec.cgroup)->add_process(pid);
+    if (!rec.cgroup.is_null()) CgroupManager::load(rec.cgroup)->add_process(pid, rec.pid);
     sync_send(parent_sock.get(), SyncType::go);
     SyncMessage m;
     if (sync_recv(parent_sock.get(), &m) && m.type == SyncType::error)

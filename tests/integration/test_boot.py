@@ -57,8 +57,14 @@ def store(racker_exe, tmp_path_factory):
 
 
 def racker_cgroups():
-    return set(glob.glob("/sys/fs/cgroup/*/racker/*/")) | set(
-        glob.glob("/sys/fs/cgroup/*/*/racker/*/"))
+    """Container cgroups: /racker/<id> of cgroupfs, or racker-<id>.scope below machine.slice
+    where systemd places them."""
+    found = set()
+    for pattern in ("/sys/fs/cgroup/*/racker/*/", "/sys/fs/cgroup/*/*/racker/*/",
+                    "/sys/fs/cgroup/machine.slice/racker-*.scope/",
+                    "/sys/fs/cgroup/*/machine.slice/racker-*.scope/"):
+        found |= set(glob.glob(pattern))
+    return found
 
 
 def booted_inits():

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -359,6 +360,54 @@ def test_exec_args(racker, running):
     out = r.stdout.split()
     assert out[0] == "42"
     assert out[1] != "1"  # joined the pid namespace, not its init
+
+
+def test_exec_joins_the_inits_leaf_when_the_cgroup_has_child_controllers(racker, running):
+    """A booted systemd moves itself into <cgroup>/init.scope and enables controllers for its
+    sub-cgroups; cgroup v2 then refuses processes in <cgroup> itself (EBUSY). exec must join
+    the init's own leaf instead of failing (on systemd hosts every racker exec did)."""
+    init = racker.state(running)["pid"]
+    cg = cgroup_dirs_of(init).get("")
+    if not cg:
+        pytest.skip("no cgroup2 hierarchy on this host")
+    # a controller the container's cgroup may enable for its children: one its parent has
+    # enabled already, else one the parent offers (turned on there for this test, then off)
+    parent = os.path.dirname(cg)
+    avail = Path(cg, "cgroup.controllers").read_text().split()
+    enabled_here = []
+    if not avail:
+        offered = Path(parent, "cgroup.controllers").read_text().split()
+        for c in offered:
+            try:
+                Path(parent, "cgroup.subtree_control").write_text("+" + c)
+                enabled_here.append(c)
+                break
+            except OSError:
+                continue
+        avail = Path(cg, "cgroup.controllers").read_text().split()
+    if not avail:
+        pytest.skip(f"no cgroup2 controller can be enabled below {parent}")
+    try:
+        leaf = Path(cg, "init.scope")
+        leaf.mkdir()
+        (leaf / "cgroup.procs").write_text(str(init))
+        Path(cg, "cgroup.subtree_control").write_text("+" + avail[0])
+        # the rule this test is about: no process may join the container's cgroup itself
+        with pytest.raises(OSError):
+            Path(cg, "cgroup.procs").write_text(str(os.getpid()))
+        r = racker("--debug", "exec", running, "cat", "/proc/self/cgroup")
+        assert r.returncode == 0, r
+        assert r.stdout.strip().endswith("/init.scope") or "0::/init.scope" in r.stdout, r.stdout
+        assert "is busy, joining" in r.stderr, r.stderr
+        r = racker.ok("exec", running, "sh", "-c", "echo $((6*7))")
+        assert r.stdout == "42\n"
+    finally:
+        racker("delete", "--force", running)
+        for c in enabled_here:
+            try:
+                Path(parent, "cgroup.subtree_control").write_text("-" + c)
+            except OSError:
+                pass
 
 
 def test_exec_sees_container_not_host(racker, running):

@@ -47,8 +47,9 @@ int preserve_fds(const ParsedArgs& a) {
   return static_cast<int>(*n);
 }
 
-runtime::CreateOptions create_options(const ParsedArgs& a) {
+runtime::CreateOptions create_options(const ParsedArgs& a, const GlobalOptions& g) {
   runtime::CreateOptions o;
+  o.systemd_cgroup = g.systemd_cgroup;
   o.bundle = a.get("bundle", ".");
   o.pid_file = a.get("pid-file");
   o.console_socket = a.get("console-socket");
@@ -112,7 +113,7 @@ nlohmann::json features() {
       {"linux",
        {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "user", "uts"}},
         {"capabilities", json::array()},
-        {"cgroup", {{"v1", true}, {"v2", true}, {"systemd", false}, {"systemdUser", false}}},
+        {"cgroup", {{"v1", true}, {"v2", true}, {"systemd", true}, {"systemdUser", false}}},
         {"seccomp",
          {{"enabled", true},
           {"actions",
@@ -135,7 +136,7 @@ std::vector<Command> commands() {
   std::vector<Command> c;
   c.push_back({"create", "<container-id>", "create a container from a bundle", kCreateOpts,
                [](const ParsedArgs& a, const GlobalOptions& g) {
-                 Runtime(g.root).create(id_arg(a), create_options(a));
+                 Runtime(g.root).create(id_arg(a), create_options(a, g));
                  return 0;
                },
                1, 1});
@@ -153,7 +154,7 @@ std::vector<Command> commands() {
                with(kCreateOpts, {{"detach", 'd', false, false, "do not wait for the container"},
                                   {"keep", 0, false, false, "ignored"}}),
                [](const ParsedArgs& a, const GlobalOptions& g) {
-                 return Runtime(g.root).run(id_arg(a), create_options(a), a.flag("detach"));
+                 return Runtime(g.root).run(id_arg(a), create_options(a, g), a.flag("detach"));
                },
                1, 1});
   c.push_back({"state",

@@ -22,7 +22,9 @@ const std::vector<cli::OptionSpec> kGlobal = {
     {"log", 0, true, false, "log file (default stderr)"},
     {"log-format", 0, true, false, "log format: text or json"},
     {"debug", 0, false, false, "debug logging"},
-    {"systemd-cgroup", 0, false, false, "accepted; cgroupfs is used when there is no systemd"},
+    {"systemd-cgroup", 0, false, false,
+     "cgroups through systemd: a transient scope (cgroupsPath slice:prefix:name); cgroupfs where "
+     "systemd does not run"},
     {"criu", 0, true, false, "ignored (checkpointing is not supported)"},
     {"rootless", 0, true, false, "ignored (auto)"},
     {"version", 'v', false, false, "print the version"},
