@@ -457,12 +457,17 @@ Process parse_process(const json& j, const std::string& where) {
   if (cwd->empty() || (*cwd)[0] != '/') fail(p.at("cwd"), "must be absolute, got \"" + *cwd + "\"");
   proc.cwd = *cwd;
   if (auto c = p.obj("capabilities")) {
+    // a set the object leaves out is empty, not "as the runtime has it": docker sends
+    // `"capabilities": {}` for --cap-drop ALL (runc and crun read it the same way)
     Capabilities caps;
-    if (c->get("bounding")) caps.bounding = parse_cap_list(*c, "bounding");
-    if (c->get("effective")) caps.effective = parse_cap_list(*c, "effective");
-    if (c->get("inheritable")) caps.inheritable = parse_cap_list(*c, "inheritable");
-    if (c->get("permitted")) caps.permitted = parse_cap_list(*c, "permitted");
-    if (c->get("ambient")) caps.ambient = parse_cap_list(*c, "ambient");
+    auto set = [&](const char* name) {
+      return c->get(name) ? parse_cap_list(*c, name) : std::vector<int>{};
+    };
+    caps.bounding = set("bounding");
+    caps.effective = set("effective");
+    caps.inheritable = set("inheritable");
+    caps.permitted = set("permitted");
+    caps.ambient = set("ambient");
     proc.capabilities = caps;
   }
   p.each("rlimits", [&](const json& e, const std::string& w) {

@@ -515,9 +515,9 @@ class V2Manager final : public CgroupfsManager {
     if (res.pids_limit) need("pids", field("pids"));
     if (res.block_io) {
       const auto& b = *res.block_io;
-      if (b.leaf_weight)
+      if (set_nonzero(b.leaf_weight))
         throw Error(field("blockIO.leafWeight") + ": not supported on cgroup v2", ENOTSUP);
-      if (b.weight || !b.weight_device.empty() || !b.throttle_read_bps.empty() ||
+      if (set_nonzero(b.weight) || !b.weight_device.empty() || !b.throttle_read_bps.empty() ||
           !b.throttle_write_bps.empty() || !b.throttle_read_iops.empty() ||
           !b.throttle_write_iops.empty())
         need("io", field("blockIO"));
@@ -550,7 +550,7 @@ class V2Manager final : public CgroupfsManager {
     if (res.pids_limit)
       write_knob(field("pids.limit"), d.path + "/pids.max", pids_max(*res.pids_limit));
     if (res.block_io) {
-      if (res.block_io->leaf_weight)
+      if (set_nonzero(res.block_io->leaf_weight))
         throw Error(field("blockIO.leafWeight") + ": not supported on cgroup v2", ENOTSUP);
       v2_io(d, *res.block_io);
     }

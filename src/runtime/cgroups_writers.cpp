@@ -291,11 +291,12 @@ void v1_blkio(const CgroupDir& d, const oci::BlockIoResources& b) {
     throw Error(fld + ": this host's blkio cgroup has neither " + tried + " (in " + d.path + ")",
                 ENOENT);
   };
-  if (b.weight)
+  // 0 means unset (docker always sends blockIO.weight 0), as runc reads it
+  if (set_nonzero(b.weight))
     write_knob(field("blockIO.weight"),
                pick(field("blockIO.weight"), {"blkio.weight", "blkio.bfq.weight"}),
                str(uint64_t{*b.weight}));
-  if (b.leaf_weight)
+  if (set_nonzero(b.leaf_weight))
     write_knob(field("blockIO.leafWeight"),
                pick(field("blockIO.leafWeight"), {"blkio.leaf_weight"}),
                str(uint64_t{*b.leaf_weight}));
@@ -393,7 +394,7 @@ void v2_cpu(const CgroupDir& d, const oci::CpuResources& c) {
 void v2_io(const CgroupDir& d, const oci::BlockIoResources& b) {
   const std::string bfq = d.path + "/io.bfq.weight";
   const bool have_bfq = path_exists(bfq);
-  if (b.weight) {
+  if (set_nonzero(b.weight)) {
     if (have_bfq)
       write_knob(field("blockIO.weight"), bfq, str(uint64_t{*b.weight}));
     else

@@ -138,6 +138,32 @@ def test_capabilities_of_template(racker, make_bundle):
         assert status_field(out, field) == want, (field, out)
 
 
+def test_empty_capabilities_object_means_no_capabilities(racker, make_bundle):
+    """docker's --cap-drop ALL sends `"capabilities": {}`: every set left out is empty. Read
+    as "leave the sets alone", root's execve regained the whole bounding set."""
+    def edit(c):
+        writable_root(c)
+        c["process"]["capabilities"] = {}
+
+    b = make_bundle(["sh", "-c", "grep ^Cap /proc/self/status; touch /tmp/f; "
+                     "chown 1:1 /tmp/f 2>/dev/null && echo chown-ok; true"], edit=edit)
+    out = run_ok(racker, b)
+    for field in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+        assert status_field(out, field) == "0000000000000000", (field, out)
+    assert "chown-ok" not in out
+
+
+def test_blkio_weight_zero_means_unset(racker, make_bundle):
+    """docker always sends blockIO.weight 0 (and cpu.shares 0) meaning "not set"; a host
+    without a blkio weight knob (this one: BFQ off) must still run the container."""
+    def edit(c):
+        c["linux"]["resources"] = {"blockIO": {"weight": 0}, "cpu": {"shares": 0},
+                                   "memory": {"disableOOMKiller": False}}
+
+    b = make_bundle(["true"], edit=edit)
+    run_ok(racker, b)
+
+
 def test_capabilities_for_non_root_user_via_ambient(racker, make_bundle):
     def edit(c):
         c["process"]["user"] = {"uid": 1000, "gid": 1000}
