@@ -306,6 +306,10 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   }
   b.ready_ms = ms_since(t0);
   log::debug("boot: " + id + " ready in " + std::to_string(b.ready_ms) + " ms");
+  // Nobody reads the notify socket from now on: refuse further messages (senders get EPIPE)
+  // instead of letting its queue (net.unix.max_dgram_qlen) fill, after which systemd as PID 1
+  // blocks in sendmsg (systemd 257 did, and then never shut down).
+  ::shutdown(notify_fd, SHUT_RD);
   if (runtime::systemd::booted()) register_machine(id, b.pid, cdir + "/rootfs");
   return b;
 }

@@ -1,5 +1,6 @@
 #include "runtime/mounts.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sys/mount.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "base/error.hpp"
@@ -246,11 +248,60 @@ void mount_cgroups(const RootfsPlan& plan, const std::string& dest, const MountO
                "mode=755");
 }
 
+// Copies the entries of directory from into the (fresh, empty) directory to: files, dirs,
+// symlinks and special files with their mode, owner and times. Nothing is resolved by path:
+// every step is *at() from a directory fd, symlinks are recreated, never followed.
+void copy_tree(int from, int to, const std::string& what) {
+  UniqueFd dup(::fcntl(from, F_DUPFD_CLOEXEC, 0));
+  if (!dup) throw_errno("tmpcopyup: " + what);
+  DIR* d = ::fdopendir(dup.get());
+  if (!d) throw_errno("tmpcopyup: read " + what);
+  dup.release();
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(d, ::closedir);
+  ::rewinddir(d);
+  while (auto* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n == "." || n == "..") continue;
+    std::string path = what + "/" + std::string(n);
+    struct stat st;
+    if (::fstatat(from, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      throw_errno("tmpcopyup: " + path);
+    if (S_ISDIR(st.st_mode)) {
+      if (::mkdirat(to, e->d_name, 0700) != 0) throw_errno("tmpcopyup: mkdir " + path);
+      UniqueFd src(::openat(from, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd dst(::openat(to, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!src || !dst) throw_errno("tmpcopyup: open " + path);
+      copy_tree(src.get(), dst.get(), path);
+    } else if (S_ISREG(st.st_mode)) {
+      UniqueFd src(::openat(from, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd dst(
+          ::openat(to, e->d_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!src || !dst || !copy_all(src.get(), dst.get())) throw_errno("tmpcopyup: copy " + path);
+    } else if (S_ISLNK(st.st_mode)) {
+      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+      ssize_t len = ::readlinkat(from, e->d_name, target.data(), target.size());
+      if (len < 0) throw_errno("tmpcopyup: readlink " + path);
+      target.resize(static_cast<size_t>(len));
+      if (::symlinkat(target.c_str(), to, e->d_name) != 0) throw_errno("tmpcopyup: " + path);
+    } else if (::mknodat(to, e->d_name, st.st_mode, st.st_rdev) != 0) {
+      throw_errno("tmpcopyup: mknod " + path);
+    }
+    if (::fchownat(to, e->d_name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno != EINVAL)  // an id not mapped in a user namespace: keep ours
+      throw_errno("tmpcopyup: chown " + path);
+    if (!S_ISLNK(st.st_mode) && ::fchmodat(to, e->d_name, st.st_mode & 07777, 0) != 0)
+      throw_errno("tmpcopyup: chmod " + path);
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    ::utimensat(to, e->d_name, times, AT_SYMLINK_NOFOLLOW);
+  }
+}
+
 void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
   std::string where = "mounts[" + std::to_string(index) + "]";
   MountOptions o = parse_mount_options(m, where);
   std::string dest = secure_join(plan.rootfs, m.destination);
   bool is_bind = o.bind || m.type == "bind";
+  UniqueFd below;  // tmpcopyup: the directory the tmpfs hides, still reachable through it
   try {
     if (m.type == "cgroup" || m.type == "cgroup2") {
       create_mountpoint(dest, false);
@@ -280,6 +331,10 @@ void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
         data = kept;
       }
       std::string src = m.source.empty() ? type : m.source;
+      if (o.copy_up) {
+        below.reset(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!below) throw_errno("tmpcopyup: open " + m.destination);
+      }
       if (do_mount(src, dest, type.c_str(), o.flags & ~MS_REMOUNT, data) != 0) {
         int err = errno;
         // sysfs/mqueue cannot be mounted from a user namespace that does not own the
@@ -293,6 +348,11 @@ void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
           throw_errno("mount " + type + " to " + m.destination, err);
         }
       }
+    }
+    if (o.copy_up) {
+      UniqueFd top(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!top) throw_errno("tmpcopyup: open " + m.destination);
+      copy_tree(below.get(), top.get(), m.destination);
     }
     if (o.propagation) must_mount("", dest, nullptr, o.propagation, "");
     if (o.attr_set || o.attr_clr) {
@@ -424,6 +484,15 @@ MountOptions parse_mount_options(const oci::Mount& m, const std::string& where) 
     if (opt == "bind" || opt == "rbind") {
       o.bind = true;
       o.recursive_bind |= opt == "rbind";
+      continue;
+    }
+    if (opt == "tmpcopyup") {
+      // podman puts it on /tmp, /var/tmp and /run of --read-only containers (runc has it)
+      if (m.type != "tmpfs")
+        throw Error("config.json: " + where + ".options[" + std::to_string(i) +
+                        "]: tmpcopyup needs a tmpfs mount, not \"" + m.type + "\"",
+                    EINVAL);
+      o.copy_up = true;
       continue;
     }
     for (auto& f : kFlags) {

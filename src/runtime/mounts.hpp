@@ -21,6 +21,7 @@ struct MountOptions {
   uint64_t attr_clr = 0;
   bool bind = false;
   bool recursive_bind = false;
+  bool copy_up = false;  // tmpcopyup: a tmpfs starts with what its destination held
   std::string data;  // comma-separated filesystem options (mode=, size=, newinstance, ...)
 };
 

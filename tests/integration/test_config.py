@@ -244,6 +244,36 @@ def test_bind_mount_ro(racker, make_bundle, tmp_path):
     assert not (host / "new").exists()
 
 
+def test_tmpfs_tmpcopyup_keeps_what_the_directory_held(racker, make_bundle):
+    """podman --read-only puts tmpcopyup on /tmp, /var/tmp and /run: the tmpfs starts as a
+    copy of the directory it covers (files, symlinks, modes), writable on a read-only root."""
+    def edit(c):
+        c["root"]["readonly"] = True
+        c["mounts"].append({"destination": "/bin", "type": "tmpfs", "source": "tmpfs",
+                            "options": ["nosuid", "nodev", "tmpcopyup"]})
+
+    b = make_bundle(["sh", "-c", "ls /bin | wc -l; readlink /bin/sh; stat -c %a /bin/busybox; "
+                     "touch /bin/new && echo writable; touch /etc/new 2>/dev/null || echo ro-root"],
+                    edit=edit)
+    count, link, mode, writable, ro = run_ok(racker, b).split()
+    host = b.path / "rootfs" / "bin"
+    assert int(count) == len(os.listdir(host)), count
+    assert link == os.readlink(host / "sh")
+    assert mode == f"{os.stat(host / 'busybox').st_mode & 0o7777:o}"
+    assert (writable, ro) == ("writable", "ro-root")
+    assert not (host / "new").exists()  # the copy, not the image, was written
+
+
+def test_tmpcopyup_on_a_bind_mount_is_refused(racker, make_bundle, tmp_path):
+    def edit(c):
+        c["mounts"].append({"destination": "/data", "type": "bind", "source": str(tmp_path),
+                            "options": ["rbind", "tmpcopyup"]})
+
+    r = racker.run(make_bundle(["true"], edit=edit))
+    assert r.returncode == 1, r
+    assert "tmpcopyup needs a tmpfs mount" in r.stderr, r
+
+
 def test_bind_mount_of_a_file(racker, make_bundle, tmp_path):
     f = tmp_path / "resolv.conf"
     f.write_text("nameserver 192.0.2.1\n")
