@@ -179,6 +179,20 @@ class CgroupfsManager : public CgroupManager {
       make_dir(*unified_);
       if (manage_ancestors_) enable_controllers(*unified_, unified_controllers(r));
     }
+    // A cgroup that holds other processes is not the container's: its limits, pause and
+    // delete --force would reach them (as runc 1.2, refuse it)
+    auto others = pids();
+    std::erase(others, pid);
+    if (!others.empty()) {
+      std::string list;
+      for (size_t i = 0; i < others.size() && i < 5; ++i)
+        list += (i ? ", " : "") + std::to_string(others[i]);
+      throw Error("cgroup " + (unified_ ? unified_->path : v1_.front().path) + " already holds " +
+                      std::to_string(others.size()) + " process(es) (" + list +
+                      (others.size() > 5 ? ", ..." : "") +
+                      "): a container needs a cgroup of its own",
+                  EBUSY);
+    }
     set(r, /*updating=*/false);
     add_process(pid, 0);
   }

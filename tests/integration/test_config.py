@@ -6,12 +6,13 @@ import os
 import re
 import select
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import (cgroup_dirs_named, cgroup_dirs_of, drop_namespace, require,
-                      wait_until)
+from conftest import (cgroup_dirs_named, cgroup_dirs_of, cgroup_mounts, drop_namespace,
+                      pid_alive, require, wait_until)
 
 
 def writable_root(c):
@@ -811,6 +812,39 @@ def test_cgroups_path_absolute(racker, make_bundle):
         os.rmdir("/sys/fs/cgroup/pids/racker-test")
     except OSError:
         pass
+
+
+def test_cgroup_holding_other_processes_is_refused(racker, make_bundle):
+    """A cgroupsPath that already holds processes is not the container's: racker-oci used to
+    take it, and `delete --force` then SIGKILLed an unrelated process in it (runc 1.2 refuses
+    such a cgroup too)."""
+    cid = racker.new_id()
+    path = f"/racker-test-victim-{cid}"
+    victim = subprocess.Popen(["sleep", "60"])
+    made = []
+    try:
+        for mp, _, _ in cgroup_mounts():
+            d = mp + path
+            os.mkdir(d)
+            made.append(d)
+            try:
+                with open(d + "/cgroup.procs", "w") as f:
+                    f.write(str(victim.pid))
+            except OSError:
+                pass  # e.g. a v1 cpuset cgroup without cpus: the others hold the process
+        b = make_bundle(["true"], edit=lambda c: c["linux"].update(cgroupsPath=path))
+        r = racker("create", "--bundle", b.path, cid)
+        assert r.returncode == 1, r
+        assert "already holds 1 process(es)" in r.stderr and str(victim.pid) in r.stderr, r
+        r = racker("delete", "--force", cid)
+        assert pid_alive(victim.pid), "the unrelated process was killed"
+        assert racker.list_ids() == []
+    finally:
+        victim.kill()
+        victim.wait()
+        for d in reversed(made):
+            wait_until(lambda: not open(d + "/cgroup.procs").read().strip(), what="empty " + d)
+            os.rmdir(d)
 
 
 def test_pids_limit_enforced(racker, make_bundle):
