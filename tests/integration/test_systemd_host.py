@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -40,7 +41,15 @@ pytestmark = pytest.mark.skipif(
 
 
 def sh(*argv, check=False):
-    p = subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT)
+    """Runs argv; its output goes through files, not pipes, so that a container process that
+    inherits them (racker-oci create) never keeps us waiting for EOF."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                            timeout=TIMEOUT).returncode
+        out.seek(0)
+        err.seek(0)
+        p = subprocess.CompletedProcess(argv, rc, out.read().decode(errors="replace"),
+                                        err.read().decode(errors="replace"))
     if check:
         assert p.returncode == 0, p
     return p
@@ -116,8 +125,10 @@ def test_detached_os_container_is_a_delegated_scope_with_exec(racker):
         assert r.returncode == 7, r
         r = racker("stop", name)
         assert r.returncode == 0, r
-        assert not scope.exists()
-        assert name not in sh("machinectl", "list", "--no-legend").stdout
+        # the scope ends with its last process; systemd removes it and the machine
+        wait_until(lambda: not scope.exists(), timeout=30, what=f"{unit} to go")
+        wait_until(lambda: name not in sh("machinectl", "list", "--no-legend").stdout,
+                   timeout=30, what=f"machine {name} to go")
     finally:
         racker("rm", "-f", name)
     assert booted_inits() == []
@@ -145,6 +156,7 @@ def test_plain_container_limits_are_unit_properties(racker):
 @pytest.fixture
 def oci_bundle(tmp_path, racker_exe):  # noqa: F811
     build = os.environ.get("RACKER_BUILD")
+    (tmp_path / "bin").mkdir()
     exe = snapshot_binary(Path(build) / "racker-oci", tmp_path / "bin", "racker-oci")
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -183,6 +195,7 @@ def test_racker_oci_systemd_cgroup_scope(oci_bundle, tmp_path):
         sh(*oci, "delete", "--force", cid)
     assert unit_property(unit, "LoadState") == "not-found"
     assert not (Path("/sys/fs/cgroup/system.slice") / unit).exists()
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
     # a second container of the same name: the first one's unit is gone for good
     try:
         sh(*oci, "run", "--bundle", str(bundle), "-d", cid)
@@ -194,6 +207,7 @@ def test_pkgprobe_on_a_systemd_host(racker, store, tmp_path):  # noqa: F811
     """postroj pkgprobe of a package with a unit, on the baked bookworm image (tagged as the
     catalog's debian-bookworm so postroj needs no network)."""
     build = os.environ.get("RACKER_BUILD")
+    (tmp_path / "bin").mkdir()
     postroj = snapshot_binary(Path(build) / "postroj", tmp_path / "bin", "postroj")
     pkg = tmp_path / "pkg"
     unit_dir = pkg / "lib/systemd/system"
