@@ -407,6 +407,7 @@ std::span<const uint8_t> LayerStream::next() {
     m.holding = true;
     const Impl::Slot& s = m.slots[m.consumed % Impl::kSlots];
     bytes_ += s.len;
+    if (bytes_ > max_bytes_) throw Error(limit_message_, EFBIG);
     return {s.data.get(), s.len};
   }
   if (m.error) std::rethrow_exception(m.error);

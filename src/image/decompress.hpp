@@ -41,11 +41,18 @@ class LayerStream {
   std::string digest();
   // Bytes handed out by next() so far.
   uint64_t bytes() const { return bytes_; }
+  // From now on next() throws racker::Error(message, EFBIG) once the stream passes max_bytes.
+  void limit(uint64_t max_bytes, std::string message) {
+    max_bytes_ = max_bytes;
+    limit_message_ = std::move(message);
+  }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   uint64_t bytes_ = 0;
+  uint64_t max_bytes_ = UINT64_MAX;
+  std::string limit_message_;
 };
 
 }  // namespace racker::image

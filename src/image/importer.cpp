@@ -60,7 +60,9 @@ void unpack_stored_layer(const ContentStore& content, ImageStore& images, const 
   images.ensure_layer(l.chain_id, [&](const std::string& dir) {
     UniqueFd fd(::open(content.blob_path(l.digest).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("open blob " + l.digest);
-    auto stats = unpack_layer(fd.get(), unpack_compression(l.media_type), dir, lowers);
+    ExpansionLimit limit = expansion_limit_from_env();
+    limit.what = "layer " + l.digest;
+    auto stats = unpack_layer(fd.get(), unpack_compression(l.media_type), dir, lowers, limit);
     if (stats.diff_id != l.diff_id)
       throw Error("uncompressed layer has digest " + stats.diff_id + ", config says " + l.diff_id,
                   EINVAL);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -24,6 +25,7 @@
 #include "base/fd.hpp"
 #include "base/fs.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "image/decompress.hpp"
 #include "image/tar.hpp"
 
@@ -516,13 +518,57 @@ class Unpacker {
 
 }  // namespace
 
+ExpansionLimit expansion_limit_from_env() {
+  ExpansionLimit l;
+  auto parse = [](const char* var, uint64_t& out, bool suffixes) {
+    const char* v = std::getenv(var);
+    if (!v || !*v) return;
+    std::string s = v;
+    uint64_t mult = 1;
+    if (suffixes && !s.empty()) {
+      switch (std::tolower(static_cast<unsigned char>(s.back()))) {
+        case 'k':
+          mult = uint64_t{1} << 10;
+          break;
+        case 'm':
+          mult = uint64_t{1} << 20;
+          break;
+        case 'g':
+          mult = uint64_t{1} << 30;
+          break;
+      }
+      if (mult != 1) s.pop_back();
+    }
+    auto n = parse_uint(s);
+    if (!n || *n == 0 || *n > UINT64_MAX / mult)
+      throw Error(std::string("invalid $") + var + " \"" + v + "\"", EINVAL);
+    out = *n * mult;
+  };
+  parse("RACKER_MAX_LAYER_SIZE", l.min_bytes, true);
+  parse("RACKER_MAX_LAYER_RATIO", l.ratio, false);
+  return l;
+}
+
 UnpackStats unpack_layer(int fd, Compression c, const std::string& target_dir,
-                         const std::vector<std::string>& lower_dirs) {
+                         const std::vector<std::string>& lower_dirs, const ExpansionLimit& limit) {
   try {
     UniqueFd root(open(target_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("open target directory");
     Unpacker unpacker(root.get(), lower_dirs);
     LayerStream stream(fd, c);
+    struct stat st;
+    uint64_t max_bytes = limit.min_bytes;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      uint64_t compressed = static_cast<uint64_t>(st.st_size);
+      if (limit.ratio != 0 && compressed <= UINT64_MAX / limit.ratio)
+        max_bytes = std::max(max_bytes, compressed * limit.ratio);
+      else
+        max_bytes = UINT64_MAX;
+    }
+    stream.limit(max_bytes, limit.what + " expands to more than " + std::to_string(max_bytes) +
+                                " bytes, over " + std::to_string(limit.ratio) +
+                                " times its compressed size: refused as a decompression bomb "
+                                "(limits: $RACKER_MAX_LAYER_SIZE, $RACKER_MAX_LAYER_RATIO)");
     TarReader tar(stream);
     UnpackStats stats;
     TarEntry e;

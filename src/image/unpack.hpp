@@ -23,12 +23,26 @@ struct UnpackStats {
   std::string diff_id;   // "sha256:<hex>" of the uncompressed tar stream, trailing data included
 };
 
+// A decompression bomb: a layer is refused once its uncompressed stream passes both min_bytes
+// and ratio times its compressed size (fd's size; only min_bytes when fd is not a file).
+// The defaults let every real image through (the largest layers seen are a few GiB at
+// ratios below 20) and stop a few MiB from filling the disk with GiBs of zeros.
+struct ExpansionLimit {
+  uint64_t min_bytes = uint64_t{1} << 30;
+  uint64_t ratio = 100;
+  std::string what = "layer";  // named in the error
+};
+// The limits from $RACKER_MAX_LAYER_SIZE (bytes, suffixes k/m/g) and $RACKER_MAX_LAYER_RATIO,
+// else the defaults. Throws racker::Error naming a variable that cannot be parsed.
+ExpansionLimit expansion_limit_from_env();
+
 // Reads a layer from fd until EOF and creates its contents under target_dir, an existing, empty
 // directory. Throws racker::Error naming the entry on any problem; on error the caller removes
 // target_dir. Needs root for ownership, device nodes and trusted.* xattrs.
 // lower_dirs: the unpacked lower layers (topmost first). A hardlink to a file that only a
 // lower layer has becomes a copy of that file (never a link out of target_dir).
 UnpackStats unpack_layer(int fd, Compression c, const std::string& target_dir,
-                         const std::vector<std::string>& lower_dirs = {});
+                         const std::vector<std::string>& lower_dirs = {},
+                         const ExpansionLimit& limit = {});
 
 }  // namespace racker::image

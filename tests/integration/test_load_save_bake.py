@@ -421,6 +421,30 @@ def test_layer_digest_lies(ctx, bb_plain, style):
     ctx.assert_consistent()
 
 
+def test_decompression_bomb_is_refused(ctx):
+    """A small gzip layer that expands far beyond both the size threshold and the ratio to its
+    compressed size is refused while it is extracted (limits lowered so the test stays small:
+    8 MiB of zeros in a ~10 KiB layer), naming the layer; nothing of it stays in the store.
+    Under the same limits a layer of ordinary data loads."""
+    before = preload(ctx)
+    bomb = Layer([File("zeros", b"\0" * (8 << 20))], compression="gzip")
+    assert bomb.size < 64 << 10
+    img = Image([bomb])
+    ar = docker_archive(ctx.tmp / "bomb.tar", img, ["bomb:1"], "blobs")
+    env = {"RACKER_MAX_LAYER_SIZE": "1m", "RACKER_MAX_LAYER_RATIO": "100"}
+    r = ctx("load", "-i", ar, env=env)
+    assert r.returncode == 1, r
+    assert len(r.stderr.splitlines()) == 1, r
+    assert f"layer {bomb.digest} expands to more than" in r.stderr, r
+    assert "decompression bomb" in r.stderr, r
+    assert ctx.snapshot() == before
+    ctx.assert_consistent()
+    ok = Image([Layer([File("data", os.urandom(2 << 20))], compression="gzip")])
+    ctx.ok("load", "-i", docker_archive(ctx.tmp / "ok.tar", ok, ["fine:1"], "blobs"), env=env)
+    r = ctx("load", "-i", ar, env={"RACKER_MAX_LAYER_SIZE": "lots"})
+    assert r.returncode == 1 and "invalid $RACKER_MAX_LAYER_SIZE \"lots\"" in r.stderr, r
+
+
 def test_oci_blob_digest_lies(ctx, bb_gzip):
     before = preload(ctx)
     d = oci_dir(ctx.tmp / "layout", bb_gzip, ["test/liar:1"])
