@@ -232,3 +232,31 @@ def test_start_detached_then_logs_and_bad_input(ctx):
     assert r.returncode == 125 and "-d and --rm are options of racker run" in r.stderr, r
     r = ctx("create")
     assert r.returncode == 125 and "create: missing IMAGE" in r.stderr, r
+
+
+def test_rmi_refuses_an_image_a_container_uses(ctx):
+    """rmi of the image under a container's rootfs used to succeed, and the container then lost
+    its layers ("executable file not found"; a stopped one could not start). As docker: refused
+    while a container (running or stopped) uses it, with the container named."""
+    n = name(ctx, "rmi")
+    cid = detach(ctx, n, "sleep", "600")
+    stopped = name(ctx, "rmi-stopped")
+    ok(ctx, "create", "--name", stopped, ctx.images.bb, "true")
+    image_id = json.loads(ok(ctx, "image", "inspect", ctx.images.bb).stdout)[0]["Id"]
+    for ref in (ctx.images.bb, image_id[7:19]):
+        r = ctx("rmi", ref)
+        assert r.returncode == 1, r
+        assert f"unable to remove image {ref}: container " in r.stderr, r
+        assert "remove the container first" in r.stderr, r
+    ok(ctx, "image", "prune")
+    assert ok(ctx, "exec", n, "ls", "/bin/sh").stdout == "/bin/sh\n"
+    ok(ctx, "rm", "-f", n)
+    assert cid not in ctx.container_ids()
+    assert not [m for m in store_mounts(ctx.root) if cid in m]
+    r = ctx("rmi", ctx.images.bb)
+    assert r.returncode == 1 and f"container {stopped} " in r.stderr, r
+    ok(ctx, "start", "-a", stopped)
+    ok(ctx, "rm", stopped)
+    ok(ctx, "rmi", ctx.images.bb)
+    assert ctx("image", "inspect", ctx.images.bb).returncode != 0
+    assert store_mounts(ctx.root) == []

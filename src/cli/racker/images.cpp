@@ -12,6 +12,7 @@
 #include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
 #include "cli/racker/progress.hpp"
+#include "engine/containers.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
@@ -128,6 +129,15 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
       if (!rec) throw Error("no such image: " + name, ENOENT);
       bool by_id =
           rec->id.substr(7).starts_with(name.starts_with("sha256:") ? name.substr(7) : name);
+      if (by_id || rec->names.size() <= 1) {
+        // the image would go, and with it the layers under a container's rootfs (docker
+        // refuses this too): the container has to go first
+        for (auto& c : engine::Containers(g.root).list())
+          if (c.meta.value("image_id", "") == rec->id)
+            throw Error("unable to remove image " + name + ": container " + c.name + " (" +
+                            c.id.substr(0, 12) + ") uses it; remove the container first",
+                        EBUSY);
+      }
       if (by_id) {
         if (rec->names.size() > 1 && !a.flag("force"))
           throw Error("image " + name + " has several names; use --force or remove them by name",
