@@ -53,3 +53,13 @@ std::string random_hex(size_t n) {
 }
 
 }  // namespace racker
+
+namespace racker {
+
+std::string json_error_text(std::string_view what) {
+  if (what.starts_with("[json.exception."))
+    if (auto pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
+  return std::string(what);
+}
+
+}  // namespace racker

@@ -16,5 +16,7 @@ std::optional<uint64_t> parse_uint(std::string_view s);
 std::string trim(std::string_view s);
 // n random lower-case hex digits (container ids, names, machine ids).
 std::string random_hex(size_t n);
+// nlohmann::json's exception text without its "[json.exception.type_error.302] " prefix.
+std::string json_error_text(std::string_view what);
 
 }  // namespace racker

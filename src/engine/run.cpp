@@ -260,6 +260,12 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     if (ic.contains("config") && ic["config"].is_object() && ic["config"].contains("StopSignal") &&
         ic["config"]["StopSignal"].is_string())
       p.meta["stop_signal"] = ic["config"]["StopSignal"];
+  } catch (const nlohmann::json::exception& e) {
+    // a field of the image's config with the wrong type ("User": [])
+    p.discard();
+    throw RunError("image " + (rec.names.empty() ? rec.id : rec.names[0]) +
+                       ": malformed config: " + json_error_text(e.what()),
+                   EINVAL, 125);
   } catch (...) {
     p.discard();
     throw;

@@ -114,7 +114,9 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
 
   std::vector<std::string> env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-  for (auto& e : strings_of(cfg.value("Env", json()))) set_env(env, e);
+  for (auto& e : strings_of(cfg.value("Env", json())))
+    // an image's "" or "=x" cannot be an environment entry (the runtime would refuse it)
+    if (auto eq = e.find('='); eq != std::string::npos && eq > 0) set_env(env, e);
   if (f.tty) set_env(env, "TERM=xterm");
   std::string hostname = f.hostname.empty() ? id.substr(0, 12) : f.hostname;
   set_env(env, "HOSTNAME=" + hostname);

@@ -6,6 +6,7 @@
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/strings.hpp"
 #include "oci/capabilities.hpp"
 
 namespace racker::oci {
@@ -500,11 +501,8 @@ Spec parse_spec(const std::string& text) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    std::string msg = e.what();
-    if (auto pos = msg.find("] "); msg.starts_with("[json.exception") && pos != std::string::npos)
-      msg = msg.substr(pos + 2);
-    throw Error("config.json: invalid JSON: " + msg, EINVAL);
+  } catch (const json::exception& e) {  // syntax, and numbers out of range ("1e400")
+    throw Error("config.json: invalid JSON: " + json_error_text(e.what()), EINVAL);
   }
   Obj top(j, "");
   Spec spec;

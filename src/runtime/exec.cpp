@@ -46,8 +46,8 @@ oci::Process build_process(const oci::Spec& spec, const ExecOptions& o) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(o.process_file + ": invalid JSON", EINVAL);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(o.process_file + ": invalid JSON: " + json_error_text(e.what()), EINVAL);
     }
     try {
       return oci::parse_process(j, "process");

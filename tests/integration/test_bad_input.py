@@ -185,7 +185,9 @@ def test_bad_config_also_for_run(racker, make_bundle, verb):
     ("[]", "config.json: (top level): expected an object, got array"),
     ("{'a': 1}", "config.json: invalid JSON: parse error at line 1, column 2: syntax error while "
      "parsing object key - invalid literal; last read: '{''; expected string literal"),
-], ids=["truncated", "empty", "array", "single-quotes"])
+    ('{"ociVersion": "1.2.0", "process": {"user": {"uid": 1e400}}}',
+     "config.json: invalid JSON: number overflow parsing '1e400'"),
+], ids=["truncated", "empty", "array", "single-quotes", "number-overflow"])
 def test_malformed_json(racker, make_bundle, text, message):
     b = make_bundle(["true"])
     (b.path / "config.json").write_text(text)
@@ -344,7 +346,13 @@ def test_exec_bad_process_json(racker, make_bundle, tmp_path):
         1, f"racker-oci: {pf}: process.args: expected an array of strings, got string\n"), r
     pf.write_text("{")
     r = racker("exec", "--process", pf, cid)
-    assert (r.returncode, r.stderr) == (1, f"racker-oci: {pf}: invalid JSON\n"), r
+    assert (r.returncode, r.stderr) == (
+        1, f"racker-oci: {pf}: invalid JSON: parse error at line 1, column 2: syntax error "
+        "while parsing object key - unexpected end of input; expected string literal\n"), r
+    pf.write_text('{"args": ["true"], "cwd": "/", "user": {"uid": 1e999}}')
+    r = racker("exec", "--process", pf, cid)
+    assert (r.returncode, r.stderr) == (
+        1, f"racker-oci: {pf}: invalid JSON: number overflow parsing '1e999'\n"), r
     r = racker("exec", "--user", "x:y", cid, "true")
     assert (r.returncode, r.stderr) == (1, 'racker-oci: invalid --user "x:y": use uid[:gid]\n'), r
     r = racker("exec", "--env", "NOEQUALS", cid, "true")

@@ -1002,3 +1002,22 @@ def test_platform(ctx, bb_rootfs):
                    "cat", "/arch") == "amd64\n"
     r = ctx.run("--rm", "--pull", "always", "--platform", "linux/s390x", ref, "true")
     assert r.returncode == 125 and "linux/s390x" in r.stderr, r
+
+
+def test_odd_image_configs(ctx, bb_rootfs):
+    """An Env entry that is no KEY=VALUE ("" pulled fine and then could not run) is left out,
+    as docker does; a config field of the wrong type is a one-line error naming the image,
+    never nlohmann's raw exception text."""
+    base = Layer.from_dir(bb_rootfs)
+    reg = ctx.images.reg
+    odd_env = Image([base], cmd=["sh", "-c", "echo $A"], env=[PATH_ENV, "", "=x", "A=b"])
+    reg.push_image("test/odd-env", "1", odd_env)
+    assert ctx.out("--rm", f"{reg.host}/test/odd-env:1") == "b\n"
+    bad_user = with_config(Image([base], cmd=["true"], env=[PATH_ENV]), User=["root"])
+    reg.push_image("test/bad-user", "1", bad_user)
+    ref = f"{reg.host}/test/bad-user:1"
+    r = ctx.run("--rm", ref)
+    assert r.returncode == 125, r
+    assert len(r.stderr.splitlines()) == 1, r
+    assert r.stderr.startswith(f"racker: image {ref}: malformed config: type must be "), r
+    assert "json.exception" not in r.stderr, r

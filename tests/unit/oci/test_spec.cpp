@@ -60,7 +60,9 @@ TEST(ParseSpec, FullProcess) {
   EXPECT_EQ(p.user.additional_gids, (std::vector<uint32_t>{5, 6}));
   EXPECT_EQ(*p.capabilities->bounding, (std::vector<int>{0, 5}));
   EXPECT_TRUE(p.capabilities->effective->empty());
-  EXPECT_FALSE(p.capabilities->ambient);
+  // a set the object leaves out is the empty set (docker's --cap-drop ALL sends {})
+  ASSERT_TRUE(p.capabilities->ambient);
+  EXPECT_TRUE(p.capabilities->ambient->empty());
   ASSERT_EQ(p.rlimits.size(), 1u);
   EXPECT_EQ(p.rlimits[0].soft, 512u);
   EXPECT_EQ(p.oom_score_adj, -500);
