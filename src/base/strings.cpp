@@ -56,6 +56,23 @@ std::string random_hex(size_t n) {
 
 namespace racker {
 
+std::string printable(std::string_view s, bool keep_newlines) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 || c == 0x7f) && !(keep_newlines && (c == '\n' || c == '\t'))) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 std::string json_error_text(std::string_view what) {
   if (what.starts_with("[json.exception."))
     if (auto pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);

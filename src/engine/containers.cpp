@@ -15,6 +15,7 @@
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "engine/network.hpp"
 #include "runtime/container.hpp"
 
@@ -113,7 +114,7 @@ ContainerEntry Containers::find(const std::string& key) const {
     if (n == 1) return *match;
     if (n > 1) throw Error("container id prefix \"" + key + "\" is ambiguous", EINVAL);
   }
-  throw Error("no such container: " + key, ENOENT);
+  throw Error("no such container: " + printable(key), ENOENT);
 }
 
 bool Containers::wait_stopped(const ContainerEntry& c, int timeout_ms) const {

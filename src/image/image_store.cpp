@@ -14,6 +14,7 @@
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "base/fs.hpp"
+#include "base/strings.hpp"
 #include "image/digest.hpp"
 
 namespace racker::image {
@@ -158,7 +159,7 @@ std::optional<ImageRecord> ImageStore::untag(const std::string& name) {
       save(all);
       return last;
     }
-    throw Error("no such image: " + name, ENOENT);
+    throw Error("no such image: " + printable(name), ENOENT);
   });
 }
 

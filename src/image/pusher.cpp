@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "base/strings.hpp"
 #include "image/auth.hpp"
 #include "image/manifest.hpp"
 #include "image/registries.hpp"
@@ -51,7 +52,7 @@ PushResult push_image(const ContentStore& content, const ImageStore& images,
                       const std::string& image, const std::string& destination,
                       const PushOptions& opts) {
   auto rec = images.find(image);
-  if (!rec) throw Error("no such image: " + image, ENOENT);
+  if (!rec) throw Error("no such image: " + printable(image), ENOENT);
   Reference dest =
       destination.empty() ? default_destination(*rec, image) : parse_reference(destination);
   if (!dest.digest.empty() && dest.digest != rec->manifest_digest)

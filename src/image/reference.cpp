@@ -3,6 +3,7 @@
 #include <cerrno>
 
 #include "base/error.hpp"
+#include "base/strings.hpp"
 #include "image/digest.hpp"
 
 namespace racker::image {
@@ -146,7 +147,7 @@ std::string Reference::familiar() const {
 
 Reference parse_reference(std::string_view input) {
   auto invalid = [input](const std::string& problem) {
-    return Error("invalid reference \"" + std::string(input) + "\": " + problem, EINVAL);
+    return Error(printable("invalid reference \"" + std::string(input) + "\": " + problem), EINVAL);
   };
 
   std::string_view s = input;

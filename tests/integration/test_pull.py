@@ -624,6 +624,12 @@ def test_bad_reference_and_blocked_registry(ctx, bb_image):
     r = ctx("pull", "Debian:x")
     assert r.returncode == 1, r
     assert 'invalid reference "Debian:x": repository name must be lowercase' in r.stderr, r
+    # control characters in a reference are shown escaped, never sent to the terminal
+    for cmd in (("pull",), ("rmi",), ("run", "--rm")):
+        r = ctx(*cmd, "evil\x1b[2Jref\n:\x07")
+        assert r.returncode in (1, 125), r
+        assert "\x1b" not in r.stderr and "\x07" not in r.stderr, r
+        assert r.stderr.count("\n") == 1 and "evil\\x1b[2Jref" in r.stderr, r
 
     reg = ctx.registry()
     reg.push_image("test/busybox", "1", bb_image)

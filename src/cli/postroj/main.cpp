@@ -9,6 +9,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "cli/postroj/commands.hpp"
 #include "engine/os_container.hpp"
 
@@ -104,14 +105,14 @@ int main(int argc, char** argv) {
     }
     return rc;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "postroj: %s\n", e.what());
+    std::fprintf(stderr, "postroj: %s\n", printable(e.what(), true).c_str());
     return 2;
   } catch (const Error& e) {
-    std::fprintf(stderr, "postroj: %s\n", e.what());
+    std::fprintf(stderr, "postroj: %s\n", printable(e.what(), true).c_str());
     if (int sig = engine::OsContainer::interrupted()) return 128 + sig;
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "postroj: %s\n", e.what());
+    std::fprintf(stderr, "postroj: %s\n", printable(e.what(), true).c_str());
     return 1;
   }
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/strings.hpp"
 #include "cli/postroj/commands.hpp"
 #include "probe/acquire.hpp"
 
@@ -50,7 +51,7 @@ int cmd_pull(const std::vector<std::string>& args, Globals& g) {
       r.result = probe::image_name_for(l) + " " + rec.id.substr(7, 12);
     } catch (const Error& e) {
       r.result = e.what();
-      std::fprintf(stderr, "postroj: pull %s\n", e.what());
+      std::fprintf(stderr, "postroj: pull %s\n", printable(e.what(), true).c_str());
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rows.push_back(r);

@@ -9,6 +9,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "cli/args.hpp"
 #include "cli/racker-oci/commands.hpp"
 #include "cli/racker-oci/reexec.hpp"
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
   try {
     g = cli::parse_args(args, kGlobal);
   } catch (const Error& e) {
-    std::fprintf(stderr, "racker-oci: %s\n", e.what());
+    std::fprintf(stderr, "racker-oci: %s\n", printable(e.what(), true).c_str());
     return 1;
   }
   if (g.flag("version")) {
@@ -82,11 +83,11 @@ int main(int argc, char** argv) {
     return cli::run_command(verb, rest, global);
   } catch (const Error& e) {
     if (log::to_file()) log::error(e.what());
-    std::fprintf(stderr, "racker-oci: %s\n", e.what());
+    std::fprintf(stderr, "racker-oci: %s\n", printable(e.what(), true).c_str());
     return 1;
   } catch (const std::exception& e) {
     if (log::to_file()) log::error(e.what());
-    std::fprintf(stderr, "racker-oci: %s\n", e.what());
+    std::fprintf(stderr, "racker-oci: %s\n", printable(e.what(), true).c_str());
     return 1;
   }
 }

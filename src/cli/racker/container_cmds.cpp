@@ -86,7 +86,7 @@ int for_each_name(const std::vector<std::string>& names, Fn fn) {
     try {
       fn(n);
     } catch (const Error& e) {
-      std::fprintf(stderr, "racker: %s\n", e.what());
+      std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
       rc = 1;
     }
   }

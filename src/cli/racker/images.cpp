@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "base/strings.hpp"
 #include "cli/args.hpp"
 #include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
@@ -126,7 +127,7 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
   for (auto& name : a.positional) {
     try {
       auto rec = images.find(name);
-      if (!rec) throw Error("no such image: " + name, ENOENT);
+      if (!rec) throw Error("no such image: " + printable(name), ENOENT);
       bool by_id =
           rec->id.substr(7).starts_with(name.starts_with("sha256:") ? name.substr(7) : name);
       if (by_id || rec->names.size() <= 1) {
@@ -151,7 +152,7 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
       }
       out("Deleted: " + rec->id + "\n");
     } catch (const Error& e) {
-      std::fprintf(stderr, "racker: %s\n", e.what());
+      std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
       rc = 1;
     }
   }
@@ -163,7 +164,7 @@ int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g) {
   auto a = parse(args, {}, "tag SOURCE TARGET", 2, 2);
   image::ImageStore images(g.root);
   auto rec = images.find(a.positional[0]);
-  if (!rec) throw Error("no such image: " + a.positional[0], ENOENT);
+  if (!rec) throw Error("no such image: " + printable(a.positional[0]), ENOENT);
   auto target = image::parse_reference(a.positional[1]);
   if (!target.digest.empty()) throw Error("cannot tag with a digest: " + a.positional[1], EINVAL);
   images.put(*rec, target.str());
@@ -177,7 +178,7 @@ int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals&
   nlohmann::json arr = nlohmann::json::array();
   for (auto& name : a.positional) {
     auto rec = images.find(name);
-    if (!rec) throw Error("no such image: " + name, ENOENT);
+    if (!rec) throw Error("no such image: " + printable(name), ENOENT);
     auto config = nlohmann::json::parse(content.read_blob(rec->config_digest));
     nlohmann::json layers = nlohmann::json::array();
     for (auto& l : rec->layers)

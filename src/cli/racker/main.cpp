@@ -9,6 +9,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/run.hpp"
@@ -107,13 +108,13 @@ int main(int argc, char** argv) {
     if (it != kCommands.end()) return it->second(rest, globals);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
   } catch (const engine::RunError& e) {
-    std::fprintf(stderr, "racker: %s\n", e.what());
+    std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
     return e.exit_code;
   } catch (const Error& e) {
-    std::fprintf(stderr, "racker: %s\n", e.what());
+    std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "racker: %s\n", e.what());
+    std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
     return 1;
   }
 }
