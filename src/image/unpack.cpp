@@ -225,14 +225,6 @@ class Unpacker {
         if (errno != ENOENT) fail("stat \"" + next_path + "\"");
         if (mkdirat(cur_fd(), c.c_str(), 0755) < 0) fail("create directory \"" + next_path + "\"");
         st.st_mode = S_IFDIR;
-        // it would hide the lower layers' directory in the overlay (a sticky 1777 /tmp
-        // became 0755): take that one's owner and mode, as containerd does
-        if (auto lower = lower_entry(next_path); lower && S_ISDIR(lower->st_mode)) {
-          if (fchownat(cur_fd(), c.c_str(), lower->st_uid, lower->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
-            fail("chown \"" + next_path + "\"");
-          if (fchmodat(cur_fd(), c.c_str(), lower->st_mode & 07777, 0) < 0)
-            fail("chmod \"" + next_path + "\"");
-        }
       }
       if (S_ISLNK(st.st_mode)) {
         if (++links > 40) fail("resolve \"" + rel + "\"", ELOOP);
@@ -367,8 +359,6 @@ class Unpacker {
     if (name.starts_with(".wh..wh.")) return;  // other AUFS metadata: nothing to create
     std::string target = name.substr(4);
     if (target.empty() || target == "." || target == "..") fail("invalid whiteout", EINVAL);
-    // nothing below to hide: overlayfs would list the whiteout as an entry nobody can open
-    if (!lower_entry(dir.empty() ? target : dir + "/" + target)) return;
     // overlayfs whiteout: a 0:0 character device. If this layer itself has an entry there, it
     // stays: a whiteout only hides lower layers.
     if (mknodat(parent.fd, target.c_str(), S_IFCHR | 0, makedev(0, 0)) < 0 && errno != EEXIST)
@@ -438,26 +428,6 @@ class Unpacker {
       // a link to a file that only a lower layer has: the layer gets its own copy
       if (err.err() != ENOENT || !copy_from_lower(p, name, relative(e.linkpath))) throw;
     }
-  }
-
-  // The entry at rel in the topmost lower layer that has one (not followed if a symlink);
-  // nullopt when none has, or a whiteout there hides the deeper ones.
-  std::optional<struct stat> lower_entry(const std::string& rel) {
-    if (rel.empty()) return std::nullopt;
-    for (auto& lower : lowers_) {
-      UniqueFd lroot(open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-      if (!lroot) continue;
-      UniqueFd fd(openat2_in_root(lroot.get(), rel, O_PATH | O_NOFOLLOW));
-      if (!fd) {
-        if (errno == ENOENT || errno == ENOTDIR) continue;
-        return std::nullopt;
-      }
-      struct stat st;
-      if (fstat(fd.get(), &st) < 0) return std::nullopt;
-      if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) return std::nullopt;
-      return st;
-    }
-    return std::nullopt;
   }
 
   // Copies the regular file at rel from the topmost lower layer that has it (a whiteout there
