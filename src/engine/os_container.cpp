@@ -107,7 +107,9 @@ void OsContainer::tear_down_on_signals() {
 }
 
 int OsContainer::interrupted() {
-  return g_signal.load();
+  // during a boot, boot's own handler notes the signal (and ends the wait) instead of ours
+  if (int sig = g_signal.load()) return sig;
+  return boot::interrupting_signal();
 }
 
 std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {

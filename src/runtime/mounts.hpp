@@ -22,7 +22,7 @@ struct MountOptions {
   bool bind = false;
   bool recursive_bind = false;
   bool copy_up = false;  // tmpcopyup: a tmpfs starts with what its destination held
-  std::string data;  // comma-separated filesystem options (mode=, size=, newinstance, ...)
+  std::string data;      // comma-separated filesystem options (mode=, size=, newinstance, ...)
 };
 
 // Parses a mount's options. Throws racker::Error naming "mounts[i].options[j]" for options

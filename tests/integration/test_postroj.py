@@ -410,6 +410,20 @@ def test_interrupted_pkgprobe_leaves_nothing(pr, image, sig):
         assert [line for line in f if str(pr.store) in line] == []
 
 
+def test_interrupted_during_boot_exits_128_plus_n(pr, image):
+    """SIGTERM while the system boots (boot's own handler is in charge then): the same 143
+    as at any other moment, not 1 as if the probe had failed. Several delays, so one of
+    them lands in the boot (~200 ms here)."""
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3):
+        p = subprocess.Popen(pr.argv("pkgprobe", f"--image={image}"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 128 + signal.SIGTERM, (delay, out, err)
+        assert pr.containers_left() == []
+
+
 def test_racker_run_accepts_a_label(pr, image):
     """`racker run LABEL`: the catalog's image (here already pulled into the store) boots."""
     build = os.environ.get("RACKER_BUILD")
