@@ -110,8 +110,10 @@ std::unique_ptr<CgroupManager> make_systemd_manager(const std::string& cgroups_p
                                                     const std::map<std::string, std::string>& own,
                                                     const std::string& mount_root);
 std::unique_ptr<CgroupManager> load_systemd_manager(const nlohmann::json& saved);
-// The scope's unit properties: delegation, accounting and the limits of res (v2 names; on
-// v1/hybrid only TasksMax). Throws racker::Error for values systemd cannot take.
+// The limits of res as unit properties (v2 names; on v1/hybrid only TasksMax, the cgroupfs
+// writes set the rest). Throws racker::Error for values systemd cannot take.
+std::vector<systemd::Property> limit_properties(bool v2, const oci::Resources& res);
+// A new scope's properties: slice, delegation, accounting, then limit_properties(res).
 std::vector<systemd::Property> scope_properties(const std::string& slice,
                                                 const std::string& description, bool v2,
                                                 const oci::Resources* res);

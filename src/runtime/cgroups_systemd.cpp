@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <limits>
 
 #include "base/error.hpp"
@@ -25,30 +26,16 @@ using namespace cgroups_internal;
 
 namespace cgroups_internal {
 
-std::vector<systemd::Property> scope_properties(const std::string& slice,
-                                                const std::string& description, bool v2,
-                                                const oci::Resources* res) {
+std::vector<systemd::Property> limit_properties(bool v2, const oci::Resources& r) {
   constexpr uint64_t kInfinity = std::numeric_limits<uint64_t>::max();
-  std::vector<systemd::Property> p = {
-      {"Description", description},
-      {"Slice", slice},
-      {"Delegate", true},
-      // no ordering against shutdown.target & co: a container must not hold up a shutdown
-      {"DefaultDependencies", false},
-      // a scope that failed is removed as soon as it stops, so its name can be used again
-      {"CollectMode", std::string("inactive-or-failed")},
-      {"MemoryAccounting", true},
-      {"TasksAccounting", true},
-  };
-  if (!res) return p;
-  if (res->pids_limit)
-    p.push_back(
-        {"TasksMax", *res->pids_limit > 0 ? static_cast<uint64_t>(*res->pids_limit) : kInfinity});
+  std::vector<systemd::Property> p;
+  if (r.pids_limit)
+    p.push_back({"TasksMax", *r.pids_limit > 0 ? static_cast<uint64_t>(*r.pids_limit) : kInfinity});
   // systemd names the v1 knobs differently (MemoryLimit=, CPUShares=): on v1 and hybrid
   // hosts the cgroupfs writes alone set those
   if (!v2) return p;
   auto limit = [&](int64_t v) { return v == -1 ? kInfinity : static_cast<uint64_t>(v); };
-  if (const auto& m = res->memory) {
+  if (const auto& m = r.memory) {
     if (m->limit && *m->limit != 0) p.push_back({"MemoryMax", limit(*m->limit)});
     if (m->reservation && *m->reservation != 0) p.push_back({"MemoryLow", limit(*m->reservation)});
     if (m->swap || (m->limit && *m->limit == -1)) {
@@ -56,7 +43,7 @@ std::vector<systemd::Property> scope_properties(const std::string& slice,
       if (swap != 0 || m->swap) p.push_back({"MemorySwapMax", limit(swap)});
     }
   }
-  if (const auto& c = res->cpu) {
+  if (const auto& c = r.cpu) {
     if (c->shares && *c->shares != 0) p.push_back({"CPUWeight", shares_to_weight(*c->shares)});
     if (c->quota && *c->quota != 0) {
       uint64_t per_sec = kInfinity;
@@ -70,8 +57,26 @@ std::vector<systemd::Property> scope_properties(const std::string& slice,
     }
     if (c->period && *c->period != 0) p.push_back({"CPUQuotaPeriodUSec", *c->period});
   }
-  if (const auto& b = res->block_io; b && b->weight && *b->weight != 0)
+  if (const auto& b = r.block_io; b && b->weight && *b->weight != 0)
     p.push_back({"IOWeight", blkio_weight_to_io_weight(*b->weight)});
+  return p;
+}
+
+std::vector<systemd::Property> scope_properties(const std::string& slice,
+                                                const std::string& description, bool v2,
+                                                const oci::Resources* res) {
+  std::vector<systemd::Property> p = {
+      {"Description", description},
+      {"Slice", slice},
+      {"Delegate", true},
+      // no ordering against shutdown.target & co: a container must not hold up a shutdown
+      {"DefaultDependencies", false},
+      // a scope that failed is removed as soon as it stops, so its name can be used again
+      {"CollectMode", std::string("inactive-or-failed")},
+      {"MemoryAccounting", true},
+      {"TasksAccounting", true},
+  };
+  if (res) std::ranges::move(limit_properties(v2, *res), std::back_inserter(p));
   return p;
 }
 
@@ -96,7 +101,7 @@ class SystemdManager final : public CgroupManager {
 
   void validate(const oci::Resources& res) const override {
     files_->validate(res);
-    scope_properties(slice_, description_, v2_, &res);  // throws on values systemd cannot take
+    limit_properties(v2_, res);  // throws on values systemd cannot take
   }
 
   void apply(pid_t pid, const oci::Resources* res) override {
@@ -108,10 +113,7 @@ class SystemdManager final : public CgroupManager {
   void add_process(pid_t pid, pid_t init_pid) override { files_->add_process(pid, init_pid); }
 
   void update(const oci::Resources& res) override {
-    auto props = scope_properties(slice_, description_, v2_, &res);
-    // the scope's fixed settings cannot change on a running unit: only the limits
-    props.erase(props.begin(), props.begin() + kFixedProperties);
-    systemd::Bus().set_unit_properties(unit_, props);
+    systemd::Bus().set_unit_properties(unit_, limit_properties(v2_, res));
     files_->update(res);
   }
 
@@ -146,7 +148,6 @@ class SystemdManager final : public CgroupManager {
   std::string unified_path() const override { return files_->unified_path(); }
 
  private:
-  static constexpr long kFixedProperties = 7;  // Description .. TasksAccounting above
   std::string unit_, slice_, description_;
   bool v2_;
   std::unique_ptr<CgroupManager> files_;
