@@ -452,7 +452,7 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
   int status;
   if (c.pty_master) {
     int pfd = open_pidfd(c.pid);
-    relay_pty(c.pty_master.get(), pfd);
+    relay_pty(c.pty_master.get(), pfd, c.pid);
     if (pfd >= 0) ::close(pfd);
   }
   status = wait_forwarding(c.pid, c.pid);

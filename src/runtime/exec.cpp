@@ -229,7 +229,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   }
   if (master) {
     int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    relay_pty(master.get(), pfd);
+    relay_pty(master.get(), pfd, pid);
     if (pfd >= 0) ::close(pfd);
   }
   return wait_child_forwarding(pid);

@@ -104,7 +104,7 @@ bool copy_window_size(int master) {
   return false;
 }
 
-void relay_pty(int master, int stop_fd) {
+void relay_pty(int master, int stop_fd, pid_t forward_to) {
   struct termios saved;
   bool raw = ::isatty(0) && ::tcgetattr(0, &saved) == 0;
   if (raw) {
@@ -117,6 +117,8 @@ void relay_pty(int master, int stop_fd) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGWINCH);
+  if (forward_to > 0)
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT}) sigaddset(&set, s);
   sigset_t old;
   ::sigprocmask(SIG_BLOCK, &set, &old);
   int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
@@ -148,8 +150,12 @@ void relay_pty(int master, int stop_fd) {
     }
     if (p[2].revents & POLLIN) {
       struct signalfd_siginfo si;
-      (void)!::read(sfd, &si, sizeof si);
-      sync_size();
+      if (::read(sfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGWINCH)
+          sync_size();
+        else if (forward_to > 0)
+          ::kill(forward_to, static_cast<int>(si.ssi_signo));
+      }
     }
     if (stop_fd >= 0 && (p[3].revents & (POLLIN | POLLHUP))) {
       // drain what is left, then stop

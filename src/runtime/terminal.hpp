@@ -2,6 +2,8 @@
 // for --console-socket and between the runtime and the container init.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "base/fd.hpp"
@@ -24,7 +26,9 @@ bool copy_window_size(int master);
 
 // Copies bytes between the caller's stdio and a pty master until the master hangs up,
 // keeping the window size in step (SIGWINCH). Puts the local terminal in raw mode meanwhile.
+// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and SIGCONT sent to us meanwhile go on to
+// `forward_to` (when > 0), as without a terminal: they must not end the relay by themselves.
 // Returns when the pty closes or `stop_fd` becomes readable (may be -1).
-void relay_pty(int master, int stop_fd);
+void relay_pty(int master, int stop_fd, pid_t forward_to);
 
 }  // namespace racker::runtime

@@ -694,7 +694,9 @@ def test_two_runs_at_once(ctx):
 # --- 9. terminal -------------------------------------------------------------------------------
 
 
-def run_in_pty(ctx, *args, timeout=10):
+def run_in_pty(ctx, *args, timeout=10, signal_at=None):
+    """racker ARGS on a new pty; (exit code, output). signal_at=(marker, sig): once the output
+    holds marker, sig goes to racker itself (as from another shell, not typed)."""
     pid, fd = pty.fork()
     if pid == 0:
         try:
@@ -713,6 +715,9 @@ def run_in_pty(ctx, *args, timeout=10):
             if not chunk:
                 break
             out += chunk
+            if signal_at and signal_at[0] in out:
+                os.kill(pid, signal_at[1])
+                signal_at = None
     finally:
         os.close(fd)
     for _ in range(int(timeout * 100)):
@@ -740,6 +745,20 @@ def test_tty(ctx):
     # -t alone still gives the container our window size (docker takes it from stdout)
     rc, out = run_in_pty(ctx, "run", "-t", "--rm", ctx.images.bb, "stty", "size")
     assert (rc, out.replace(b"\r", b"")) == (0, b"30 100\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_tty_signal_to_racker_reaches_the_payload(ctx, sig):
+    """A signal sent to `racker run -it` itself (kill, not typed) goes on to the payload as it
+    does without -t: its trap runs, racker exits with the payload's status and --rm happens."""
+    name = unique("tty-sig")
+    script = (f"trap 'echo caught-{int(sig)}; exit 3' {sig.name[3:]}; echo armed; "
+              "while :; do sleep 0.1; done")
+    rc, out = run_in_pty(ctx, "run", "-i", "-t", "--rm", "--name", name, ctx.images.bb,
+                         "sh", "-c", script, signal_at=(b"armed", sig))
+    assert (rc, out) == (3, f"armed\r\ncaught-{int(sig)}\r\n".encode()), out
+    assert ctx.container_ids() == []
+    assert state_entries_for(name) == []
 
 
 # --- 10. cleanup -------------------------------------------------------------------------------
