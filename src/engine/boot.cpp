@@ -19,6 +19,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "base/timing.hpp"
+#include "engine/spec_builder.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
 #include "runtime/cgroups.hpp"
@@ -310,7 +311,15 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   // instead of letting its queue (net.unix.max_dgram_qlen) fill, after which systemd as PID 1
   // blocks in sendmsg (systemd 257 did, and then never shut down).
   ::shutdown(notify_fd, SHUT_RD);
-  if (runtime::systemd::booted()) register_machine(id, b.pid, cdir + "/rootfs");
+  if (runtime::systemd::booted()) {
+    std::string name = id;
+    try {
+      auto config = nlohmann::json::parse(read_file(cdir + "/config.json"));
+      name = config["annotations"].value(kNameAnnotation, id);
+    } catch (const std::exception&) {
+    }
+    register_machine(name, b.pid, cdir + "/rootfs");
+  }
   return b;
 }
 

@@ -67,10 +67,10 @@ ContainerEntry Containers::refresh(const ContainerEntry& in) const {
   } catch (const std::exception&) {
   }
   if (c.meta.value("state", "") == "created") c.status = "created";  // racker create
-  if (!path_exists(state_root_ + "/" + c.name)) return c;
+  if (!path_exists(state_root_ + "/" + c.id)) return c;
   try {
     runtime::Runtime rt(state_root_);
-    auto st = rt.state(c.name);
+    auto st = rt.state(c.id);
     if (real_path(st.bundle) != real_path(c.dir)) return c;  // another store's container
     c.has_state = true;
     c.status = st.status;
@@ -129,7 +129,7 @@ bool Containers::wait_stopped(const ContainerEntry& c, int timeout_ms) const {
 void Containers::kill(const ContainerEntry& c, int sig) const {
   auto cur = refresh(c);
   if (!cur.running()) throw Error("container " + c.name + " is not running", ESRCH);
-  runtime::Runtime(state_root_).kill(c.name, sig, false);
+  runtime::Runtime(state_root_).kill(c.id, sig, false);
 }
 
 bool Containers::stop(const ContainerEntry& c, int timeout_s) const {
@@ -145,14 +145,14 @@ bool Containers::stop(const ContainerEntry& c, int timeout_s) const {
   }
   runtime::Runtime rt(state_root_);
   try {
-    rt.kill(c.name, sig, false);
+    rt.kill(c.id, sig, false);
   } catch (const Error&) {
     if (refresh(c).running()) throw;
     return false;
   }
   if (wait_stopped(c, timeout_s * 1000)) return false;
   try {
-    rt.kill(c.name, SIGKILL, true);
+    rt.kill(c.id, SIGKILL, true);
   } catch (const Error&) {
     if (refresh(c).running()) throw;
   }
@@ -165,7 +165,7 @@ void Containers::remove(const ContainerEntry& c, bool force) const {
   auto cur = refresh(c);
   if (cur.running() && !force)
     throw Error("cannot remove running container " + c.name + ": stop it first or use -f", EBUSY);
-  if (cur.has_state) runtime::Runtime(state_root_).remove(c.name, true);
+  if (cur.has_state) runtime::Runtime(state_root_).remove(c.id, true);
   net::teardown(state_root_, c.id);  // nothing to do unless it had a namespace of its own
   std::string rootfs = c.dir + "/rootfs";
   for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)

@@ -118,7 +118,7 @@ int exec_in_container(const ExecRequest& req) {
         err.emplace(2, devnull);
       }
       ::close(devnull);
-      status = runtime::Runtime(req.state_root).exec(c.name, o);
+      status = runtime::Runtime(req.state_root).exec(c.id, o);
     }
     return status;
   } catch (const RunError&) {

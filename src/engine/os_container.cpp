@@ -151,20 +151,16 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
     runtime::CreateOptions copts = create_options(p.cdir);
     impl->bo.ready_timeout_ms = o.ready_timeout_ms;
     impl->bo.fast_teardown = o.fast_teardown;
-    impl->booted =
-        boot::start_and_wait(*impl->rt, p.name, copts, p.cdir, impl->notify_fd, impl->bo);
+    impl->booted = boot::start_and_wait(*impl->rt, p.id, copts, p.cdir, impl->notify_fd, impl->bo);
     track(impl->booted.pid, true);
     if (g_signal.load()) {
       pid_t pid = impl->booted.pid;
-      boot::stop(*impl->rt, p.name, impl->booted, impl->bo);
+      boot::stop(*impl->rt, p.id, impl->booted, impl->bo);
       track(pid, false);
       throw_if_interrupted("boot " + o.image);
     }
   } catch (const Error& e) {
     p.discard();
-    std::string msg = e.what();
-    if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
-      throw Error("container name \"" + p.name + "\" is already in use", EEXIST);
     throw;
   } catch (...) {
     p.discard();
@@ -192,7 +188,7 @@ ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_m
   ExecResult r;
   ::unlink((base + ".out").c_str());
   try {
-    boot::with_stdio_to(base + ".out", [&] { return m.rt->exec(m.p.name, eo); });
+    boot::with_stdio_to(base + ".out", [&] { return m.rt->exec(m.p.id, eo); });
   } catch (const Error& e) {
     r.status = exit_code_for(e) == 127 ? 127 : 126;  // the command did not start
     r.output = e.what();
@@ -272,7 +268,7 @@ void OsContainer::tear_down() {
   m.down = true;
   pid_t pid = m.booted.pid;
   try {
-    if (m.rt) boot::stop(*m.rt, m.p.name, m.booted, m.bo);
+    if (m.rt) boot::stop(*m.rt, m.p.id, m.booted, m.bo);
     track(pid, false);
   } catch (const std::exception& e) {
     log::warn("tear down " + m.p.name + ": " + e.what());

@@ -248,7 +248,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
     runtime::Runtime rt(o.state_root);
     runtime::CreateOptions copts = create_options(p.cdir);
     std::string log_path = p.cdir + "/provision.log";
-    int rc = boot::with_stdio_to(log_path, [&] { return rt.run(p.name, copts, false); });
+    int rc = boot::with_stdio_to(log_path, [&] { return rt.run(p.id, copts, false); });
     if (rc != 0)
       throw Error(what + ": `" + script + "` failed with exit status " + std::to_string(rc) +
                       "; last lines:" + boot::file_tail(log_path, 15),

@@ -251,6 +251,8 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
       if (::chown(cwd_host.c_str(), p.uid, p.gid) != 0) throw_errno("chown " + cwd);
     }
     if (flags.privileged) limit_to_host_capabilities(config);
+    // the runtime knows the container by its id; its name for racker-oci list and machinectl
+    config["annotations"][kNameAnnotation] = p.name;
     p.meta = {{"id", p.id},
               {"name", p.name},
               {"image", rec.names.empty() ? rec.id : rec.names[0]},
@@ -312,7 +314,7 @@ namespace {
 
 // Starts the container whose bundle is cdir (config.json written) and, unless detach, waits
 // for it: the runtime's part of run and start. Returns the payload's exit status.
-int launch(const std::string& state_root, const std::string& cdir, const std::string& name,
+int launch(const std::string& state_root, const std::string& cdir, const std::string& id,
            bool detach, bool interactive,
            const std::function<int(runtime::Runtime&, const runtime::CreateOptions&)>& booted) {
   if (!interactive && !detach) {
@@ -347,13 +349,11 @@ int launch(const std::string& state_root, const std::string& cdir, const std::st
     }
   };
   try {
-    status = booted ? booted(rt, opts) : rt.run(name, opts, detach);
+    status = booted ? booted(rt, opts) : rt.run(id, opts, detach);
     restore_stdio();
   } catch (const Error& e) {
     restore_stdio();
     std::string msg = e.what();
-    if (e.err() == EEXIST && msg.find("already exists") != std::string::npos)
-      throw RunError("container name \"" + name + "\" is already in use", EEXIST, 125);
     if (e.err() == EINTR && boot::interrupting_signal())
       throw RunError(msg, EINTR, 128 + boot::interrupting_signal());  // as a shell reports it
     throw RunError(msg, e.err(), exit_code_for(e));
@@ -410,14 +410,14 @@ int run_container(const RunRequest& req) {
       booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
-        if (!req.detach) return boot::run_booted(rt, p.name, opts, cdir, notify_fd, boot_exec, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.name, opts, cdir, notify_fd, bo);
+        if (!req.detach) return boot::run_booted(rt, p.id, opts, cdir, notify_fd, boot_exec, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.id, opts, cdir, notify_fd, bo);
         if (b.pidfd >= 0) ::close(b.pidfd);
         return 0;  // up; it keeps running without us
       };
     }
     write_container_files(p);
-    int status = launch(req.state_root, cdir, p.name, req.detach, req.interactive, booted);
+    int status = launch(req.state_root, cdir, p.id, req.detach, req.interactive, booted);
     if (req.detach) {
       std::printf("%s\n", p.id.c_str());
       return 0;
@@ -458,8 +458,8 @@ int start_container(const std::string& store_root, const std::string& state_root
                     const std::string& name_or_id, bool attach, bool interactive) {
   Containers store(store_root, state_root);
   ContainerEntry c = store.find(name_or_id);
-  if (c.status == "running" || c.status == "paused") return 0;         // docker: nothing to do
-  if (c.has_state) runtime::Runtime(state_root).remove(c.name, true);  // an exited -d run
+  if (c.status == "running" || c.status == "paused") return 0;       // docker: nothing to do
+  if (c.has_state) runtime::Runtime(state_root).remove(c.id, true);  // an exited -d run
   PreparedContainer p;
   p.id = c.id;
   p.name = c.name;
@@ -508,13 +508,13 @@ int start_container(const std::string& store_root, const std::string& state_root
       booted = [&, cmd](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = p.meta.value("boot_timeout_s", 30) * 1000;
-        if (attach) return boot::run_booted(rt, p.name, opts, p.cdir, notify_fd, cmd, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.name, opts, p.cdir, notify_fd, bo);
+        if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify_fd, cmd, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.id, opts, p.cdir, notify_fd, bo);
         if (b.pidfd >= 0) ::close(b.pidfd);
         return 0;
       };
     }
-    int status = launch(state_root, p.cdir, p.name, !attach, attach && interactive, booted);
+    int status = launch(state_root, p.cdir, p.id, !attach, attach && interactive, booted);
     if (!attach) return 0;
     finish(p, status, false);
     return status;

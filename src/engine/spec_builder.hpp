@@ -10,6 +10,10 @@
 
 namespace racker::engine {
 
+// The container's name in its config.json: the runtime knows it by its id (its state under the
+// state root, its cgroup); racker-oci list and machinectl show this.
+inline constexpr const char* kNameAnnotation = "org.racker.container.name";
+
 struct VolumeSpec {
   std::string source;       // host path
   std::string destination;  // in the container

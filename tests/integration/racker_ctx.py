@@ -226,3 +226,24 @@ def closed_after_test(ctx):
             except ProcessLookupError:
                 pass
         pytest.fail(f"processes left after the test: {left}", pytrace=False)
+
+
+STATE_ROOT = Path("/run/racker")  # the runtime's state (not configurable through racker)
+NAME_ANNOTATION = "org.racker.container.name"
+
+
+def state_entries_for(*keys):
+    """racker's runtime state entries (keyed by container id) that belong to any of keys: a
+    container name (the spec's name annotation) or a part of a container id."""
+    if not STATE_ROOT.is_dir():
+        return []
+    found = []
+    for n in os.listdir(STATE_ROOT):
+        try:
+            with open(STATE_ROOT / n / "state.json") as f:
+                name = json.load(f).get("annotations", {}).get(NAME_ANNOTATION, "")
+        except (OSError, ValueError):
+            name = ""
+        if any(k and (k in n or k == name) for k in keys):
+            found.append(n)
+    return sorted(found)

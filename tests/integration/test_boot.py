@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from racker_ctx import racker_snapshot
+from racker_ctx import racker_snapshot, state_entries_for
 
 BAKE_CACHE = Path("/var/cache/racker-tests/bake")
-STATE_ROOT = Path("/run/racker")
 IMAGE = "racker-boot-test:bookworm"
 TIMEOUT = 90
 
@@ -117,8 +116,8 @@ class Boot:
                if os.path.isdir(d + "init.scope") or os.path.isdir(d + "system.slice")]
         if new:
             problems.append(f"cgroups left: {sorted(new)}")
-        if STATE_ROOT.is_dir() and name in os.listdir(STATE_ROOT):
-            problems.append(f"runtime state left: {STATE_ROOT / name}")
+        if state_entries_for(name):
+            problems.append(f"runtime state left: {state_entries_for(name)}")
         containers = self.root / "containers"
         if containers.is_dir() and os.listdir(containers):
             problems.append(f"container dirs left: {os.listdir(containers)}")

@@ -8,6 +8,7 @@ containers' runtime state) finds nothing left: no mount mentioning the store, no
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -60,6 +61,30 @@ def gone(ctx, cid, n):
     assert store_mounts(ctx.root) == []
     assert cgroup_dirs_for(cid) == []
     assert state_entries_for(n) == []
+
+
+def test_same_name_in_two_stores(ctx, racker_exe, images, tmp_path):  # noqa: F811
+    """Two stores (--root) each have their own names: the runtime's state is keyed by container
+    id, so a name running in one store is free in the other."""
+    n = name(ctx, "tworoots")
+    cid = detach(ctx, n, "sleep", "100")
+    (tmp_path / "other").mkdir()
+    other = Ctx(racker_exe, tmp_path / "other", images)
+    try:
+        r = other("run", "--rm", "--name", n, images.bb, "echo", "second")
+        assert (r.returncode, r.stdout) == (0, "second\n"), r
+        r = other("run", "-d", "--name", n, images.bb, "sleep", "100")
+        assert r.returncode == 0, r
+        assert [c["name"] for c in ps_json(other)] == [n]
+        assert [c["id"][:12] for c in ps_json(ctx)] == [cid[:12]]
+        ok(other, "rm", "-f", n)
+        assert ps_json(other, "-a") == []
+        assert status_of(ctx, n) == "Up"
+    finally:
+        other("rm", "-f", n)
+        shutil.rmtree(other.store_dir, ignore_errors=True)
+    ok(ctx, "rm", "-f", n)
+    gone(ctx, cid, n)
 
 
 def test_detach_logs_and_follow(ctx):
@@ -177,7 +202,7 @@ def test_rm_after_racker_killed(ctx):
     p.wait()
     cid = ctx.container_ids()[0]
     assert store_mounts(ctx.root) != []
-    assert state_entries_for(n) == [n]
+    assert state_entries_for(n) == [cid]  # the runtime knows it by its id
     ok(ctx, "rm", "-f", n)
     gone(ctx, cid, n)
     assert ctx.container_ids() == []

@@ -41,11 +41,11 @@ import pytest
 
 from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, unescape_mountinfo,
                       wait_until)
-from racker_ctx import RackerCtx, bb_rootfs, racker_snapshot  # noqa: F401
+from racker_ctx import (STATE_ROOT, RackerCtx, bb_rootfs, racker_snapshot,  # noqa: F401
+                        state_entries_for)
 from registry_util import File, Image, Index, Layer, Registry, sha256
 
 TIMEOUT = 20
-STATE_ROOT = Path("/run/racker")  # the runtime's state (not configurable through racker)
 # stores live on tmpfs when there is one: thousands of files per run, and ext4 here is slow to
 # delete them (see TESTBED.md)
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -183,12 +183,6 @@ def cgroup_dirs_for(cid):
         for base in {"/", own.get(key, "/")}:
             found.update(glob.glob(os.path.normpath(f"{mp}/{base}/racker/{cid}") + "*"))
     return sorted(found)
-
-
-def state_entries_for(*names):
-    if not STATE_ROOT.is_dir():
-        return []
-    return sorted(n for n in os.listdir(STATE_ROOT) if any(x and x in n for x in names))
 
 
 @pytest.fixture
@@ -656,7 +650,7 @@ def test_name_in_use(ctx):
     first = ctx.popen("run", "-i", "--name", name, ctx.images.bb, "cat",
                       stdin=subprocess.PIPE)
     try:
-        wait_until(lambda: (STATE_ROOT / name).exists() or first.poll() is not None,
+        wait_until(lambda: state_entries_for(name) or first.poll() is not None,
                    timeout=5, what="the first container")
         assert first.poll() is None, ctx.result(first)
         r = ctx.run("--name", name, ctx.images.bb, "true")
