@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -42,12 +43,20 @@ std::string read_file(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  // A name of our own (process and call): concurrent writers of one path never share a
+  // temporary file, and a failed write removes its own.
+  static std::atomic<unsigned> calls{0};
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(calls++);
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd) throw_errno("create " + tmp);
-  if (!write_all(fd.get(), data.data(), data.size())) throw_errno("write " + tmp);
+  auto fail = [&](const std::string& what) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    throw_errno(what, e);
+  };
+  if (!write_all(fd.get(), data.data(), data.size())) fail("write " + tmp);
   fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename " + tmp);
 }
 
 void write_file(const std::string& path, std::string_view data) {

@@ -362,7 +362,7 @@ void release_stale(const std::string& state_root, const std::string& root) {
   std::vector<std::string> stale;
   while (auto* e = ::readdir(d)) {
     std::string id = e->d_name;
-    if (id == "." || id == ".." || id.ends_with(".tmp")) continue;
+    if (id == "." || id == ".." || id.find(".tmp") != std::string::npos) continue;
     if (!is_nsfs_mount(root + "/netns/" + id)) stale.push_back(id);
   }
   ::closedir(d);

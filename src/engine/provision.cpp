@@ -216,7 +216,8 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
   if (!o.force)
     if (auto rec = images.find(name)) return *rec;
   mkdir_p(o.store_root + "/provision", 0700);
-  FileLock lock(o.store_root + "/provision/" + base.id.substr(base.id.find(':') + 1) + ".lock");
+  FileLock lock(o.store_root + "/provision/" + base.id.substr(base.id.find(':') + 1) + ".lock",
+                FileLock::File::transient);
   if (!o.force)
     if (auto rec = images.find(name)) return *rec;  // made while we waited for the lock
 

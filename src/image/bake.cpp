@@ -398,7 +398,7 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
     res.name = o.name;
     res.rootfs_tar = cache + "/" + key + ".tar";
     {
-      FileLock lock(cache + "/" + key + ".lock");  // one build per key at a time
+      FileLock lock(cache + "/" + key + ".lock", FileLock::File::transient);  // one build per key
       if (path_exists(res.rootfs_tar)) {
         res.from_cache = true;
         status(o, "using cached rootfs " + res.rootfs_tar);

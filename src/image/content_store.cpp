@@ -161,7 +161,11 @@ void ContentStore::remove_blob(const std::string& digest) {
 
 ContentStore::Ingest::Ingest(Ingest&&) noexcept = default;
 ContentStore::Ingest& ContentStore::Ingest::operator=(Ingest&&) noexcept = default;
-ContentStore::Ingest::~Ingest() = default;
+ContentStore::Ingest::~Ingest() {
+  // Nothing received (the registry answered 404, or the connection failed at once): there is
+  // nothing to resume, so no empty .partial stays. Unlinked under our lock, as discard() does.
+  if (fd_ && offset_ == 0) ::unlink(partial_path_.c_str());
+}
 
 void ContentStore::Ingest::check_usable() const {
   if (!fd_ || !hash_)

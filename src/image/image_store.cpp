@@ -184,7 +184,7 @@ void ImageStore::ensure_layer(const std::string& chain,
                               const std::function<void(const std::string&)>& fill) {
   std::string dir = layer_dir(chain);
   mkdir_p(root_ + "/layers", 0700);
-  FileLock lock(dir + ".lock");
+  FileLock lock(dir + ".lock", FileLock::File::transient);
   if (path_exists(dir + "/done")) return;
   // an interrupted earlier attempt leaves a dir without "done": start over
   remove_tree(dir);
@@ -200,10 +200,9 @@ void ImageStore::ensure_layer(const std::string& chain,
 
 void ImageStore::remove_layer(const std::string& chain) {
   std::string dir = layer_dir(chain);
-  FileLock lock(dir + ".lock");
+  FileLock lock(dir + ".lock", FileLock::File::transient);
   ::unlink((dir + "/done").c_str());
   remove_tree(dir);
-  ::unlink((dir + ".lock").c_str());
 }
 
 std::vector<std::string> ImageStore::layers_on_disk() const {

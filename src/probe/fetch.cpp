@@ -140,7 +140,7 @@ FetchResult fetch_package(const PackageArg& p, const FetchOptions& o) {
     throw e.with_context(what);
   }
   std::string final_path = cache_path_for(o.cache_dir, p);
-  FileLock lock(final_path + ".lock");
+  FileLock lock(final_path + ".lock", FileLock::File::transient);
   r.path = final_path;
   struct stat st {};
   if (!o.refresh && ::stat(final_path.c_str(), &st) == 0) {

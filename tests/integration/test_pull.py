@@ -472,6 +472,54 @@ def test_truncated_blob(ctx, bb_base):
     ctx.assert_consistent()
 
 
+def store_debris(root):
+    """Files a failed pull must not leave in the store: lock files, temporary files of atomic
+    writes, empty partial downloads (nothing to resume)."""
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        if "/fs" in dirpath[len(str(root)):]:
+            continue  # inside a layer's file tree: the image's own files
+        for n in files:
+            p = Path(dirpath) / n
+            if (n.endswith(".lock") or ".tmp" in n
+                    or (n.endswith(".partial") and p.stat().st_size == 0)):
+                out.append(str(p.relative_to(root)))
+    return sorted(out)
+
+
+def test_failed_pulls_leave_no_debris(ctx, bb_base):
+    """A blob the registry no longer has (404), then a lying one: each pull fails, and neither
+    leaves lock files, temporary files or empty partial downloads behind; nor does a pull that
+    succeeds."""
+    l2 = Layer([File("payload", secrets.token_bytes(20000))])
+    img = Image([bb_base, l2])
+    reg = ctx.registry()
+    reg.push_image("test/gone", "1", img)
+    data_path = reg.blob_data_path(l2.digest)
+    blob = data_path.read_bytes()
+    data_path.unlink()
+    ctx.insecure_conf(reg)
+    ref = f"{reg.host}/test/gone:1"
+
+    r = ctx("pull", ref)
+    assert r.returncode == 1 and l2.digest in r.stderr, r
+    assert store_debris(ctx.root) == []
+    ctx.assert_consistent()
+    assert ctx.images() == []
+
+    data_path.write_bytes(b"x" * len(blob))
+    r = ctx("pull", ref)
+    assert r.returncode == 1 and "digest mismatch" in r.stderr, r
+    assert store_debris(ctx.root) == []
+    ctx.assert_consistent()
+
+    data_path.write_bytes(blob)
+    ctx.ok("pull", ref)
+    assert store_debris(ctx.root) == []
+    ctx.assert_consistent()
+    assert ctx.blobs() == img.blobs
+
+
 def snapshot_outside(paths, token):
     """Names containing token directly under each of paths (which must stay free of them)."""
     out = []
