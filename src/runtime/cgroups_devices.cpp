@@ -155,8 +155,14 @@ UniqueFd load_device_program(const std::vector<bpf_insn>& prog) {
   attr.insns = reinterpret_cast<uintptr_t>(prog.data());
   attr.insn_cnt = static_cast<uint32_t>(prog.size());
   attr.license = reinterpret_cast<uintptr_t>(kLicense);
-  long fd = bpf(BPF_PROG_LOAD, &attr);
-  if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+  // The verifier gives up with EAGAIN when a signal arrives meanwhile (racker's handlers for
+  // SIGINT/SIGTERM during a boot): the handler has run by the time we are back, so load again.
+  long fd;
+  for (int tries = 1;; ++tries) {
+    fd = bpf(BPF_PROG_LOAD, &attr);
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if ((errno != EAGAIN && errno != EINTR) || tries == 5) break;
+  }
   int err = errno;
   // Load again with the verifier log, only to explain the failure.
   std::string log(16 * 1024, '\0');

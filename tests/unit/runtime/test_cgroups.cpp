@@ -13,6 +13,9 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <atomic>
+#include <csignal>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -765,6 +768,45 @@ TEST(CgroupHost, HybridHugetlbGoesToUnified) {
       std::cerr << "note: could not disable hugetlb again: " << e.what() << "\n";
     }
   }
+}
+
+// A signal caught while the kernel verifies the program makes BPF_PROG_LOAD fail with EAGAIN
+// (racker has handlers for SIGINT/SIGTERM during a boot): the load is tried again.
+TEST(CgroupHost, EbpfDeviceFilterLoadSurvivesSignals) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  std::string mount;
+  for (const auto& m : parse_cgroup_mounts(slurp("/proc/self/mountinfo")))
+    if (m.v2) mount = m.mount_point;
+  if (mount.empty()) GTEST_SKIP() << "no cgroup2 mount";
+  const std::string dir = mount + unique_name("bpfsig");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << dir;
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = [](int) {};
+  ::sigaction(SIGUSR1, &sa, &old);
+  pthread_t self = ::pthread_self();
+  std::atomic<bool> stop{false};
+  std::thread pester([&] {
+    while (!stop) {
+      ::pthread_kill(self, SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(1000));
+    }
+  });
+  std::string failure;
+  std::vector<oci::DeviceRule> rules;
+  for (int i = 0; i < 10; ++i) rules.push_back(rule(true, 'c', 1, i, "rw"));
+  for (int i = 0; i < 1000 && failure.empty(); ++i) {
+    try {
+      attach_device_filter(dir, rules);
+    } catch (const Error& e) {
+      failure = e.what();
+      if (e.err() == EPERM || e.err() == ENOSYS) failure.clear(), i = 1000;
+    }
+  }
+  stop = true;
+  pester.join();
+  ::sigaction(SIGUSR1, &old, nullptr);
+  ::rmdir(dir.c_str());
+  EXPECT_EQ(failure, "");
 }
 
 TEST(CgroupHost, EbpfDeviceFilterIsEnforced) {
