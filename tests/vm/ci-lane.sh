@@ -27,11 +27,23 @@ if command -v mmdebstrap >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "ci-lane: baking the bookworm image failed; its tests will fail in the guest" >&2
 fi
 
-rm -rf "$out"
+lane() {
+  rm -rf "$out"
+  "$here/run.sh" --build-dir "$build" --out "$out" --timeout 1200 -- \
+    test_systemd_host.py test_boot.py test_lifecycle.py test_exec_cp.py test_containers.py \
+    test_network.py
+}
 rc=0
-"$here/run.sh" --build-dir "$build" --out "$out" --timeout 2400 -- \
-  test_systemd_host.py test_boot.py test_lifecycle.py test_exec_cp.py test_containers.py \
-  test_network.py || rc=$?
+lane || rc=$?
+# 3: the guest's kernel locked up (run.sh printed its backtraces). Under TCG, with the host
+# busy, that happens to the emulated machine itself now and then; one more run tells a hang
+# of the emulator from one the tests cause (that one comes back and fails the lane).
+if [ $rc -eq 3 ]; then
+  echo "ci-lane: the guest's kernel locked up (trace above); running the lane once more" >&2
+  rm -rf "$out.lockup" && mv "$out" "$out.lockup"
+  rc=0
+  lane || rc=$?
+fi
 [ $rc -eq 0 ] || exit $rc
 
 junit=$out/share/out/junit.xml

@@ -71,7 +71,7 @@ log "pytest ${args[*]} (uptime $(uptime_s) s)"
 t0=$(date +%s.%N)
 cd /root/tests || { echo 1 >"$out/rc"; exit 1; }
 RACKER_BUILD=$bin RACKER_OCI=$bin/racker-oci \
-  python3 -m pytest -q -rs -p no:cacheprovider "${args[@]}" --junitxml="$out/junit.xml" 2>&1 |
+  python3 -m pytest -v -rs -p no:cacheprovider "${args[@]}" --junitxml="$out/junit.xml" 2>&1 |
   tee "$out/pytest.log"
 rc=${PIPESTATUS[0]}
 t1=$(date +%s.%N)

@@ -15,7 +15,7 @@
 #   --cache      image cache (default /var/cache/racker-tests/vm; tests/vm/build-image.sh)
 #
 # Exit status: pytest's inside the guest; 1 if the guest never reported one (boot failure,
-# timeout); 77 with one "SKIP: reason" line when qemu is missing, we are not root, or the image
+# timeout); 3 if its kernel locked up or panicked (the console's trace is printed); 77 with one "SKIP: reason" line when qemu is missing, we are not root, or the image
 # cannot be built because the Debian archive is unreachable.
 set -euo pipefail
 
@@ -123,8 +123,11 @@ bake=()
 if [ -d /var/cache/racker-tests/bake ]; then
   bake=(-virtfs "local,path=/var/cache/racker-tests/bake,mount_tag=bake,security_model=none,readonly=on,id=bake")
 fi
-# panic=1 + -no-reboot: a kernel panic (or an initramfs that cannot find the root) ends qemu
+# panic=1 + -no-reboot: a kernel panic (or an initramfs that cannot find the root) ends qemu.
+# A soft lockup (a CPU stuck in the kernel for 20 s) panics too, after a backtrace of every CPU:
+# the guest cannot get out of one, and the backtraces say where it hung.
 cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 panic=1"
+cmdline+=" softlockup_panic=1 softlockup_all_cpu_backtrace=1"
 qemu_argv=("$qemu" -machine q35 "${accel[@]}" -cpu "$cpu" -smp 2 -m "$memory"
   -nodefaults -no-user-config -display none -vga none -monitor none -no-reboot
   -serial "file:$out/console.log"
@@ -174,6 +177,11 @@ while kill -0 "$qpid" 2>/dev/null; do
       "$out/console.log" 2>/dev/null; then
     why="the guest fell into emergency mode"; break
   fi
+  if grep -q -e 'watchdog: BUG: soft lockup' -e 'rcu_preempt self-detected stall' \
+      -e 'rcu: INFO: rcu_preempt detected stalls' "$out/console.log" 2>/dev/null; then
+    sleep 5 # the backtraces (then the panic) follow the first line
+    why="the guest's kernel locked up"; break
+  fi
   if [ -z "${t_running:-}" ] && [ -s "$share/out/state" ]; then
     t_running=$(secs "$t_boot")
     echo "run.sh: guest reached '$(cat "$share/out/state")' after $t_running s" >&2
@@ -200,6 +208,16 @@ echo "===== times =====" >&2
 echo "image: ${t_image} s; boot to '$(cat "$res/state" 2>/dev/null || echo '?')': ${t_running:-?} s" \
   "(host clock, polled); VM total: ${t_vm} s; run.sh total: $(secs "$t_start") s" >&2
 if [ ! -s "$res/rc" ]; then
+  # The guest's kernel gave up: its first report (with the backtraces) says where
+  first=$(grep -n -m1 -e 'watchdog: BUG: soft lockup' -e 'rcu_preempt self-detected stall' \
+    -e 'rcu: INFO: rcu_preempt detected stalls' -e 'Kernel panic' -e 'BUG: ' \
+    "$out/console.log" 2>/dev/null | cut -d: -f1 || true)
+  if [ -n "$first" ]; then
+    echo "run.sh: the guest reported no result (${why:-its kernel panicked}); the console from" \
+      "its kernel's first report:" >&2
+    sed -n "$first,$((first + 150))p" "$out/console.log" >&2
+    exit 3
+  fi
   echo "run.sh: the guest reported no result${why:+ ($why)}; the console's last lines:" >&2
   if [ -s "$out/console.log" ]; then tail -n 40 "$out/console.log" >&2; else echo "(console.log is empty)" >&2; fi
   exit 1
