@@ -9,7 +9,11 @@
 #include "base/clock.hpp"
 #include "base/error.hpp"
 #include "base/fd.hpp"
+#include "base/fs.hpp"
 #include "image/digest.hpp"
+#include "image/unpack.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace racker::image {
 
@@ -66,7 +70,34 @@ void unpack_stored_layer(const ContentStore& content, ImageStore& images, const 
     if (stats.diff_id != l.diff_id)
       throw Error("uncompressed layer has digest " + stats.diff_id + ", config says " + l.diff_id,
                   EINVAL);
+    // settled by fix_up_layers once every lower layer is complete (they may be unpacking now)
+    const LayerFixups& f = stats.fixups;
+    if (!f.implicit_dirs.empty() || !f.whiteouts.empty())
+      write_file_atomic(
+          dir.substr(0, dir.rfind('/')) + "/fixups.json",
+          nlohmann::json{{"implicit_dirs", f.implicit_dirs}, {"whiteouts", f.whiteouts}}.dump());
   });
+}
+
+void fix_up_layers(ImageStore& images, const ImageRecord& rec) {
+  for (size_t i = 0; i < rec.layers.size(); ++i) {  // bottom up: each against settled lowers
+    const LayerRecord& l = rec.layers[i];
+    std::string dir = images.layer_dir(l.chain_id);
+    auto text = read_file_if_exists(dir + "/fixups.json");
+    if (!text) continue;
+    LayerFixups f;
+    try {
+      auto j = nlohmann::json::parse(*text);
+      f.implicit_dirs = j.at("implicit_dirs").get<std::vector<std::string>>();
+      f.whiteouts = j.at("whiteouts").get<std::vector<std::string>>();
+    } catch (const std::exception&) {
+      throw Error("layer " + l.digest + ": unreadable " + dir + "/fixups.json", EINVAL);
+    }
+    std::vector<std::string> lowers;  // topmost first
+    for (size_t k = i; k-- > 0;) lowers.push_back(images.layer_dir(rec.layers[k].chain_id) + "/fs");
+    fix_up_layer(dir + "/fs", lowers, f);
+    ::unlink((dir + "/fixups.json").c_str());
+  }
 }
 
 namespace {
@@ -142,6 +173,7 @@ ImportResult import_one(ContentStore& content, ImageStore& images, const ImportI
                              std::to_string(rec.layers.size()));
       }
     }
+    fix_up_layers(images, rec);
     return {rec, {}, false};
   } catch (const Error& e) {
     throw e.with_context(item.names.empty() ? "image " + manifest_digest : item.names[0]);

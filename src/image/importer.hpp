@@ -31,6 +31,9 @@ Compression unpack_compression(const std::string& layer_media_type);
 // a lower layer that is not unpacked yet fails with ENOENT.
 void unpack_stored_layer(const ContentStore& content, ImageStore& images, const ImageRecord& rec,
                          size_t i);
+// After every layer of rec is complete: applies what unpacking recorded for later (each
+// layer's fixups.json, LayerFixups), bottom up, and removes the records. Idempotent.
+void fix_up_layers(ImageStore& images, const ImageRecord& rec);
 
 // Where the importer reads the blobs the content store does not have yet.
 class BlobSource {

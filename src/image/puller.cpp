@@ -154,6 +154,7 @@ ImageRecord pull_image(ContentStore& content, ImageStore& images, const std::str
       }
       for (auto& t : threads) t.join();
       if (failure) std::rethrow_exception(failure);
+      fix_up_layers(images, rec);
       images.put(rec, refstr);
       emit(opts, {PullEvent::done, refstr, rec.size, rec.size, manifest_digest});
       auto stored = images.find(refstr);

@@ -136,7 +136,12 @@ std::string Reference::familiar() const {
     if (repo.starts_with(kOfficialNamespace) &&
         repo.find('/', kOfficialNamespace.size()) == std::string_view::npos)
       repo.remove_prefix(kOfficialNamespace.size());
-    out = repo;
+    // "docker.io/foo.bar/x" without its host would read back as registry "foo.bar".
+    size_t slash = repo.find('/');
+    if (slash != std::string_view::npos && looks_like_registry(repo.substr(0, slash)))
+      out = name();
+    else
+      out = repo;
   } else {
     out = name();
   }

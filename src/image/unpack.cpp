@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -123,6 +124,14 @@ class Unpacker {
   }
 
   // Directory times last: creating their contents changed them.
+  // What only the lower layers can settle (LayerFixups), once they are complete.
+  LayerFixups fixups() const {
+    LayerFixups f;
+    f.implicit_dirs.assign(implicit_dirs_.begin(), implicit_dirs_.end());
+    f.whiteouts = whiteouts_;
+    return f;
+  }
+
   void finish() {
     cur_ = nullptr;
     for (auto& [path, ts] : dir_times_) {
@@ -225,6 +234,7 @@ class Unpacker {
         if (errno != ENOENT) fail("stat \"" + next_path + "\"");
         if (mkdirat(cur_fd(), c.c_str(), 0755) < 0) fail("create directory \"" + next_path + "\"");
         st.st_mode = S_IFDIR;
+        implicit_dirs_.insert(next_path);
       }
       if (S_ISLNK(st.st_mode)) {
         if (++links > 40) fail("resolve \"" + rel + "\"", ELOOP);
@@ -361,7 +371,9 @@ class Unpacker {
     if (target.empty() || target == "." || target == "..") fail("invalid whiteout", EINVAL);
     // overlayfs whiteout: a 0:0 character device. If this layer itself has an entry there, it
     // stays: a whiteout only hides lower layers.
-    if (mknodat(parent.fd, target.c_str(), S_IFCHR | 0, makedev(0, 0)) < 0 && errno != EEXIST)
+    if (mknodat(parent.fd, target.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0)
+      whiteouts_.push_back(dir.empty() ? target : dir + "/" + target);
+    else if (errno != EEXIST)
       fail("create whiteout");
   }
 
@@ -402,6 +414,7 @@ class Unpacker {
     if ((existed || needs_chmod(p, e)) && fchmod(fd.get(), e.mode) < 0) fail("chmod");
     set_xattrs_fd(fd.get(), e);
     dir_times_.emplace_back(rel, times(e));
+    implicit_dirs_.erase(rel);
     // Its children usually come next: keep the descriptor as their parent.
     if (auto it = dirs_.find(rel); it != dirs_.end()) retired_.push_back(std::move(it->second.fd));
     dirs_[rel] = CachedDir{std::move(fd), e.gid, (e.mode & S_ISGID) != 0, true};
@@ -514,6 +527,8 @@ class Unpacker {
   std::vector<UniqueFd> retired_;
   std::vector<std::pair<std::string, Times>> dir_times_;
   std::optional<Times> root_times_;
+  std::set<std::string> implicit_dirs_;  // made for entries whose parents the layer lacks
+  std::vector<std::string> whiteouts_;
 };
 
 }  // namespace
@@ -578,11 +593,66 @@ UnpackStats unpack_layer(int fd, Compression c, const std::string& target_dir,
     }
     tar.drain();
     unpacker.finish();
+    stats.fixups = unpacker.fixups();
     stats.diff_id = stream.digest();
     stats.bytes = stream.bytes();
     return stats;
   } catch (const Error& e) {
     throw e.with_context("unpack layer into " + target_dir);
+  }
+}
+
+namespace {
+
+// What the topmost lower layer that has rel holds there: nullopt when none does.
+std::optional<struct stat> lower_entry(const std::vector<std::string>& lower_dirs,
+                                       const std::string& rel) {
+  for (auto& lower : lower_dirs) {
+    UniqueFd lroot(open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!lroot) continue;
+    UniqueFd fd(openat2_in_root(lroot.get(), rel, O_PATH | O_NOFOLLOW));
+    if (!fd) continue;  // not there (or not reachable): look further down
+    struct stat st;
+    if (fstat(fd.get(), &st) == 0) return st;
+  }
+  return std::nullopt;
+}
+
+bool is_whiteout(const struct stat& st) {
+  return S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+}
+
+}  // namespace
+
+void fix_up_layer(const std::string& target_dir, const std::vector<std::string>& lower_dirs,
+                  const LayerFixups& f) {
+  UniqueFd root(open(target_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) throw_errno("open " + target_dir);
+  for (auto& rel : f.implicit_dirs) {
+    auto below = lower_entry(lower_dirs, rel);
+    if (!below || !S_ISDIR(below->st_mode)) continue;  // nothing to copy: 0755 root stays
+    UniqueFd fd(openat2_in_root(root.get(), rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+    if (!fd) continue;  // replaced by a later entry of the layer
+    struct stat st;
+    if (fstat(fd.get(), &st) < 0) throw_errno("stat " + target_dir + "/" + rel);
+    if ((st.st_uid != below->st_uid || st.st_gid != below->st_gid) &&
+        fchown(fd.get(), below->st_uid, below->st_gid) < 0)
+      throw_errno("chown " + target_dir + "/" + rel);
+    if ((st.st_mode & 07777) != (below->st_mode & 07777) &&
+        fchmod(fd.get(), below->st_mode & 07777) < 0)
+      throw_errno("chmod " + target_dir + "/" + rel);
+  }
+  for (auto& rel : f.whiteouts) {
+    auto below = lower_entry(lower_dirs, rel);
+    if (below && !is_whiteout(*below)) continue;  // it hides something: it stays
+    auto [dir, name] = split_last(rel);
+    UniqueFd parent(dir.empty() ? fcntl(root.get(), F_DUPFD_CLOEXEC, 0)
+                                : openat2_in_root(root.get(), dir, O_PATH | O_DIRECTORY));
+    if (!parent) continue;
+    struct stat st;
+    if (fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && is_whiteout(st) &&
+        unlinkat(parent.get(), name.c_str(), 0) < 0 && errno != ENOENT)
+      throw_errno("remove whiteout " + target_dir + "/" + rel);
   }
 }
 

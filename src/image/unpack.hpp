@@ -17,10 +17,22 @@ enum class Compression {
   detect,  // sniff the magic bytes: gzip, zstd, otherwise an uncompressed tar
 };
 
+// What unpacking one layer could not settle alone, because it depends on the lower layers
+// (which may still be unpacking): fix_up_layer applies it once they are complete.
+struct LayerFixups {
+  // directories made for entries whose parents the layer lacks (0755 root): they take the
+  // owner and mode of the directory a lower layer has there (a sticky /tmp stays 1777)
+  std::vector<std::string> implicit_dirs;
+  // whiteouts made: one that hides nothing below is removed (overlayfs would show it as a
+  // 0:0 device that cannot be opened)
+  std::vector<std::string> whiteouts;
+};
+
 struct UnpackStats {
   uint64_t entries = 0;  // filesystem entries in the tar (whiteouts included, meta headers not)
   uint64_t bytes = 0;    // size of the uncompressed tar stream
   std::string diff_id;   // "sha256:<hex>" of the uncompressed tar stream, trailing data included
+  LayerFixups fixups;
 };
 
 // A decompression bomb: a layer is refused once its uncompressed stream passes both min_bytes
@@ -44,5 +56,10 @@ ExpansionLimit expansion_limit_from_env();
 UnpackStats unpack_layer(int fd, Compression c, const std::string& target_dir,
                          const std::vector<std::string>& lower_dirs = {},
                          const ExpansionLimit& limit = {});
+
+// Applies f to the unpacked layer at target_dir against its complete lower layers (topmost
+// first). Idempotent. Throws racker::Error.
+void fix_up_layer(const std::string& target_dir, const std::vector<std::string>& lower_dirs,
+                  const LayerFixups& f);
 
 }  // namespace racker::image

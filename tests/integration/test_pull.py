@@ -216,6 +216,36 @@ def test_whiteouts_opaque_and_hardlinks(ctx):
     ctx.assert_consistent()
 
 
+def test_missing_parents_and_phantom_whiteouts(ctx):
+    """Layer 2 holds tmp/a/file and opt/app without entries for tmp/ and opt/: those take the
+    lower layer's owner and mode (a sticky /tmp stays 1777 in the overlay), although layer 1 is
+    bigger and still unpacking when layer 2 is done. Its whiteouts of paths no lower layer has
+    are dropped (no phantom 0:0 device), those that hide something stay."""
+    l1 = Layer([Dir("tmp", mode=0o1777), Dir("opt", mode=0o750, uid=1000, gid=1000),
+                File("opt/big", secrets.token_bytes(8 << 20)), File("opt/old", b"old\n")])
+    l2 = Layer([File("tmp/a/file", b"x\n"), File("opt/app", b"y\n"),
+                Whiteout("newdir/ghost"), Whiteout("opt/nothing"), Whiteout("opt/old")])
+    img = Image([l1, l2])
+    reg = ctx.registry()
+    reg.push_image("test/parents", "1", img)
+    ctx.insecure_conf(reg)
+    ctx.ok("pull", f"{reg.host}/test/parents:1")
+
+    fs2 = ctx.layer_fs(img.chain_ids[1])
+    st = os.lstat(fs2 / "tmp")
+    assert stat.S_IMODE(st.st_mode) == 0o1777 and st.st_uid == 0, oct(st.st_mode)
+    st = os.lstat(fs2 / "opt")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 1000, 1000)
+    assert stat.S_IMODE(os.lstat(fs2 / "tmp" / "a").st_mode) == 0o755  # nothing below: default
+    assert os.listdir(fs2 / "newdir") == []
+    assert not os.path.lexists(fs2 / "opt" / "nothing")
+    st = os.lstat(fs2 / "opt" / "old")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    for c in img.chain_ids:
+        assert not (ctx.root / "layers" / c[7:] / "fixups.json").exists()
+    ctx.assert_consistent()
+
+
 def test_hardlink_to_lower_layer(ctx, bb_base, bb_rootfs):
     """Layer 2 hardlinks to etc/passwd, which only layer 1 has. Layers are unpacked each into
     its own directory, so the link's source is not there: the layer must still unpack (as

@@ -206,11 +206,23 @@ class Unpack : public ::testing::Test {
   }
   void TearDown() override {
     if (!base_.empty()) remove_tree(base_);
+    if (!lower_.empty()) remove_tree(lower_);
   }
 
   UnpackStats unpack(const std::string& bytes, Compression c = Compression::none) {
     auto fd = bytes_fd(bytes);
-    return unpack_layer(fd.get(), c, root_);
+    std::vector<std::string> lowers;
+    if (!lower_.empty()) lowers.push_back(lower_);
+    auto stats = unpack_layer(fd.get(), c, root_, lowers);
+    fix_up_layer(root_, lowers, stats.fixups);  // as the store does once the lowers are complete
+    return stats;
+  }
+  // A lower layer (unpacked already) for the next unpack(), made of t's entries.
+  void lower(const std::string& bytes) {
+    lower_ = base_ + "-lower";
+    ASSERT_EQ(mkdir(lower_.c_str(), 0755), 0);
+    auto fd = bytes_fd(bytes);
+    unpack_layer(fd.get(), Compression::none, lower_);
   }
   std::string p(const std::string& rel) const { return root_ + "/" + rel; }
 
@@ -256,7 +268,7 @@ class Unpack : public ::testing::Test {
     }
   }
 
-  std::string base_, root_, sentinel_, outdir_;
+  std::string base_, root_, sentinel_, outdir_, lower_;
   struct stat sentinel_stat_ {
   }, outdir_stat_{};
 };
@@ -421,6 +433,13 @@ TEST_F(Unpack, PaxAndGnuLongNamesAndUstarPrefix) {
 }
 
 TEST_F(Unpack, WhiteoutsBecomeOverlayWhiteouts) {
+  TarWriter l;
+  l.dir("etc/");
+  l.file("etc/motd", "hello");
+  l.dir("gone-dir/");
+  l.file("keep", "lower");
+  l.end();
+  lower(l.data);
   TarWriter t;
   t.dir("etc/");
   t.file("etc/.wh.motd", "");
@@ -430,9 +449,11 @@ TEST_F(Unpack, WhiteoutsBecomeOverlayWhiteouts) {
   t.file(".wh..wh.plnk", "");  // AUFS metadata: ignored
   t.file(".wh.gone-dir", "");
   t.file("keep", "k");
-  t.file(".wh.keep", "");  // whiteouts only hide lower layers, never this one's entries
+  t.file(".wh.keep", "");         // whiteouts only hide lower layers, never this one's entries
+  t.file("etc/.wh.no-such", "");  // hides nothing: no phantom entry in the overlay
   t.end();
   unpack(t.data);
+  EXPECT_FALSE(exists(p("etc/no-such")));
 
   struct stat s = lstat_of(p("etc/motd"));
   EXPECT_TRUE(S_ISCHR(s.st_mode));
@@ -721,7 +742,36 @@ TEST_F(Unpack, FinalSymlinkIsReplacedNeverFollowed) {
   expect_host_untouched();
 }
 
+TEST_F(Unpack, MissingParentsTakeTheLowerLayersMetadata) {
+  // containerd's rule: a parent the layer leaves out would hide the lower directory with a
+  // 0755 root one in the overlay; it gets the lower one's owner and mode instead
+  TarWriter l;
+  l.dir("tmp/", 01777);
+  l.dir("opt/", 0750, 1000, 1000);
+  l.end();
+  lower(l.data);
+  TarWriter t;
+  t.file("tmp/a/file", "x");
+  t.file("opt/app", "y");
+  t.end();
+  unpack(t.data);
+  struct stat st = lstat_of(p("tmp"));
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+  EXPECT_EQ(st.st_uid, 0u);
+  st = lstat_of(p("opt"));
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1000u);
+  EXPECT_EQ(lstat_of(p("tmp/a")).st_mode & 07777, 0755u);  // no lower: as before
+}
+
 TEST_F(Unpack, WhiteoutsThroughHostileSymlinksStayInside) {
+  TarWriter l;
+  l.dir(outdir_.substr(1) + "/");
+  l.file(outdir_.substr(1) + "/victim", "lower");
+  l.symlink("w", outdir_);  // the lower layer has the same link: the whiteout hides its victim
+  l.end();
+  lower(l.data);
   TarWriter t;
   t.symlink("w", outdir_);
   t.file("w/.wh.victim", "");
