@@ -11,6 +11,7 @@
 #include "base/fd.hpp"
 #include "base/fs.hpp"
 #include "image/digest.hpp"
+#include "image/gc.hpp"
 #include "image/unpack.hpp"
 
 #include <nlohmann/json.hpp>
@@ -126,19 +127,9 @@ void store_blob(ContentStore& content, const BlobSource* src, const Descriptor& 
 }
 
 void roll_back(ContentStore& content, ImageStore& images, const Added& added) {
-  std::set<std::string> blobs, chains;
-  for (auto& r : images.list()) {
-    blobs.insert(r.manifest_digest);
-    blobs.insert(r.config_digest);
-    for (auto& l : r.layers) {
-      blobs.insert(l.digest);
-      chains.insert(l.chain_id);
-    }
-  }
-  for (auto& c : added.layers)
-    if (!chains.count(c)) images.remove_layer(c);
-  for (auto& b : added.blobs)
-    if (!blobs.count(b)) content.remove_blob(b);
+  std::set<std::string> only(added.blobs.begin(), added.blobs.end());
+  only.insert(added.layers.begin(), added.layers.end());
+  collect_garbage(content, images, &only);  // unless an image or a lease uses them meanwhile
 }
 
 ImportResult import_one(ContentStore& content, ImageStore& images, const ImportItem& item,

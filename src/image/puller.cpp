@@ -12,6 +12,7 @@
 #include "base/error.hpp"
 #include "image/auth.hpp"
 #include "image/digest.hpp"
+#include "image/gc.hpp"
 #include "image/importer.hpp"
 #include "image/manifest.hpp"
 #include "image/reference.hpp"
@@ -56,6 +57,7 @@ ImageRecord pull_image(ContentStore& content, ImageStore& images, const std::str
   RegistriesConf conf = load_registries_conf(opts.registries_conf);
   Platform want = opts.platform.empty() ? host_platform() : parse_platform(opts.platform);
   std::string last_error;
+  Lease lease(images.root());  // what we fetch and unpack is ours until the image record is
   for (const Reference& ref : resolve_name(conf, input)) {
     std::string refstr = ref.str();
     try {
@@ -96,12 +98,22 @@ ImageRecord pull_image(ContentStore& content, ImageStore& images, const std::str
         media_type = sniff_media_type(fm.body, fm.media_type);
       }
       Manifest m = parse_manifest(fm.body, "manifest " + manifest_digest);
+      {
+        std::vector<std::string> refs = {manifest_digest, m.config.digest};
+        for (auto& l : m.layers) refs.push_back(l.digest);
+        lease.add(refs);
+      }
       content.put_blob(fm.body, manifest_digest);
       emit(opts, {PullEvent::resolved, refstr, 0, 0, manifest_digest});
 
       if (!content.has(m.config.digest)) fetch_blob(content, *src, m.config, nullptr);
       ImageConfig cfg = parse_image_config(content.read_blob(m.config.digest));
       ImageRecord rec = make_image_record(m, manifest_digest, cfg, want);
+      {
+        std::vector<std::string> chains;
+        for (auto& l : rec.layers) chains.push_back(l.chain_id);
+        lease.add(chains);
+      }
 
       // layers concurrently: each thread fetches (unless stored) and unpacks (unless done)
       std::vector<std::thread> threads;

@@ -756,6 +756,49 @@ def big_image(bb_base):
     return Image([bb_base, big]), hashlib.sha256(payload).digest()
 
 
+def test_rmi_and_prune_during_a_pull(ctx, big_image, bb_image):
+    """rmi of another image and image prune while a pull runs must not delete what the pull
+    has fetched or reuses (here the busybox layer both images share): the pull's lease keeps
+    it. A lease whose puller was killed is removed by the next collection."""
+    img, _ = big_image
+    big = img.layers[1]
+    reg = ctx.registry()
+    reg.push_image("test/big", "1", img)
+    reg.push_image("test/other", "1", bb_image)
+    ctx.insecure_conf(reg)
+    ctx.ok("pull", f"{reg.host}/test/other:1")
+    partial = ctx.root / "ingest" / (big.digest[7:] + ".partial")
+
+    p = ctx.popen("pull", f"{reg.host}/test/big:1")
+    wait_until(lambda: (partial.exists() and partial.stat().st_size > 0) or p.poll() is not None,
+               timeout=20, interval=0.001, what="the big layer downloading")
+    running = p.poll() is None
+    ctx.ok("rmi", f"{reg.host}/test/other:1")
+    while p.poll() is None:
+        ctx.ok("image", "prune")
+    out, err = p.communicate()
+    assert p.returncode == 0, (out, err)
+    if not running:
+        pytest.skip("the pull ended before the rmi")
+    assert img.blobs <= ctx.blobs()
+    assert {c[7:] for c in img.chain_ids} <= ctx.layer_dirs()
+    ctx.assert_consistent()
+    r = ctx("image", "inspect", f"{reg.host}/test/big:1")
+    assert r.returncode == 0, r
+
+    # a pull killed in the middle leaves its lease; the next collection drops it
+    ctx.ok("rmi", f"{reg.host}/test/big:1")
+    p = ctx.popen("pull", f"{reg.host}/test/big:1")
+    wait_until(lambda: (partial.exists() and partial.stat().st_size > 0) or p.poll() is not None,
+               timeout=20, interval=0.001, what="the big layer downloading")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    leases = [n for n in os.listdir(ctx.root / "leases") if n.endswith(".lease")]
+    ctx.ok("image", "prune")
+    assert [n for n in os.listdir(ctx.root / "leases") if n.endswith(".lease")] == [], leases
+    assert ctx.blobs() == set() and ctx.layer_dirs() == set()
+
+
 @pytest.mark.parametrize("phase", ["download", "extract"])
 def test_kill_during_pull_then_pull_again(ctx, big_image, phase):
     """SIGKILL while the 30 MB layer downloads (its .partial has bytes) or while it is being

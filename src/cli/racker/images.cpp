@@ -15,6 +15,7 @@
 #include "cli/racker/progress.hpp"
 #include "engine/containers.hpp"
 #include "image/content_store.hpp"
+#include "image/gc.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
 #include "image/reference.hpp"
@@ -31,23 +32,6 @@ std::string human_size(uint64_t b) {
   else
     std::snprintf(buf, sizeof buf, "%.1fkB", static_cast<double>(b) / 1e3);
   return buf;
-}
-
-// Deletes the layers and blobs that no image in the store refers to any more.
-void collect_garbage(image::ContentStore& content, image::ImageStore& images) {
-  std::set<std::string> chains, blobs;
-  for (auto& r : images.list()) {
-    blobs.insert(r.manifest_digest);
-    blobs.insert(r.config_digest);
-    for (auto& l : r.layers) {
-      chains.insert(l.chain_id);
-      blobs.insert(l.digest);
-    }
-  }
-  for (auto& c : images.layers_on_disk())
-    if (!chains.count(c)) images.remove_layer(c);
-  for (auto& b : content.list_blobs())
-    if (!blobs.count(b)) content.remove_blob(b);
 }
 
 }  // namespace
@@ -156,7 +140,7 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
       rc = 1;
     }
   }
-  collect_garbage(content, images);
+  image::collect_garbage(content, images);
   return rc;
 }
 
@@ -203,7 +187,7 @@ int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g
   parse(args, {}, "image prune", 0, 0);
   image::ContentStore content(g.root);
   image::ImageStore images(g.root);
-  collect_garbage(content, images);
+  image::collect_garbage(content, images);
   return 0;
 }
 
