@@ -38,6 +38,8 @@ class Containers {
   // Full name, full id or unique id prefix. Throws racker::Error "no such container: X".
   ContainerEntry find(const std::string& name_or_id) const;
   ContainerEntry refresh(const ContainerEntry& c) const;
+  // By full id, also one racker has not finished making (no meta.json, maybe no directory).
+  ContainerEntry load(const std::string& id) const;
 
   // SIGTERM (or the image's StopSignal), SIGKILL after timeout_s. Returns true when it took
   // SIGKILL.
@@ -51,7 +53,6 @@ class Containers {
   std::string log_path(const ContainerEntry& c) const { return c.dir + "/log"; }
 
  private:
-  ContainerEntry load(const std::string& id) const;
   bool wait_stopped(const ContainerEntry& c, int timeout_ms) const;
 
   std::string store_root_;

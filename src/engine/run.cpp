@@ -18,6 +18,7 @@
 #include "engine/boot.hpp"
 #include "engine/containers.hpp"
 #include "engine/flat_rootfs.hpp"
+#include "engine/monitor.hpp"
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
 #include "image/content_store.hpp"
@@ -188,13 +189,14 @@ runtime::CreateOptions create_options(const std::string& bundle) {
   return o;
 }
 
-PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec) {
+PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec,
+                                    const std::string& id) {
   image::ContentStore content(req.store_root);
   image::ImageStore images(req.store_root);
   PreparedContainer p;
   p.rec = rec;
   p.image_config = nlohmann::json::parse(content.read_blob(rec.config_digest));
-  p.id = random_hex(64);
+  p.id = id.empty() ? random_hex(64) : id;
   p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
   p.cdir = req.store_root + "/containers/" + p.id;
   p.rootfs = p.cdir + "/rootfs";
@@ -386,7 +388,11 @@ int run_container(const RunRequest& req) {
         "-d of a booted OS container takes no command: the system runs in the "
         "background, racker exec runs commands in it",
         EINVAL, 125);
-  PreparedContainer p = prepare_container(req, rec);
+  // should racker die from here on (kill -9), the monitor cleans up after it (monitor.hpp)
+  std::string id = random_hex(64);
+  RunMonitor monitor =
+      RunMonitor::start(req.store_root, req.state_root, id, req.remove || req.detach);
+  PreparedContainer p = prepare_container(req, rec, id);
   const std::string& cdir = p.cdir;
   int notify_fd = -1;
   struct FdCloser {

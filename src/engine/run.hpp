@@ -75,7 +75,8 @@ struct PreparedContainer {
 image::ImageRecord find_or_pull(const RunRequest& req);
 // Container dir, overlay rootfs, hostname/hosts/resolv.conf, config built from the image and
 // flags. On failure nothing is left behind.
-PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec);
+PreparedContainer prepare_container(const RunRequest& req, const image::ImageRecord& rec,
+                                    const std::string& id = "");
 // Writes config.json and meta.json into the container dir.
 void write_container_files(const PreparedContainer& p);
 // How the runtime creates a container from bundle: through systemd's cgroup driver where

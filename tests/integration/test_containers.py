@@ -63,6 +63,53 @@ def gone(ctx, cid, n):
     assert state_entries_for(n) == []
 
 
+def monitors_of(cid):
+    """racker container monitor processes watching container cid."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"monitor" in argv and cid.encode() in argv:
+            out.append(int(pid))
+    return out
+
+
+def test_rm_happens_after_racker_run_is_killed(ctx):
+    """kill -9 of `racker run --rm`: the payload runs on (as under docker when the client goes),
+    and when it ends the container is removed all the same (racker's monitor); no monitor
+    stays behind."""
+    n = name(ctx, "rm-killed")
+    p = ctx.popen("run", "--rm", "--name", n, ctx.images.bb, "sleep", "3")
+    wait_until(lambda: status_of(ctx, n) == "Up", timeout=10, what="the container")
+    cid = ctx.container_ids()[0]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert status_of(ctx, n) == "Up"
+    assert monitors_of(cid) != []
+    wait_until(lambda: ctx.container_ids() == [], timeout=20, what="the container removed")
+    gone(ctx, cid, n)
+    wait_until(lambda: monitors_of(cid) == [], timeout=5, what="the monitor gone")
+
+
+@pytest.mark.parametrize("delay_ms", [0, 2, 5, 10, 15, 20, 25, 35, 50, 80])
+def test_kill_racker_run_early_leaves_nothing(ctx, delay_ms):
+    """kill -9 of `racker run --rm` at an early moment (while it mounts, makes the network,
+    creates the container): nothing stays (mount, cgroup, state, netns, directory), and the
+    same name runs again."""
+    n = name(ctx, "early")
+    p = ctx.popen("run", "--rm", "--name", n, ctx.images.bb, "true")
+    time.sleep(delay_ms / 1000)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    wait_until(lambda: ctx.container_ids() == [] and state_entries_for(n) == []
+               and store_mounts(ctx.root) == [], timeout=20, what="everything cleaned up")
+    r = ctx("run", "--rm", "--name", n, ctx.images.bb, "echo", "again")
+    assert (r.returncode, r.stdout) == (0, "again\n"), r
+
+
 def test_same_name_in_two_stores(ctx, racker_exe, images, tmp_path):  # noqa: F811
     """Two stores (--root) each have their own names: the runtime's state is keyed by container
     id, so a name running in one store is free in the other."""

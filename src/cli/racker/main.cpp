@@ -12,6 +12,7 @@
 #include "base/strings.hpp"
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
+#include "engine/monitor.hpp"
 #include "engine/run.hpp"
 
 using namespace racker;
@@ -95,6 +96,11 @@ int main(int argc, char** argv) {
       if (sub == "rm") return cli::cmd_rmi(rest, globals);
       if (sub == "pull") return cli::cmd_pull(rest, globals);
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
+    }
+    if (verb == "container" && rest.size() == 5 && rest[0] == "monitor" &&
+        rest[1] == "--state-root" && (rest[3] == "--rm" || rest[3] == "--keep")) {
+      // internal: started by racker run (engine/monitor.hpp), its pipe is fd 3
+      return engine::monitor_main(3, globals.root, rest[2], rest[4], rest[3] == "--rm");
     }
     static const std::map<std::string, Fn> kCommands = {
         {"run", cli::cmd_run},       {"pull", cli::cmd_pull},       {"images", cli::cmd_images},

@@ -1,0 +1,43 @@
+// racker's guard against its own sudden death (kill -9, a signal it cannot handle) during a
+// container's life in the foreground: a small process that outlives it, as podman's conmon
+// does, without a daemon. Should racker die before it is done with the container, the monitor
+// waits for the payload to end (a booted system is stopped at once: its command went with
+// racker) and then cleans up as racker would have: with --rm the container goes, else its
+// mount, network and runtime state are released and it stays as exited. A container racker
+// had not finished making (no meta.json) goes in any case.
+#pragma once
+
+#include <string>
+
+#include "base/fd.hpp"
+
+namespace racker::engine {
+
+class RunMonitor {
+ public:
+  RunMonitor() = default;
+  // Starts the monitor of container id (whose directory may not exist yet).
+  static RunMonitor start(const std::string& store_root, const std::string& state_root,
+                          const std::string& id, bool remove);
+  // racker is done with the container, normally or by an error it handled itself: the
+  // monitor leaves without doing anything.
+  ~RunMonitor();
+  RunMonitor(RunMonitor&&) noexcept = default;
+  RunMonitor& operator=(RunMonitor&&) noexcept = default;
+
+ private:
+  UniqueFd pipe_;  // our end; the monitor reads "done" or, when we die, end of file
+};
+
+// The monitor's side (racker container monitor): blocks on fd until racker is done ("done":
+// returns 0) or gone (end of file: waits for the container, cleans up, returns 0).
+int monitor_main(int fd, const std::string& store_root, const std::string& state_root,
+                 const std::string& id, bool remove);
+
+// What racker run does after the payload of a foreground run ended, when racker itself could
+// not: the runtime's state and cgroups, the network, the overlay mount; with remove the
+// container's directory too (also without, when it never got its meta.json).
+void clean_up_after(const std::string& store_root, const std::string& state_root,
+                    const std::string& id, bool remove);
+
+}  // namespace racker::engine
