@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from racker_ctx import racker_snapshot, state_entries_for
 
 BAKE_CACHE = Path("/var/cache/racker-tests/bake")
@@ -336,6 +337,23 @@ def test_signal_during_boot_removes_the_container(boot, racker_exe, tmp_path, si
     assert p.returncode == 128 + sig, (out, err)
     assert f"boot: interrupted by signal {int(sig)}" in err, err
     assert time.monotonic() - t0 < 5
+    boot.check_clean(name, before)
+
+
+def test_kill_racker_during_a_booted_run(boot, racker_exe):
+    """kill -9 of `racker run --rm` of an OS container while its command runs: racker's monitor
+    stops the booted system (its command went with racker) and removes the container."""
+    name = "boot-k9-" + uuid.uuid4().hex[:8]
+    before = racker_cgroups()
+    p = subprocess.Popen([racker_exe, "--root", str(boot.root), "run", "--rm", "--name", name,
+                          IMAGE, "sh", "-c", "echo started; sleep 100"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "started\n"
+    p.kill()
+    p.wait()
+    wait_until(lambda: not booted_inits() and not state_entries_for(name)
+               and not os.listdir(boot.root / "containers"), timeout=30,
+               what="the booted container stopped and removed")
     boot.check_clean(name, before)
 
 
