@@ -92,6 +92,98 @@ void write_pid_file(const std::string& path, pid_t pid) {
   write_file_atomic(path, std::to_string(pid), 0644);
 }
 
+// What a create in progress has made so far, in <state dir>/creating.json until state.json
+// replaces it: should the creating runtime die (kill -9), state and delete learn from it that
+// nobody will finish, and what to kill and remove.
+struct Creating {
+  pid_t creator = 0;
+  unsigned long long creator_start = 0;
+  std::string bundle;
+  pid_t init = 0;
+  unsigned long long init_start = 0;
+  nlohmann::json cgroup;          // CgroupManager::save() once the init is placed
+  nlohmann::json cgroup_planned;  // before: where it would go (its leaves are ours)
+};
+
+std::string creating_json(const Creating& c) {
+  nlohmann::json j = {{"creator", c.creator},
+                      {"creator_start", c.creator_start},
+                      {"bundle", c.bundle},
+                      {"init", c.init},
+                      {"init_start", c.init_start},
+                      {"cgroup", c.cgroup},
+                      {"cgroup_planned", c.cgroup_planned}};
+  return j.dump();
+}
+
+void write_creating(const std::string& dir, const Creating& c) {
+  write_file_atomic(dir + "/creating.json", creating_json(c), 0600);
+}
+
+std::optional<Creating> read_creating(const std::string& dir) {
+  auto text = read_file_if_exists(dir + "/creating.json");
+  if (!text) return std::nullopt;
+  try {
+    auto j = nlohmann::json::parse(*text);
+    Creating c;
+    c.creator = j.at("creator").get<pid_t>();
+    c.creator_start = j.at("creator_start").get<unsigned long long>();
+    c.bundle = j.value("bundle", "");
+    c.init = j.value("init", 0);
+    c.init_start = j.value("init_start", 0ULL);
+    c.cgroup = j.value("cgroup", nlohmann::json());
+    c.cgroup_planned = j.value("cgroup_planned", nlohmann::json());
+    return c;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// A create whose runtime is gone: nobody will finish it.
+bool abandoned(const std::string& dir) {
+  auto c = read_creating(dir);
+  if (!c) {
+    // no record at all (the directory comes with one): a runtime of an older version, still
+    // working or not; old enough, it is abandoned
+    struct stat st;
+    return ::stat(dir.c_str(), &st) == 0 && ::time(nullptr) - st.st_mtime > 60;
+  }
+  return process_start_time(c->creator) != c->creator_start || c->creator_start == 0;
+}
+
+// Kills and removes what an abandoned create made: the init (it may wait forever for a start
+// that will not come) and the container's cgroups.
+void clean_abandoned(const std::string& dir) {
+  auto c = read_creating(dir);
+  if (!c) return;
+  if (c->init > 0 && c->init_start != 0 && process_start_time(c->init) == c->init_start)
+    ::kill(c->init, SIGKILL);
+  nlohmann::json saved = c->cgroup;
+  if (saved.is_null() && c->cgroup_planned.is_object()) {
+    // killed while placing the init: its own leaf directories may exist, nothing above
+    saved = c->cgroup_planned;
+    if (saved.contains("hierarchies") && saved["hierarchies"].is_array())
+      for (auto& h : saved["hierarchies"])
+        if (h.is_object() && h.contains("path")) h["created"] = nlohmann::json::array({h["path"]});
+    if (saved.contains("unified") && saved["unified"].is_object() &&
+        saved["unified"].contains("path"))
+      saved["unified"]["created"] = nlohmann::json::array({saved["unified"]["path"]});
+  }
+  if (saved.is_null()) return;
+  try {
+    auto cg = CgroupManager::load(saved);
+    for (int i = 0; i < 100; ++i) {
+      auto pids = cg->pids();
+      if (pids.empty()) break;
+      for (pid_t p : pids) ::kill(p, SIGKILL);
+      ::usleep(10000);
+    }
+    cg->destroy();
+  } catch (const Error& e) {
+    log::debug("clean up an abandoned create: " + std::string(e.what()));
+  }
+}
+
 }  // namespace
 
 int wait_child_forwarding(pid_t child) {
@@ -172,6 +264,9 @@ ContainerRecord Runtime::load(const std::string& id) const {
   validate_id(id);
   if (!store_.exists(id)) throw Error("container \"" + id + "\" does not exist", ENOENT);
   auto rec = store_.load(id);
+  if (!rec && abandoned(store_.dir(id)))
+    throw Error("container \"" + id + "\" was left half-created by a runtime that died: delete it",
+                ESRCH);
   if (!rec) throw Error("container \"" + id + "\" is still being created", EBUSY);
   return *rec;
 }
@@ -268,7 +363,12 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     log::debug("container " + id + " has no mount namespace");
   }
 
-  store_.create_dir(id);
+  Creating creating;
+  creating.creator = ::getpid();
+  creating.creator_start = process_start_time(creating.creator);
+  creating.bundle = bundle;
+  creating.cgroup_planned = cgroup->save();
+  store_.create_dir(id, "creating.json", creating_json(creating));
   std::string dir = store_.dir(id);
   pid_t pid = -1;
   bool applied_cgroup = false;
@@ -319,6 +419,9 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     if (pid < 0) throw_errno("clone container init", clone_err);
     child_sock.reset();
     console_conn.reset();
+    creating.init = pid;
+    creating.init_start = process_start_time(pid);
+    write_creating(dir, creating);
 
     if (user_created) {
       write_mappings(pid, "uid_map", spec.linux_->uid_mappings);
@@ -329,6 +432,8 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
                  std::to_string(*proc.oom_score_adj));
     applied_cgroup = true;
     cgroup->apply(pid, resources);
+    creating.cgroup = cgroup->save();
+    write_creating(dir, creating);
     sync_send(parent_sock.get(), SyncType::go);
 
     SyncMessage m;
@@ -364,6 +469,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     rec.has_pid_ns = has_pid_ns;
     if (rec.start_time == 0) throw Error("container init exited during setup", ECHILD);
     store_.save(rec);
+    ::unlink((dir + "/creating.json").c_str());
     write_pid_file(opts.pid_file, pid);
     out.pid = pid;
     out.rec = rec;
@@ -483,7 +589,7 @@ std::vector<ContainerInfo> Runtime::list() const {
     }
     ContainerInfo info;
     if (!rec) {
-      info.state = make_state(id, "creating", 0, "", {});
+      info.state = make_state(id, abandoned(store_.dir(id)) ? "stopped" : "creating", 0, "", {});
     } else {
       auto status = status_of(*rec);
       info.state =
@@ -539,7 +645,10 @@ void Runtime::remove(const std::string& id, bool force) {
   if (!store_.exists(id)) throw Error("container \"" + id + "\" does not exist", ENOENT);
   auto rec = store_.load(id);
   if (!rec) {
-    if (!force) throw Error("container \"" + id + "\" is still being created", EBUSY);
+    std::string dir = store_.dir(id);
+    if (!force && !abandoned(dir))
+      throw Error("container \"" + id + "\" is still being created", EBUSY);
+    clean_abandoned(dir);
     store_.remove(id);
     return;
   }

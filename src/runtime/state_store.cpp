@@ -1,10 +1,12 @@
 #include "runtime/state_store.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -24,11 +26,22 @@ void validate_id(const std::string& id) {
   }
 }
 
-void StateStore::create_dir(const std::string& id) const {
+void StateStore::create_dir(const std::string& id, const std::string& first_file,
+                            const std::string& content) const {
   mkdir_p(root_, 0711);
-  if (::mkdir(dir(id).c_str(), 0711) != 0) {
-    if (errno == EEXIST) throw Error("container \"" + id + "\" already exists", EEXIST);
-    throw_errno("mkdir " + dir(id));
+  // made under a name no id can have, then renamed: <root>/<id> never exists without its
+  // first file (a runtime killed in between leaves only a "+new-" directory)
+  std::string tmp = root_ + "/+new-" + random_hex(12);
+  if (::mkdir(tmp.c_str(), 0711) != 0) throw_errno("mkdir " + tmp);
+  try {
+    if (!first_file.empty()) write_file_atomic(tmp + "/" + first_file, content, 0600);
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir(id).c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) throw Error("container \"" + id + "\" already exists", EEXIST);
+      throw_errno("rename " + tmp + " to " + dir(id));
+    }
+  } catch (...) {
+    remove_tree(tmp);
+    throw;
   }
 }
 
@@ -78,7 +91,7 @@ std::vector<std::string> StateStore::ids() const {
   if (!d) return out;
   while (auto* e = ::readdir(d)) {
     std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
+    if (n == "." || n == ".." || n.find('+') != std::string::npos) continue;  // "+new-"
     if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) out.push_back(n);
   }
   ::closedir(d);

@@ -35,8 +35,10 @@ class StateStore {
   const std::string& root() const { return root_; }
   std::string dir(const std::string& id) const { return root_ + "/" + id; }
 
-  // Makes <root>/<id>; throws "container \"id\" already exists" if it does.
-  void create_dir(const std::string& id) const;
+  // Makes <root>/<id> holding first_file (unless empty) with content, atomically; throws
+  // "container \"id\" already exists" if it does.
+  void create_dir(const std::string& id, const std::string& first_file = "",
+                  const std::string& content = "") const;
   void save(const ContainerRecord& rec) const;
   // nullopt if the container has no record (unknown id, or still being created).
   std::optional<ContainerRecord> load(const std::string& id) const;

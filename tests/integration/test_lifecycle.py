@@ -530,3 +530,23 @@ def test_unknown_command(racker):
     r = racker("frobnicate")
     assert r.returncode == 1
     assert r.stderr == 'racker-oci: unknown command "frobnicate" (see racker-oci --help)\n'
+
+
+@pytest.mark.parametrize("delay_ms", [0, 1, 2, 3, 5, 8, 12, 16, 20, 25, 30, 40])
+def test_create_killed_early_is_cleaned_by_delete(racker, make_bundle, delay_ms):
+    """kill -9 of `create` at an early moment: state does not say "still being created"
+    forever, and delete --force removes everything it had made (cgroups, the blocked init,
+    the state dir); the teardown's leak check looks for each."""
+    b = make_bundle(SLEEP)
+    cid = racker.new_id("early")
+    p, _, _ = racker.popen("create", "--bundle", b.path, cid)
+    time.sleep(delay_ms / 1000)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = racker("state", cid)
+    assert "still being created" not in r.stderr, r
+    if r.returncode == 0:
+        assert json.loads(r.stdout)["status"] in ("created", "stopped"), r
+    r = racker("delete", "--force", cid)
+    assert r.returncode == 0 or "does not exist" in r.stderr, r
+    assert cid not in racker.list_ids()
