@@ -193,10 +193,11 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
       }
       int stub_fd = make_exec_stub_fd();
       if (stub_fd < 0) throw_errno("create exec stub", -stub_fd);
-      ProcessSetup setup{&proc, seccomp ? &*seccomp : nullptr, o.preserve_fds, {}, state};
+      oci::Process payload = with_home(proc);
+      ProcessSetup setup{&payload, seccomp ? &*seccomp : nullptr, o.preserve_fds, {}, state};
       finish_process_setup(setup);
       install_late_seccomp(setup);
-      exec_process(proc, stub_fd);
+      exec_process(payload, stub_fd);
     } catch (const std::exception& e) {
       int err = 0;
       if (auto* re = dynamic_cast<const Error*>(&e)) err = re->err();

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -131,6 +132,36 @@ std::string find_executable(const oci::Process& process) {
       return cand;
   }
   throw Error("exec: \"" + name + "\": executable file not found in $PATH", ENOENT);
+}
+
+oci::Process with_home(const oci::Process& process) {
+  // the last HOME= decides, as with setenv in order
+  auto last = std::find_if(process.env.rbegin(), process.env.rend(),
+                           [](const std::string& e) { return e.starts_with("HOME="); });
+  if (last != process.env.rend() && last->size() > 5) return process;
+  std::string home = "/";
+  // a regular file only (a FIFO would block), read as root before the user changes
+  UniqueFd fd(::open("/etc/passwd", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  struct stat st;
+  if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode)) {
+    std::string text;
+    char buf[8192];
+    ssize_t n;
+    while (text.size() < (16u << 20) &&
+           ((n = ::read(fd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)))
+      if (n > 0) text.append(buf, static_cast<size_t>(n));
+    for (auto& line : split(text, '\n')) {
+      auto f = split(trim(line), ':');
+      if (f.size() > 5 && parse_uint(f[2]) == process.user.uid) {
+        if (!f[5].empty()) home = f[5];
+        break;
+      }
+    }
+  }
+  oci::Process out = process;
+  std::erase_if(out.env, [](const std::string& e) { return e.starts_with("HOME="); });
+  out.env.push_back("HOME=" + home);
+  return out;
 }
 
 void finish_process_setup(const ProcessSetup& s) {
@@ -297,7 +328,8 @@ void container_init(const InitContext& ctx) {
     // `create` fails (not the detached init) when any of it cannot be granted
     int stub_fd = make_exec_stub_fd();  // before seccomp, which may forbid memfd_create
     if (stub_fd < 0) throw_errno("create exec stub", -stub_fd);
-    ProcessSetup setup{&proc, ctx.seccomp, ctx.preserve_fds, {}, state_json};
+    oci::Process payload = with_home(proc);
+    ProcessSetup setup{&payload, ctx.seccomp, ctx.preserve_fds, {}, state_json};
     finish_process_setup(setup);
 
     sync_send(ctx.sync_fd, SyncType::ready);
@@ -313,7 +345,7 @@ void container_init(const InitContext& ctx) {
     run_hooks(spec.hooks.start_container, "startContainer", state_json);
 
     install_late_seccomp(setup);
-    exec_process(proc, stub_fd);
+    exec_process(payload, stub_fd);
   } catch (const std::exception& e) {
     if (!ready_sent) {
       int err = 0;

@@ -64,5 +64,10 @@ void install_late_seccomp(const ProcessSetup& setup);
 [[noreturn]] void exec_process(const oci::Process& process, int stub_fd);
 // Resolves args[0] against PATH of the process env; throws racker::Error if not found.
 std::string find_executable(const oci::Process& process);
+// The process with runc's HOME rule applied: when its env has no HOME (or an empty one), HOME
+// is the home directory of the first entry for its uid in the container's /etc/passwd, "/"
+// without one. dockerd and containerd send no HOME and rely on it. Call inside the container's
+// root, before the user changes.
+oci::Process with_home(const oci::Process& process);
 
 }  // namespace racker::runtime

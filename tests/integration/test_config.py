@@ -45,7 +45,9 @@ def test_domainname(racker, make_bundle):
 
 
 def test_env_is_exactly_process_env(racker, make_bundle):
-    env = ["PATH=/bin:/usr/bin", "FOO=bar baz", "EMPTY=", "WITH_EQ=a=b"]
+    # with a HOME of its own: without one the runtime adds HOME from /etc/passwd, as runc does
+    # (test_engines.py::test_runtime_sets_home_from_passwd)
+    env = ["PATH=/bin:/usr/bin", "FOO=bar baz", "EMPTY=", "WITH_EQ=a=b", "HOME=/nowhere"]
 
     def edit(c):
         c["process"]["env"] = env + [e for e in c["process"]["env"]
