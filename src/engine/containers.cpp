@@ -165,7 +165,10 @@ void Containers::remove(const ContainerEntry& c, bool force) const {
   auto cur = refresh(c);
   if (cur.running() && !force)
     throw Error("cannot remove running container " + c.name + ": stop it first or use -f", EBUSY);
-  if (cur.has_state) runtime::Runtime(state_root_).remove(c.id, true);
+  if (cur.has_state)
+    runtime::Runtime(state_root_).remove(c.id, true);
+  else
+    runtime::StateStore(state_root_).remove_partial(c.id);  // a create killed at its start
   net::teardown(state_root_, c.id);  // nothing to do unless it had a namespace of its own
   std::string rootfs = c.dir + "/rootfs";
   for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)

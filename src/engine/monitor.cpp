@@ -28,10 +28,17 @@ RunMonitor RunMonitor::start(const std::string& store_root, const std::string& s
   if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe for the container monitor");
   UniqueFd ours(p[1]), theirs(p[0]);
   // Everything the child needs, made before fork (only exec-safe calls after it)
-  std::vector<std::string> argv_s = {
-      "racker",  "--root",       store_root, "container",
-      "monitor", "--state-root", state_root, remove ? "--rm" : "--keep",
-      id};
+  std::vector<std::string> argv_s = {"racker",
+                                     "--root",
+                                     store_root,
+                                     "container",
+                                     "monitor",
+                                     "--state-root",
+                                     state_root,
+                                     "--parent",
+                                     std::to_string(::getpid()),
+                                     remove ? "--rm" : "--keep",
+                                     id};
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -93,21 +100,41 @@ void clean_up_after(const std::string& store_root, const std::string& state_root
   }
 }
 
-int monitor_main(int fd, const std::string& store_root, const std::string& state_root,
+int monitor_main(int fd, pid_t parent, const std::string& store_root, const std::string& state_root,
                  const std::string& id, bool remove) {
   ::prctl(PR_SET_NAME, "racker-monitor");
-  char buf[8];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) < 0 && errno == EINTR) {
+  // racker's end of the pipe may live on in a container init that racker forked and that
+  // never got to exec (it waits to be started): racker's own exit is what counts
+  UniqueFd racker(static_cast<int>(::syscall(SYS_pidfd_open, parent, 0)));
+  for (;;) {
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {racker.get(), POLLIN, 0}};
+    if (::poll(p, racker ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char buf[8];
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n > 0) return 0;  // racker finished the run itself
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return 1;  // no pipe (not started by racker run): nothing is known
+      break;                // end of file: racker is gone
+    }
+    if (p[1].revents & POLLIN) {
+      // racker is gone; a "done" it wrote just before still counts
+      struct pollfd q = {fd, POLLIN, 0};
+      char buf[8];
+      if (::poll(&q, 1, 0) > 0 && ::read(fd, buf, sizeof buf) > 0) return 0;
+      break;
+    }
   }
-  if (n > 0) return 0;  // racker finished the run itself
-  if (n < 0) return 1;  // no pipe (not started by racker run): nothing is known
   ::close(fd);
-  // racker is gone. A booted system goes at once (its command went with racker); a plain
-  // payload may run on, as under docker when the client goes: wait for it.
+  // racker is gone. A booted system goes at once (its command went with racker), so does an
+  // init still waiting to be started (nobody will); a plain payload may run on, as under
+  // docker when the client goes: wait for it.
   Containers store(store_root, state_root);
   ContainerEntry c = store.load(id);
-  if (c.running() && c.meta.value("booted", false)) {
+  if (c.running() && (c.meta.value("booted", false) || c.status == "created")) {
     try {
       runtime::Runtime(state_root).kill(id, SIGKILL, true);
     } catch (const Error&) {

@@ -7,6 +7,8 @@
 // had not finished making (no meta.json) goes in any case.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "base/fd.hpp"
@@ -31,7 +33,7 @@ class RunMonitor {
 
 // The monitor's side (racker container monitor): blocks on fd until racker is done ("done":
 // returns 0) or gone (end of file: waits for the container, cleans up, returns 0).
-int monitor_main(int fd, const std::string& store_root, const std::string& state_root,
+int monitor_main(int fd, pid_t parent, const std::string& store_root, const std::string& state_root,
                  const std::string& id, bool remove);
 
 // What racker run does after the payload of a foreground run ended, when racker itself could

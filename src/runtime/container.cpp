@@ -642,6 +642,7 @@ void Runtime::cleanup(const std::string& id, const ContainerRecord& rec, bool ru
 
 void Runtime::remove(const std::string& id, bool force) {
   validate_id(id);
+  if (force) store_.remove_partial(id);
   if (!store_.exists(id)) throw Error("container \"" + id + "\" does not exist", ENOENT);
   auto rec = store_.load(id);
   if (!rec) {

@@ -31,7 +31,7 @@ void StateStore::create_dir(const std::string& id, const std::string& first_file
   mkdir_p(root_, 0711);
   // made under a name no id can have, then renamed: <root>/<id> never exists without its
   // first file (a runtime killed in between leaves only a "+new-" directory)
-  std::string tmp = root_ + "/+new-" + random_hex(12);
+  std::string tmp = root_ + "/+new-" + id + "." + random_hex(8);
   if (::mkdir(tmp.c_str(), 0711) != 0) throw_errno("mkdir " + tmp);
   try {
     if (!first_file.empty()) write_file_atomic(tmp + "/" + first_file, content, 0600);
@@ -101,6 +101,17 @@ std::vector<std::string> StateStore::ids() const {
 
 void StateStore::remove(const std::string& id) const {
   remove_tree(dir(id));
+}
+
+void StateStore::remove_partial(const std::string& id) const {
+  DIR* d = ::opendir(root_.c_str());
+  if (!d) return;
+  std::vector<std::string> doomed;
+  std::string prefix = "+new-" + id + ".";
+  while (auto* e = ::readdir(d))
+    if (std::string_view(e->d_name).starts_with(prefix)) doomed.push_back(root_ + "/" + e->d_name);
+  ::closedir(d);
+  for (auto& p : doomed) remove_tree(p);
 }
 
 unsigned long long process_start_time(pid_t pid) {

@@ -45,6 +45,8 @@ class StateStore {
   bool exists(const std::string& id) const;
   std::vector<std::string> ids() const;
   void remove(const std::string& id) const;
+  // What a create killed while making <root>/<id> left (create_dir's "+new-<id>." dirs).
+  void remove_partial(const std::string& id) const;
 
  private:
   std::string root_;

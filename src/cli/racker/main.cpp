@@ -97,10 +97,14 @@ int main(int argc, char** argv) {
       if (sub == "pull") return cli::cmd_pull(rest, globals);
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
-    if (verb == "container" && rest.size() == 5 && rest[0] == "monitor" &&
-        rest[1] == "--state-root" && (rest[3] == "--rm" || rest[3] == "--keep")) {
+    if (verb == "container" && rest.size() == 7 && rest[0] == "monitor" &&
+        rest[1] == "--state-root" && rest[3] == "--parent" &&
+        (rest[5] == "--rm" || rest[5] == "--keep")) {
       // internal: started by racker run (engine/monitor.hpp), its pipe is fd 3
-      return engine::monitor_main(3, globals.root, rest[2], rest[4], rest[3] == "--rm");
+      auto parent = parse_int(rest[4]);
+      if (!parent || *parent <= 0) throw Error("container monitor: bad --parent", EINVAL);
+      return engine::monitor_main(3, static_cast<pid_t>(*parent), globals.root, rest[2], rest[6],
+                                  rest[5] == "--rm");
     }
     static const std::map<std::string, Fn> kCommands = {
         {"run", cli::cmd_run},       {"pull", cli::cmd_pull},       {"images", cli::cmd_images},
