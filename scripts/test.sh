@@ -15,5 +15,7 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRACKER_SANITIZE=ON -DRACKER_
 cmake --build build-asan -j"$(nproc)" --target unit_base unit_oci unit_runtime unit_image unit_engine \
   unit_probe
 (cd build-asan && ctest --output-on-failure -R '^(base|oci|runtime|image|engine|probe)\.' -j2)
+echo "== fuzz targets (20 s each)"
+tests/fuzz/run.sh 20
 echo "== all tests"
 cd build && ctest --output-on-failure

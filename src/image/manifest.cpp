@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "base/error.hpp"
 #include "base/strings.hpp"
@@ -20,6 +21,17 @@ bool is_index_media_type(const std::string& mt) {
   return mt == media::oci_index || mt == media::docker_list;
 }
 
+namespace {
+
+// Docker's deprecated schema1 (`"schemaVersion": 1`), whatever else the field holds: a string or
+// a number like 1e300 (which json's value<int>() would convert with undefined behaviour).
+bool is_schema1(const json& j) {
+  auto it = j.find("schemaVersion");
+  return it != j.end() && it->is_number() && it->get<double>() == 1;
+}
+
+}  // namespace
+
 std::string sniff_media_type(const std::string& body, const std::string& content_type) {
   std::string ct = content_type.substr(0, content_type.find(';'));
   if (ct == media::oci_index || ct == media::oci_manifest || ct == media::docker_list ||
@@ -28,8 +40,7 @@ std::string sniff_media_type(const std::string& body, const std::string& content
   try {
     auto j = json::parse(body);
     if (j.contains("mediaType") && j["mediaType"].is_string()) return j["mediaType"];
-    if (j.value("schemaVersion", 0) == 1)
-      return "application/vnd.docker.distribution.manifest.v1+json";
+    if (is_schema1(j)) return "application/vnd.docker.distribution.manifest.v1+json";
     if (j.contains("manifests")) return media::oci_index;
     if (j.contains("layers")) return media::oci_manifest;
   } catch (const json::exception&) {
@@ -43,13 +54,28 @@ namespace {
   throw Error(what + ": " + why, EINVAL);
 }
 
+// A string field that may be left out (or null); a value of another type is an error, not the
+// json::type_error that j.value() would throw.
+std::string optional_string(const json& j, const char* key, const char* fallback,
+                            const std::string& what) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) bad(what, std::string(key) + " is not a string");
+  return it->get<std::string>();
+}
+
 Descriptor parse_descriptor(const json& j, const std::string& what) {
   if (!j.is_object()) bad(what, "descriptor is not an object");
   Descriptor d;
   try {
-    d.media_type = j.value("mediaType", "");
+    d.media_type = optional_string(j, "mediaType", "", what);
     d.digest = j.at("digest").get<std::string>();
-    d.size = j.at("size").get<int64_t>();
+    // An integer (int64): get<int64_t>() of 1e300 would be undefined behaviour.
+    const json& size = j.at("size");
+    if (!size.is_number_integer() ||
+        (size.is_number_unsigned() && size.get<uint64_t>() > uint64_t{INT64_MAX}))
+      bad(what, "descriptor size is not a 64-bit integer");
+    d.size = size.get<int64_t>();
     if (j.contains("urls")) d.urls = j["urls"].get<std::vector<std::string>>();
     if (j.contains("platform")) {
       Platform p;
@@ -59,16 +85,25 @@ Descriptor parse_descriptor(const json& j, const std::string& what) {
       d.platform = p;
     }
   } catch (const json::exception& e) {
-    bad(what, std::string("malformed descriptor: ") + e.what());
+    bad(what, "malformed descriptor: " + json_error_text(e.what()));
   }
   validate_digest(d.digest);
   if (d.size < 0) bad(what, "negative size in descriptor " + d.digest);
   return d;
 }
 
+// Real manifests and configs nest a few levels. Copying, comparing or dumping a json recurses
+// once per level: an image config of 10000 nested arrays overflowed the stack (stored whole in
+// ImageConfig::raw).
+constexpr int kMaxJsonDepth = 100;
+
 json parse_json(const std::string& body, const std::string& what) {
   try {
-    return json::parse(body);
+    return json::parse(body, [&](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth)
+        bad(what, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return true;
+    });
   } catch (const json::exception&) {
     bad(what, "not valid JSON");
   }
@@ -79,10 +114,9 @@ json parse_json(const std::string& body, const std::string& what) {
 Manifest parse_manifest(const std::string& body, const std::string& what) {
   json j = parse_json(body, what);
   if (!j.is_object()) bad(what, "not a JSON object");
-  if (j.value("schemaVersion", 0) == 1)
-    bad(what, "schema1 manifests are not supported (deprecated Docker format)");
+  if (is_schema1(j)) bad(what, "schema1 manifests are not supported (deprecated Docker format)");
   Manifest m;
-  m.media_type = j.value("mediaType", media::oci_manifest);
+  m.media_type = optional_string(j, "mediaType", media::oci_manifest, what);
   if (!j.contains("config") || !j.contains("layers") || !j["layers"].is_array())
     bad(what, "not an image manifest (no config or layers)");
   m.config = parse_descriptor(j["config"], what + ": config");
@@ -99,7 +133,7 @@ Index parse_index(const std::string& body, const std::string& what) {
   if (!j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
     bad(what, "not an image index (no manifests)");
   Index idx;
-  idx.media_type = j.value("mediaType", media::oci_index);
+  idx.media_type = optional_string(j, "mediaType", media::oci_index, what);
   for (size_t i = 0; i < j["manifests"].size(); ++i)
     idx.manifests.push_back(
         parse_descriptor(j["manifests"][i], what + ": manifests[" + std::to_string(i) + "]"));
@@ -176,9 +210,9 @@ ImageConfig parse_image_config(const std::string& body) {
     c.platform.architecture = j.value("architecture", "");
     c.platform.variant = j.value("variant", "");
   } catch (const json::exception& e) {
-    bad("image config", std::string("malformed: ") + e.what());
+    bad("image config", "malformed: " + json_error_text(e.what()));
   }
-  c.raw = j;
+  c.raw = std::move(j);
   return c;
 }
 

@@ -169,6 +169,20 @@ TEST(Reference, FamiliarRoundTrips) {
   EXPECT_EQ(parse_reference("docker.io/library/debian:12").familiar(), "debian:12");
 }
 
+// Found by tests/fuzz/fuzz_reference: a Docker Hub repository whose first component looks like
+// a registry host ("foo.bar", "localhost") keeps docker.io in the familiar form, which otherwise
+// would read back as a reference to that host.
+TEST(Reference, FamiliarKeepsDockerHubBeforeAHostLikeComponent) {
+  for (const char* in : {"docker.io/foo.bar/x:1", "docker.io/localhost/x"}) {
+    Reference r = parse_reference(in);
+    EXPECT_EQ(parse_reference(r.familiar()).str(), r.str()) << in;
+  }
+  EXPECT_EQ(parse_reference("docker.io/foo.bar/x:1").familiar(), "docker.io/foo.bar/x:1");
+  EXPECT_EQ(parse_reference("docker.io/localhost/x").familiar(), "docker.io/localhost/x:latest");
+  EXPECT_EQ(parse_reference("docker.io/library/foo.bar").familiar(), "foo.bar:latest");
+  EXPECT_EQ(parse_reference("foo/bar.baz").familiar(), "foo/bar.baz:latest");
+}
+
 TEST(Reference, Errors) {
   EXPECT_EQ(error_of("Debian:x"),
             "invalid reference \"Debian:x\": repository name must be lowercase");
