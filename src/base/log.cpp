@@ -1,5 +1,7 @@
 #include "base/log.hpp"
 
+#include <cerrno>
+
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,7 +58,7 @@ void write(Level level, const std::string& msg) {
     nlohmann::json j = {{"level", level_name(level)}, {"msg", msg}, {"time", time}};
     line = j.dump() + "\n";
   } else if (g_fd == 2) {
-    line = "racker-oci: " + msg + "\n";
+    line = std::string(program_invocation_short_name) + ": " + msg + "\n";  // racker, racker-oci
   } else {
     line = time + " " + level_name(level) + ": " + msg + "\n";
   }

@@ -1,8 +1,10 @@
 #include "engine/boot.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -50,7 +52,43 @@ long ms_since(Clock::time_point t0) {
 // The last n lines of the console log, for error messages.
 std::string console_tail(const std::string& cdir, size_t n) {
   std::string out = file_tail(cdir + "/console.log", n);
-  return out.empty() ? "\n  (no console output)" : out;
+  return out.empty() ? "\n  (the init wrote nothing to the console)" : out;
+}
+
+// Host limits a booting system runs into, as a hint for the boot's error message; empty when
+// none is near. inotify instances are charged to the user that owns the user namespace: every
+// container of ours (and everything else root runs) shares root's fs.inotify.max_user_instances,
+// and systemd, journald and udevd each need some.
+std::string host_limit_hints() {
+  auto max =
+      parse_int(trim(read_file_if_exists("/proc/sys/fs/inotify/max_user_instances").value_or("")));
+  if (!max) return "";
+  long used = 0;
+  uid_t me = ::geteuid();
+  if (DIR* procs = ::opendir("/proc")) {
+    while (auto* e = ::readdir(procs)) {
+      if (!parse_int(e->d_name)) continue;
+      std::string fds = std::string("/proc/") + e->d_name + "/fd";
+      struct stat st;
+      if (::stat((std::string("/proc/") + e->d_name).c_str(), &st) != 0 || st.st_uid != me)
+        continue;
+      DIR* d = ::opendir(fds.c_str());
+      if (!d) continue;
+      while (auto* f = ::readdir(d)) {
+        char target[64];
+        ssize_t n = ::readlinkat(::dirfd(d), f->d_name, target, sizeof target - 1);
+        if (n > 0 && std::string_view(target, static_cast<size_t>(n)) == "anon_inode:inotify")
+          ++used;
+      }
+      ::closedir(d);
+    }
+    ::closedir(procs);
+  }
+  if (used + 4 < *max) return "";
+  return "\nhost limit: fs.inotify.max_user_instances (" + std::to_string(*max) + ") is used up (" +
+         std::to_string(used) +
+         " inotify instances open under this user); systemd needs some: raise it, e.g. sysctl "
+         "fs.inotify.max_user_instances=1024";
 }
 
 // SIGRTMIN+3 (systemd's "halt"), SIGKILL after timeout_ms; reaps the init (our child).
@@ -298,7 +336,8 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
       now.fast_teardown = true;  // a system that did not come up: nothing to shut down cleanly
       stop(rt, id, b, now);
       throw Error("boot: " + why + "; last console lines:" + tail +
-                      (journal.empty() ? "" : "\nlast journal lines:" + journal),
+                      (journal.empty() ? "" : "\nlast journal lines:" + journal) +
+                      host_limit_hints(),
                   ETIMEDOUT);
     }
   } catch (...) {

@@ -340,6 +340,29 @@ def test_signal_during_boot_removes_the_container(boot, racker_exe, tmp_path, si
     boot.check_clean(name, before)
 
 
+def test_boot_failing_on_the_inotify_limit_names_it(boot):
+    """Every container of root shares root's fs.inotify.max_user_instances; with it used up
+    systemd cannot come up, and racker's error names the limit and how to raise it."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("would starve the host's own systemd of inotify instances")
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    held = []
+    try:
+        while len(held) < 100000:
+            fd = libc.inotify_init1(os.O_CLOEXEC)
+            if fd < 0:
+                break
+            held.append(fd)
+        p = boot.run("true", flags=("--boot-timeout", "5"))
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert p.returncode == 125, p
+    assert "fs.inotify.max_user_instances" in p.stderr and "is used up" in p.stderr, p
+    assert p.stderr.count("\n") < 60, p
+
+
 def test_kill_racker_during_a_booted_run(boot, racker_exe):
     """kill -9 of `racker run --rm` of an OS container while its command runs: racker's monitor
     stops the booted system (its command went with racker) and removes the container."""
