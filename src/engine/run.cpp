@@ -22,6 +22,7 @@
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
 #include "image/content_store.hpp"
+#include "image/gc.hpp"
 #include "image/image_store.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
@@ -180,6 +181,19 @@ image::ImageRecord find_or_pull(const RunRequest& req) {
                    125);
   image::ContentStore content(req.store_root);
   return image::pull_image(content, images, req.image, req.pull_options);
+}
+
+static std::unique_ptr<image::Lease> hold_image(const RunRequest& req, image::ImageRecord& rec) {
+  auto lease = std::make_unique<image::Lease>(req.store_root);
+  std::vector<std::string> refs = {rec.manifest_digest, rec.config_digest};
+  for (auto& l : rec.layers) refs.push_back(l.chain_id);
+  lease->add(refs);
+  // removed between our look-up and the lease: look (or pull) again, now under the lease
+  image::ImageStore images(req.store_root);
+  bool whole = images.find(rec.id).has_value();
+  for (auto& l : rec.layers) whole = whole && images.layer_complete(l.chain_id);
+  if (!whole) rec = find_or_pull(req);
+  return lease;
 }
 
 runtime::CreateOptions create_options(const std::string& bundle) {
@@ -382,6 +396,9 @@ void finish(PreparedContainer& p, int status, bool remove) {
 
 int run_container(const RunRequest& req) {
   image::ImageRecord rec = find_or_pull(req);
+  // until the container's meta.json names the image (rmi then refuses), a lease keeps
+  // racker rmi / image prune from taking its layers away under us
+  auto lease = hold_image(req, rec);
   bool boot = decide_boot(req, rec);
   if (boot && req.detach && !req.flags.args.empty())
     throw RunError(
@@ -438,6 +455,9 @@ int run_container(const RunRequest& req) {
 
 std::string create_container(const RunRequest& req) {
   image::ImageRecord rec = find_or_pull(req);
+  // until the container's meta.json names the image (rmi then refuses), a lease keeps
+  // racker rmi / image prune from taking its layers away under us
+  auto lease = hold_image(req, rec);
   RunRequest foreground = req;
   foreground.detach = false;  // booted as racker run would boot it (start -a or start)
   bool boot = decide_boot(foreground, rec);

@@ -110,6 +110,23 @@ def test_kill_racker_run_early_leaves_nothing(ctx, delay_ms):
     assert (r.returncode, r.stdout) == (0, "again\n"), r
 
 
+def test_run_races_rmi(ctx):
+    """racker run and racker rmi of its image at the same moment, 15 times: the run either
+    works or fails with one line about the image (never a broken rootfs or a raw mount
+    error), and the store stays consistent."""
+    bb = ctx.images.bb
+    for _ in range(15):
+        run = ctx.popen("run", "--rm", bb, "true")
+        ctx("rmi", bb)
+        r = ctx.wait(run)
+        assert r.returncode == 0 or (r.returncode == 125 and r.stderr.count("\n") == 1
+                                     and bb in r.stderr), r
+        if ctx("images", "-q").stdout.strip() == "":
+            assert ctx("pull", bb).returncode == 0
+        ctx.assert_consistent()
+    assert ctx.container_ids() == []
+
+
 def test_same_name_in_two_stores(ctx, racker_exe, images, tmp_path):  # noqa: F811
     """Two stores (--root) each have their own names: the runtime's state is keyed by container
     id, so a name running in one store is free in the other."""
