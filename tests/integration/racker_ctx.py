@@ -247,3 +247,17 @@ def state_entries_for(*keys):
         if any(k and (k in n or k == name) for k in keys):
             found.append(n)
     return sorted(found)
+
+
+def monitor_pids(cid=None):
+    """racker container monitor processes (of container cid, or all)."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"container" in argv and b"monitor" in argv and (cid is None or cid.encode() in argv):
+            out.add(int(pid))
+    return out

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import wait_until
+from racker_ctx import monitor_pids
 from test_run import (STATE_ROOT, Ctx, _checked, bb_rootfs, cgroup_dirs_for,  # noqa: F401
                       images, racker_exe, state_entries_for, store_mounts, unique)
 
@@ -63,20 +64,6 @@ def gone(ctx, cid, n):
     assert state_entries_for(n) == []
 
 
-def monitors_of(cid):
-    """racker container monitor processes watching container cid."""
-    out = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"monitor" in argv and cid.encode() in argv:
-            out.append(int(pid))
-    return out
-
-
 def test_rm_happens_after_racker_run_is_killed(ctx):
     """kill -9 of `racker run --rm`: the payload runs on (as under docker when the client goes),
     and when it ends the container is removed all the same (racker's monitor); no monitor
@@ -88,10 +75,10 @@ def test_rm_happens_after_racker_run_is_killed(ctx):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert status_of(ctx, n) == "Up"
-    assert monitors_of(cid) != []
+    assert monitor_pids(cid)
     wait_until(lambda: ctx.container_ids() == [], timeout=20, what="the container removed")
     gone(ctx, cid, n)
-    wait_until(lambda: monitors_of(cid) == [], timeout=5, what="the monitor gone")
+    wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
 
 
 @pytest.mark.parametrize("delay_ms", [0, 2, 5, 10, 15, 20, 25, 35, 50, 80])

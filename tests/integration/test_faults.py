@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from racker_ctx import STATE_ROOT
+from racker_ctx import STATE_ROOT, monitor_pids
 from registry_util import Dir, File, Image, Layer
 from test_boot import IMAGE, booted_inits, racker_cgroups, store  # noqa: F401 (racker_exe: test_run's)
 from test_network import host_links, netns_mounts
@@ -23,21 +23,12 @@ from test_run import (Ctx, _checked, bb_rootfs, images, racker_exe,  # noqa: F40
 
 def host_state():
     """What racker may leave on the host, as sets (compared with a baseline)."""
-    monitors = set()
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"container" in argv and b"monitor" in argv:
-            monitors.add(int(pid))
     return {
         "veth": {n for n in host_links() if n.startswith("rk")},
         "netns": set(netns_mounts()),
         "state": set(os.listdir(STATE_ROOT)) if STATE_ROOT.is_dir() else set(),
         "cgroups": set(racker_cgroups()),
-        "monitors": monitors,
+        "monitors": monitor_pids(),
     }
 
 

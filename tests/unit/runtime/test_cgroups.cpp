@@ -770,13 +770,19 @@ TEST(CgroupHost, HybridHugetlbGoesToUnified) {
   }
 }
 
+// Where cgroup2 is mounted here ("" if nowhere).
+std::string cgroup2_mount() {
+  std::string mount;
+  for (const auto& m : parse_cgroup_mounts(slurp("/proc/self/mountinfo")))
+    if (m.v2) mount = m.mount_point;
+  return mount;
+}
+
 // A signal caught while the kernel verifies the program makes BPF_PROG_LOAD fail with EAGAIN
 // (racker has handlers for SIGINT/SIGTERM during a boot): the load is tried again.
 TEST(CgroupHost, EbpfDeviceFilterLoadSurvivesSignals) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-  std::string mount;
-  for (const auto& m : parse_cgroup_mounts(slurp("/proc/self/mountinfo")))
-    if (m.v2) mount = m.mount_point;
+  std::string mount = cgroup2_mount();
   if (mount.empty()) GTEST_SKIP() << "no cgroup2 mount";
   const std::string dir = mount + unique_name("bpfsig");
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << dir;
@@ -811,9 +817,7 @@ TEST(CgroupHost, EbpfDeviceFilterLoadSurvivesSignals) {
 
 TEST(CgroupHost, EbpfDeviceFilterIsEnforced) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-  std::string mount;
-  for (const auto& m : parse_cgroup_mounts(slurp("/proc/self/mountinfo")))
-    if (m.v2) mount = m.mount_point;
+  std::string mount = cgroup2_mount();
   if (mount.empty()) GTEST_SKIP() << "no cgroup2 mount";
   const std::string dir = mount + unique_name("bpf");
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << dir;
