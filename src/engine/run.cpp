@@ -411,20 +411,14 @@ int run_container(const RunRequest& req) {
       RunMonitor::start(req.store_root, req.state_root, id, req.remove || req.detach);
   PreparedContainer p = prepare_container(req, rec, id);
   const std::string& cdir = p.cdir;
-  int notify_fd = -1;
-  struct FdCloser {
-    int& fd;
-    ~FdCloser() {
-      if (fd >= 0) ::close(fd);
-    }
-  } notify_closer{notify_fd};
+  UniqueFd notify;  // the boot's notify socket
   try {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     if (boot) {
       // command.json: also the base of `racker exec` in this container (exec_cp.cpp)
       runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
       std::string init = boot::find_init(p.rootfs);
-      notify_fd = boot::prepare_spec(p.built.config, cdir, init);
+      notify.reset(boot::prepare_spec(p.built.config, cdir, init));
       p.meta["booted"] = true;
       if (req.detach) {
         p.meta["command"] = nlohmann::json::array({init});
@@ -433,8 +427,8 @@ int run_container(const RunRequest& req) {
       booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
-        if (!req.detach) return boot::run_booted(rt, p.id, opts, cdir, notify_fd, boot_exec, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.id, opts, cdir, notify_fd, bo);
+        if (!req.detach) return boot::run_booted(rt, p.id, opts, cdir, notify.get(), boot_exec, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.id, opts, cdir, notify.get(), bo);
         if (b.pidfd >= 0) ::close(b.pidfd);
         return 0;  // up; it keeps running without us
       };
@@ -516,16 +510,10 @@ int start_container(const std::string& store_root, const std::string& state_root
   write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
   try {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
-    int notify_fd = -1;
-    struct FdCloser {
-      int& fd;
-      ~FdCloser() {
-        if (fd >= 0) ::close(fd);
-      }
-    } notify_closer{notify_fd};
+    UniqueFd notify;  // the boot's notify socket
     if (p.meta.value("booted", false)) {
       // an OS container: boot it; with -a run its command inside and shut down, as racker run
-      notify_fd = boot::bind_notify_socket(p.cdir);
+      notify.reset(boot::bind_notify_socket(p.cdir));
       runtime::ExecOptions cmd;
       cmd.process_file = p.cdir + "/command.json";
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
@@ -534,8 +522,8 @@ int start_container(const std::string& store_root, const std::string& state_root
       booted = [&, cmd](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = p.meta.value("boot_timeout_s", 30) * 1000;
-        if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify_fd, cmd, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.id, opts, p.cdir, notify_fd, bo);
+        if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify.get(), cmd, bo);
+        boot::Booted b = boot::start_and_wait(rt, p.id, opts, p.cdir, notify.get(), bo);
         if (b.pidfd >= 0) ::close(b.pidfd);
         return 0;
       };
