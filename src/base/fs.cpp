@@ -82,37 +82,172 @@ void mkdir_p(const std::string& path, mode_t mode) {
   if (!S_ISDIR(st.st_mode)) throw Error("mkdir " + path + ": not a directory", ENOTDIR);
 }
 
-static void remove_at(int dirfd, const char* name, dev_t dev) {
-  struct stat st;
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return;
-  if (S_ISDIR(st.st_mode)) {
-    if (st.st_dev != dev) return;  // a mount point: never descend
-    int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      DIR* d = ::fdopendir(fd);
-      if (d) {
-        std::vector<std::string> names;
-        while (auto* e = ::readdir(d)) {
-          std::string_view n = e->d_name;
-          if (n == "." || n == "..") continue;
-          names.emplace_back(n);
-        }
-        for (auto& n : names) remove_at(::dirfd(d), n.c_str(), dev);
-        ::closedir(d);
-      } else {
-        ::close(fd);
-      }
-    }
-    ::unlinkat(dirfd, name, AT_REMOVEDIR);
-  } else {
-    ::unlinkat(dirfd, name, 0);
+namespace {
+
+// remove_tree holds at most this many directories open: the deepest ones on its way down. A
+// directory above them is reopened through ".." of its child when the walk climbs back, and
+// checked to be the one it came down from; so no depth costs more descriptors, and only heap
+// memory (names still to remove) grows with it.
+constexpr size_t kRemoveOpenDirs = 16;
+
+// An iterative rm -rf that stays on one device: constant stack depth and a bounded number of
+// descriptors however deep the tree (a hostile image can nest directories far deeper than
+// PATH_MAX through symlinks), and symlinks are removed, never followed. Best effort: what
+// cannot be removed (a mount point, an error) is left, and the rest still goes.
+class TreeRemover {
+ public:
+  explicit TreeRemover(dev_t dev) : dev_(dev) {}
+  ~TreeRemover() {
+    for (auto& l : levels_) l.close();
   }
-}
+  TreeRemover(const TreeRemover&) = delete;
+  TreeRemover& operator=(const TreeRemover&) = delete;
+
+  // Empties the directory open as fd (st: its status; the remover owns fd from here) and
+  // removes it as path.
+  void run(int fd, const struct stat& st, const std::string& path) {
+    if (enter(fd, st, path) && !empty_all()) return;  // moved away meanwhile: stop there
+    ::unlinkat(AT_FDCWD, path.c_str(), AT_REMOVEDIR);
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    unsigned char type;  // d_type
+  };
+  // A directory being emptied.
+  struct Level {
+    DIR* dir;   // owns fd, unless fd was reopened through ".." (then null)
+    int fd;     // -1 while closed
+    dev_t dev;  // to recognize it when reopened
+    ino_t ino;
+    std::string name;  // in the level above (the top: the path given)
+    size_t begin;      // its entries still to remove are pending_[begin..]
+    void close() {
+      if (dir)
+        ::closedir(dir);
+      else if (fd >= 0)
+        ::close(fd);
+      dir = nullptr;
+      fd = -1;
+    }
+  };
+
+  // Reads the directory open as fd (owned from here) and makes it the current level; false
+  // (fd closed) if it cannot be read.
+  bool enter(int fd, const struct stat& st, const std::string& name) {
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      ::close(fd);
+      return false;
+    }
+    size_t begin = pending_.size();
+    while (auto* e = ::readdir(d)) {
+      std::string_view n = e->d_name;
+      if (n == "." || n == "..") continue;
+      pending_.push_back({std::string(n), e->d_type});
+    }
+    levels_.push_back({d, fd, st.st_dev, st.st_ino, name, begin});
+    if (levels_.size() - first_open_ > kRemoveOpenDirs) levels_[first_open_++].close();
+    return true;
+  }
+
+  // Removes entries until the top level is empty and closed; false if the walk had to stop
+  // (a directory to climb back into is no longer the one it came down from).
+  bool empty_all() {
+    while (!levels_.empty()) {
+      Level& cur = levels_.back();
+      if (pending_.size() > cur.begin) {
+        Entry e = std::move(pending_.back());
+        pending_.pop_back();
+        remove_entry(cur.fd, e);
+        continue;
+      }
+      if (levels_.size() > 1 && levels_[levels_.size() - 2].fd < 0 && !reopen_parent())
+        return false;
+      std::string name = std::move(cur.name);
+      cur.close();
+      levels_.pop_back();
+      if (levels_.empty()) break;
+      ::unlinkat(levels_.back().fd, name.c_str(), AT_REMOVEDIR);
+    }
+    first_open_ = 0;
+    return true;
+  }
+
+  void remove_entry(int dirfd, const Entry& e) {
+    const char* name = e.name.c_str();
+    // d_type says what it is, with no stat: only directories (or EISDIR: replaced by one
+    // since) are opened.
+    if (e.type != DT_DIR && e.type != DT_UNKNOWN) {
+      if (::unlinkat(dirfd, name, 0) == 0 || errno != EISDIR) return;
+    }
+    int fd = open_below(dirfd, name);
+    if (fd < 0) {
+      if (errno == ENOTDIR || errno == ELOOP)
+        ::unlinkat(dirfd, name, 0);  // not a directory; a symlink is removed, never followed
+      else if (errno != ENOENT)
+        ::unlinkat(dirfd, name, AT_REMOVEDIR);  // unreadable: tried anyway
+      return;
+    }
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || st.st_dev != dev_) {  // a mount point: never descend
+      ::close(fd);
+      return;
+    }
+    if (!enter(fd, st, e.name)) ::unlinkat(dirfd, name, AT_REMOVEDIR);
+  }
+
+  // Opens directory name under dirfd without following a symlink; if the process is out of
+  // descriptors, gives back those of the highest open levels first.
+  int open_below(int dirfd, const char* name) {
+    for (;;) {
+      int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || first_open_ + 1 >= levels_.size())
+        return fd;
+      levels_[first_open_++].close();
+    }
+  }
+
+  // Reopens the level above the current one (closed to bound the descriptors held) through
+  // "..": only if it is still the directory the walk came down from.
+  bool reopen_parent() {
+    Level& up = levels_[levels_.size() - 2];
+    int fd = ::openat(levels_.back().fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || st.st_dev != up.dev || st.st_ino != up.ino) {
+      ::close(fd);
+      return false;
+    }
+    up.fd = fd;
+    first_open_ = levels_.size() - 2;
+    return true;
+  }
+
+  dev_t dev_;
+  std::vector<Level> levels_;   // from the top directory down to the current one
+  size_t first_open_ = 0;       // levels_[first_open_..] are open, the ones above closed
+  std::vector<Entry> pending_;  // entries still to remove, the current level's last
+};
+
+}  // namespace
 
 void remove_tree(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOTDIR || errno == ELOOP)
+      ::unlink(path.c_str());  // not a directory; a symlink is removed, never followed
+    else if (errno != ENOENT)
+      ::rmdir(path.c_str());  // unreadable: tried anyway
+    return;
+  }
   struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return;
-  remove_at(AT_FDCWD, path.c_str(), st.st_dev);
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return;
+  }
+  TreeRemover(st.st_dev).run(fd, st, path);
 }
 
 bool path_exists(const std::string& path) {

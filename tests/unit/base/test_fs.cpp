@@ -1,9 +1,14 @@
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <thread>
 
 #include "base/error.hpp"
@@ -25,6 +30,33 @@ std::vector<std::string> list_dir(const std::string& dir) {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+// Where to make a large scratch tree: tmpfs if there is one (tens of thousands of mkdirs on a disk
+// filesystem can take seconds, more so right after as many were deleted), else /tmp.
+std::string scratch_parent() {
+  return access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
+}
+
+size_t open_fds() {
+  return list_dir("/proc/self/fd").size();
+}
+
+// Lowers the soft RLIMIT_NOFILE for its lifetime.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &old_), 0);
+    rlimit l = old_;
+    l.rlim_cur = soft;
+    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &l), 0);
+  }
+  ~FdLimit() { EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &old_), 0); }
+  FdLimit(const FdLimit&) = delete;
+  FdLimit& operator=(const FdLimit&) = delete;
+
+ private:
+  rlimit old_{};
+};
 
 }  // namespace
 
@@ -78,6 +110,130 @@ TEST(Files, AtomicWriteAndRemoveTree) {
   remove_tree(dir);
   EXPECT_FALSE(path_exists(dir));
   EXPECT_TRUE(path_exists("/etc/passwd"));  // the symlink was removed, not followed
+}
+
+// A tree far deeper than PATH_MAX allows (made step by step with *at calls): remove_tree must
+// neither recurse per level (stack overflow) nor hold a descriptor per level (EMFILE, and the
+// tree silently left behind). Symlinks deep inside, beyond any descriptor kept open, point out
+// of the tree and must be removed, never followed; siblings at many levels must all go.
+TEST(Files, RemoveTreeOfAVeryDeepTreeWithFewDescriptors) {
+  std::string tmpl = scratch_parent() + "/racker-unit-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  std::string base = tmpl, top = base + "/top", outside = base + "/outside";
+  mkdir_p(outside + "/keep");
+  write_file_atomic(outside + "/keep/f", "kept");
+  constexpr int kLevels = 30000;
+  int fd = ::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < kLevels; ++i) {
+    const char* name = i == 0 ? "top" : "d";
+    ASSERT_EQ(::mkdirat(fd, name, 0755), 0) << "level " << i;
+    if (i % 1000 == 999) {  // a sibling directory, a file and a symlink out of the tree
+      ASSERT_EQ(::mkdirat(fd, "sib", 0755), 0);
+      ASSERT_EQ(::mkdirat(fd, "sib/sub", 0755), 0);
+      int f = ::openat(fd, "sib/sub/file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      ASSERT_GE(f, 0);
+      ::close(f);
+      ASSERT_EQ(::symlinkat(outside.c_str(), fd, "out"), 0);
+      ASSERT_EQ(::symlinkat((outside + "/keep").c_str(), fd, "sib/keep"), 0);
+    }
+    int next = ::openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    ASSERT_GE(next, 0) << "level " << i;
+    fd = next;
+  }
+  ::close(fd);
+
+  size_t fds = open_fds();
+  {
+    FdLimit limit(64);  // one descriptor per level would run out at once
+    remove_tree(top);
+  }
+  EXPECT_FALSE(path_exists(top));
+  EXPECT_EQ(list_dir(base), std::vector<std::string>{"outside"});
+  EXPECT_EQ(read_file(outside + "/keep/f"), "kept");  // the symlinks were not followed
+  EXPECT_EQ(open_fds(), fds);                         // and no descriptor leaked
+  remove_tree(base);
+  EXPECT_FALSE(path_exists(base));
+}
+
+// What cannot be removed (here an immutable file deep down) stays, with the directories that lead
+// to it; everything else still goes, and nothing is reported: remove_tree is best effort.
+TEST(Files, RemoveTreeRemovesAllItCanOfADeepTree) {
+  std::string tmpl = scratch_parent() + "/racker-unit-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  std::string base = tmpl;
+  constexpr int kLevels = 3000;
+  int fd = ::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < kLevels; ++i) {
+    ASSERT_EQ(::mkdirat(fd, "d", 0755), 0);
+    ASSERT_EQ(::mkdirat(fd, "gone", 0755), 0);
+    ASSERT_EQ(::symlinkat("d", fd, "gone/link"), 0);
+    int next = ::openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    ASSERT_GE(next, 0);
+    fd = next;
+  }
+  auto set_immutable = [](int dirfd, bool on) {
+    int f = ::openat(dirfd, "stuck", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    int flags = 0;
+    bool ok = f >= 0 && ::ioctl(f, FS_IOC_GETFLAGS, &flags) == 0;
+    flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+    ok = ok && ::ioctl(f, FS_IOC_SETFLAGS, &flags) == 0;
+    if (f >= 0) ::close(f);
+    return ok;
+  };
+  int bottom = fd;  // kept open: the flag is cleared again whatever happens
+  struct Cleanup {
+    std::function<void()> f;
+    ~Cleanup() { f(); }
+  } cleanup{[&] {
+    set_immutable(bottom, false);
+    ::close(bottom);
+    remove_tree(base);
+  }};
+  if (!set_immutable(bottom, true)) GTEST_SKIP() << "cannot make an immutable file here";
+
+  size_t fds = open_fds();
+  {
+    FdLimit limit(64);
+    remove_tree(base + "/d");
+  }
+  EXPECT_EQ(open_fds(), fds);
+  fd = ::open((base + "/d").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 1; i < kLevels && fd >= 0; ++i) {  // the way down to it is all that is left
+    auto names = list_dir("/proc/self/fd/" + std::to_string(fd));
+    EXPECT_EQ(names, std::vector<std::string>{"d"}) << "level " << i;
+    int next = ::openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    fd = next;
+    if (names != std::vector<std::string>{"d"}) break;
+  }
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(list_dir("/proc/self/fd/" + std::to_string(fd)), std::vector<std::string>{"stuck"});
+  ::close(fd);
+  EXPECT_TRUE(set_immutable(bottom, false));
+  remove_tree(base + "/d");
+  EXPECT_FALSE(path_exists(base + "/d"));
+}
+
+TEST(Files, RemoveTreeOfAFileASymlinkOrNothing) {
+  char tmpl[] = "/tmp/racker-unit-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  remove_tree(dir + "/missing");  // nothing to do, no error
+  write_file_atomic(dir + "/f", "f");
+  remove_tree(dir + "/f");
+  EXPECT_FALSE(path_exists(dir + "/f"));
+  mkdir_p(dir + "/target/sub");
+  ASSERT_EQ(symlink("target", (dir + "/link").c_str()), 0);
+  remove_tree(dir + "/link");  // the symlink only
+  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"target"});
+  EXPECT_EQ(list_dir(dir + "/target"), std::vector<std::string>{"sub"});
+  remove_tree(dir);
+  EXPECT_FALSE(path_exists(dir));
 }
 
 TEST(FileLock, TransientFileGoesWithTheLockAndExcludesLateComers) {

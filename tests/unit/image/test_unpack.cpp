@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <isa-l/igzip_lib.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -15,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -181,6 +185,32 @@ bool exists(const std::string& p) {
   return lstat(p.c_str(), &st) == 0;
 }
 
+size_t open_fds() {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// Lowers the soft RLIMIT_NOFILE for its lifetime.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &old_), 0);
+    rlimit l = old_;
+    l.rlim_cur = soft;
+    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &l), 0);
+  }
+  ~FdLimit() { EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &old_), 0); }
+  FdLimit(const FdLimit&) = delete;
+  FdLimit& operator=(const FdLimit&) = delete;
+
+ private:
+  rlimit old_{};
+};
+
 std::string xattr_of(const std::string& p, const char* name) {
   char buf[256];
   ssize_t n = lgetxattr(p.c_str(), name, buf, sizeof buf);
@@ -191,8 +221,8 @@ class Unpack : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (ownership, device nodes, trusted xattrs)";
-    char tmpl[] = "/tmp/racker-unpack-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    std::string tmpl = scratch_ + "/racker-unpack-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     base_ = tmpl;
     root_ = base_ + "/layer";
     ASSERT_EQ(mkdir(root_.c_str(), 0755), 0);
@@ -268,9 +298,19 @@ class Unpack : public ::testing::Test {
     }
   }
 
+  std::string scratch_ = "/tmp";  // where the target and its neighbours are made
   std::string base_, root_, sentinel_, outdir_, lower_;
   struct stat sentinel_stat_ {
   }, outdir_stat_{};
+};
+
+// For layers of many thousands of directories: on tmpfs if there is one (as many mkdirs on a
+// disk filesystem can take seconds, more so right after as many were deleted).
+class UnpackLarge : public Unpack {
+ protected:
+  UnpackLarge() {
+    if (access("/dev/shm", W_OK | X_OK) == 0) scratch_ = "/dev/shm";
+  }
 };
 
 TEST_F(Unpack, RegularDirsSymlinksHardlinksAndMetadata) {
@@ -503,6 +543,121 @@ TEST_F(Unpack, LaterEntriesReplaceEarlierOnes) {
   EXPECT_EQ(read_file(p("d/via-link")), "v");
   EXPECT_TRUE(S_ISLNK(lstat_of(p("sd")).st_mode));
   EXPECT_EQ(lstat_of(p("h")).st_ino, lstat_of(p("a")).st_ino);
+}
+
+// A hostile layer nests directories far deeper than PATH_MAX allows: each chain of 2,000 levels
+// continues through a symlink to the deepest level of the one before. A later entry replaces the
+// top directory with a file; removing the old tree must not take a stack frame or a descriptor
+// per level (a crash, or EMFILE under a low descriptor limit).
+TEST_F(UnpackLarge, ReplacingAVeryDeepDirectoryTreeNeedsFewDescriptors) {
+  constexpr int kLevels = 2000, kChains = 3;
+  std::string chain = "a";  // a/a/.../a: kLevels components, under PATH_MAX with "s2/"
+  for (int i = 1; i < kLevels; ++i) chain += "/a";
+  TarWriter t;
+  t.dir("d/");
+  std::string prev = "d";
+  for (int c = 0; c < kChains; ++c) {
+    t.pax({{"path", prev + "/" + chain + "/f"}});
+    t.file("placeholder", "leaf");  // the parents are created implicitly
+    if (c + 1 == kChains) break;
+    std::string link = "s" + std::to_string(c + 1);
+    t.pax({{"linkpath", prev + "/" + chain}});
+    t.symlink(link, "placeholder");
+    prev = link;
+  }
+  t.file("d", "file over a deep tree");
+  t.end();
+
+  size_t fds = open_fds();
+  {
+    FdLimit limit(64);  // one descriptor per level would run out at once
+    try {
+      unpack(t.data);
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  EXPECT_EQ(open_fds(), fds);
+
+  ASSERT_TRUE(S_ISREG(lstat_of(p("d")).st_mode));
+  EXPECT_EQ(read_file(p("d")), "file over a deep tree");  // so the old tree is all gone
+  std::vector<std::string> names;
+  if (DIR* d = opendir(root_.c_str())) {
+    while (dirent* de = readdir(d))
+      if (std::string_view(de->d_name) != "." && std::string_view(de->d_name) != "..")
+        names.push_back(de->d_name);
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"d", "s1", "s2"}));
+  EXPECT_TRUE(S_ISLNK(lstat_of(p("s2")).st_mode));  // dangling now
+  EXPECT_EQ(lstat_of(root_).st_nlink, 2u);
+  expect_host_untouched();
+}
+
+// The same removal failing deep down (at an immutable file) is a clean error naming the entry,
+// with no descriptor left open.
+TEST_F(UnpackLarge, FailingToRemoveADeepTreeIsACleanError) {
+  constexpr int kLevels = 3000;
+  int fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < kLevels; ++i) {
+    ASSERT_EQ(mkdirat(fd, "d", 0755), 0);
+    int next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    close(fd);
+    ASSERT_GE(next, 0);
+    fd = next;
+  }
+  auto set_immutable = [](int dirfd, bool on) {
+    int f = openat(dirfd, "stuck", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    int flags = 0;
+    bool ok = f >= 0 && ioctl(f, FS_IOC_GETFLAGS, &flags) == 0;
+    flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+    ok = ok && ioctl(f, FS_IOC_SETFLAGS, &flags) == 0;
+    if (f >= 0) close(f);
+    return ok;
+  };
+  struct Bottom {  // kept open: the flag is cleared again whatever happens, for TearDown
+    int fd;
+    std::function<bool(int, bool)> set;
+    ~Bottom() {
+      set(fd, false);
+      close(fd);
+    }
+  } bottom{fd, set_immutable};
+  if (!set_immutable(fd, true)) GTEST_SKIP() << "cannot make an immutable file here";
+  TarWriter t;
+  t.file("d", "file over a deep tree");
+  t.end();
+
+  size_t fds = open_fds();
+  {
+    FdLimit limit(64);
+    expect_throws(t.data, "entry \"d\": remove stuck: Operation not permitted");
+  }
+  EXPECT_EQ(open_fds(), fds);
+  EXPECT_TRUE(S_ISDIR(lstat_of(p("d")).st_mode));
+  expect_host_untouched();
+}
+
+// A hardlink replacing a directory: its source is resolved again once the directory is gone.
+TEST_F(Unpack, HardlinkReplacingADirectory) {
+  TarWriter t;
+  t.file("src/a", "a");
+  t.dir("x/");
+  t.file("x/y", "y");
+  t.hardlink("x", "src/a");
+  t.end();
+  unpack(t.data);
+  EXPECT_EQ(read_file(p("x")), "a");
+  EXPECT_EQ(lstat_of(p("x")).st_ino, lstat_of(p("src/a")).st_ino);
+
+  TarWriter u;  // the source was inside the directory replaced
+  u.dir("w/");
+  u.file("w/y", "y");
+  u.hardlink("w", "w/y");
+  u.end();
+  expect_throws(u.data, "directory \"w\" is not in the layer");
 }
 
 TEST_F(Unpack, SetgidParentsDoNotLeakTheirGroupOrBit) {
