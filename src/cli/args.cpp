@@ -68,10 +68,12 @@ ParsedArgs parse_args(const std::vector<std::string>& args, const std::vector<Op
     for (auto& s : specs) {
       if (s.name == body || (body.size() == 1 && s.short_name == body[0])) spec = &s;
     }
-    if (!spec) throw Error("unknown option " + a.substr(0, a.find('=')), EINVAL);
+    if (!spec)
+      throw Error("unknown option " + a.substr(0, a.find('=')), EINVAL, ErrorKind::invalid);
     if (spec->takes_value) {
       if (!has_value) {
-        if (i + 1 >= args.size()) throw Error("option --" + spec->name + " needs a value", EINVAL);
+        if (i + 1 >= args.size())
+          throw Error("option --" + spec->name + " needs a value", EINVAL, ErrorKind::invalid);
         value = args[++i];
       }
     } else if (!has_value) {

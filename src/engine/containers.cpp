@@ -114,7 +114,7 @@ ContainerEntry Containers::find(const std::string& key) const {
     if (n == 1) return *match;
     if (n > 1) throw Error("container id prefix \"" + key + "\" is ambiguous", EINVAL);
   }
-  throw Error("no such container: " + printable(key), ENOENT);
+  throw Error("no such container: " + printable(key), ENOENT, ErrorKind::not_found);
 }
 
 bool Containers::wait_stopped(const ContainerEntry& c, int timeout_ms) const {

@@ -61,71 +61,66 @@ struct TempFile {
 }  // namespace
 
 int exec_in_container(const ExecRequest& req) {
-  try {
-    if (req.args.empty()) throw RunError("exec: missing COMMAND", EINVAL, 125);
-    Containers store(req.store_root, req.state_root);
-    auto c = store.find(req.container);
-    if (!c.running() || c.status == "paused")
-      throw RunError("container " + c.name + " is not running", ESRCH, 125);
-    std::string rootfs = c.dir + "/rootfs";
-    runtime::ExecOptions o;
-    o.args = req.args;
-    o.env = req.env;
-    o.cwd = req.workdir;
-    if (!req.user.empty()) {
-      auto [uid, gid] = resolve_user(rootfs, req.user);
-      o.user = std::to_string(uid) + ":" + std::to_string(gid);
-    }
-    o.tty = req.tty;
-    o.detach = req.detach;
-    // a booted OS container: commands get the process a plain container would have (docker's
-    // capabilities, the image's environment), not the init's
-    std::optional<TempFile> process;
-    if (auto base = read_file_if_exists(c.dir + "/command.json")) {
-      auto proc = nlohmann::json::parse(*base);
-      proc["args"] = req.args;
-      proc["terminal"] = req.tty;
-      for (auto& e : req.env) {
-        std::string key = e.substr(0, e.find('='));
-        auto& env = proc["env"];
-        nlohmann::json kept = nlohmann::json::array();
-        for (auto& x : env)
-          if (x.get<std::string>().substr(0, x.get<std::string>().find('=')) != key)
-            kept.push_back(x);
-        kept.push_back(e);
-        env = kept;
-      }
-      if (!req.workdir.empty()) proc["cwd"] = req.workdir;
-      if (!o.user.empty()) {
-        auto ids = split(o.user, ':');
-        proc["user"] = {{"uid", std::stoul(ids[0])},
-                        {"gid", ids.size() > 1 ? std::stoul(ids[1]) : 0UL}};
-      }
-      process.emplace(c.dir + "/exec-" + std::to_string(::getpid()) + ".json", proc.dump());
-      o.process_file = process->path;
-    }
-    if (req.detach && req.tty) throw RunError("exec: -d with -t is not supported", EINVAL, 125);
-    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0) throw_errno("open /dev/null");
-    std::fflush(stdout);
-    std::fflush(stderr);
-    int status;
-    {
-      std::optional<Redirect> in, out, err;
-      if (!req.interactive || req.detach) in.emplace(0, devnull);
-      if (req.detach) {
-        out.emplace(1, devnull);
-        err.emplace(2, devnull);
-      }
-      ::close(devnull);
-      status = runtime::Runtime(req.state_root).exec(c.id, o);
-    }
-    return status;
-  } catch (const RunError&) {
-    throw;
-  } catch (const Error& e) {
-    throw RunError(e.what(), e.err(), exit_code_for(e));
+  if (req.args.empty()) throw Error("exec: missing COMMAND", EINVAL, ErrorKind::invalid);
+  Containers store(req.store_root, req.state_root);
+  auto c = store.find(req.container);
+  if (!c.running() || c.status == "paused")
+    throw Error("container " + c.name + " is not running", ESRCH, ErrorKind::conflict);
+  std::string rootfs = c.dir + "/rootfs";
+  runtime::ExecOptions o;
+  o.args = req.args;
+  o.env = req.env;
+  o.cwd = req.workdir;
+  if (!req.user.empty()) {
+    auto [uid, gid] = resolve_user(rootfs, req.user);
+    o.user = std::to_string(uid) + ":" + std::to_string(gid);
   }
+  o.tty = req.tty;
+  o.detach = req.detach;
+  // a booted OS container: commands get the process a plain container would have (docker's
+  // capabilities, the image's environment), not the init's
+  std::optional<TempFile> process;
+  if (auto base = read_file_if_exists(c.dir + "/command.json")) {
+    auto proc = nlohmann::json::parse(*base);
+    proc["args"] = req.args;
+    proc["terminal"] = req.tty;
+    for (auto& e : req.env) {
+      std::string key = e.substr(0, e.find('='));
+      auto& env = proc["env"];
+      nlohmann::json kept = nlohmann::json::array();
+      for (auto& x : env)
+        if (x.get<std::string>().substr(0, x.get<std::string>().find('=')) != key)
+          kept.push_back(x);
+      kept.push_back(e);
+      env = kept;
+    }
+    if (!req.workdir.empty()) proc["cwd"] = req.workdir;
+    if (!o.user.empty()) {
+      auto ids = split(o.user, ':');
+      proc["user"] = {{"uid", std::stoul(ids[0])},
+                      {"gid", ids.size() > 1 ? std::stoul(ids[1]) : 0UL}};
+    }
+    process.emplace(c.dir + "/exec-" + std::to_string(::getpid()) + ".json", proc.dump());
+    o.process_file = process->path;
+  }
+  if (req.detach && req.tty)
+    throw Error("exec: -d with -t is not supported", EINVAL, ErrorKind::invalid);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0) throw_errno("open /dev/null");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int status;
+  {
+    std::optional<Redirect> in, out, err;
+    if (!req.interactive || req.detach) in.emplace(0, devnull);
+    if (req.detach) {
+      out.emplace(1, devnull);
+      err.emplace(2, devnull);
+    }
+    ::close(devnull);
+    status = runtime::Runtime(req.state_root).exec(c.id, o);
+  }
+  return status;
 }
 
 namespace {

@@ -28,7 +28,8 @@ struct ExecRequest {
 };
 
 // Runs the process; returns its exit status (128+N for a signal), 0 with detach. Throws
-// RunError: 125 for racker's failures, 126 (cannot execute), 127 (not found).
+// racker::Error, its kind telling 125 (racker's failures), 126 (cannot execute) and 127
+// (not found) apart.
 int exec_in_container(const ExecRequest& req);
 
 struct CopyRequest {

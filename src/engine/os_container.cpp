@@ -190,7 +190,8 @@ ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_m
   try {
     boot::with_stdio_to(base + ".out", [&] { return m.rt->exec(m.p.id, eo); });
   } catch (const Error& e) {
-    r.status = exit_code_for(e) == 127 ? 127 : 126;  // the command did not start
+    // the command did not start
+    r.status = e.kind() == ErrorKind::command_not_found ? 127 : 126;
     r.output = e.what();
     return r;
   }

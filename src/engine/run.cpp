@@ -119,14 +119,6 @@ void limit_to_host_capabilities(nlohmann::json& config) {
 
 }  // namespace
 
-int exit_code_for(const Error& e) {
-  std::string msg = e.what();
-  if (msg.find("executable file not found") != std::string::npos ||
-      (msg.find("exec: ") != std::string::npos && e.err() == ENOENT))
-    return 127;
-  return e.err() == EACCES ? 126 : 125;
-}
-
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user) {
   if (user.empty()) return {0, 0};
   auto parts = split(user, ':');
@@ -143,8 +135,8 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
   } else {
     auto u = lookup(rootfs + "/etc/passwd", parts[0], 2);
     if (!u)
-      throw RunError("unable to find user " + parts[0] + ": no matching entries in passwd file",
-                     ENOENT, 125);
+      throw Error("unable to find user " + parts[0] + ": no matching entries in passwd file",
+                  ENOENT, ErrorKind::not_found);
     uid = *u;
     gid = lookup(rootfs + "/etc/passwd", parts[0], 3).value_or(0);
   }
@@ -154,8 +146,8 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
     } else {
       auto g = lookup(rootfs + "/etc/group", parts[1], 2);
       if (!g)
-        throw RunError("unable to find group " + parts[1] + ": no matching entries in group file",
-                       ENOENT, 125);
+        throw Error("unable to find group " + parts[1] + ": no matching entries in group file",
+                    ENOENT, ErrorKind::not_found);
       gid = *g;
     }
   }
@@ -175,10 +167,10 @@ image::ImageRecord find_or_pull(const RunRequest& req) {
   if (req.pull != "always") rec = images.find(req.image);
   if (rec) return *rec;
   if (req.pull == "never")
-    throw RunError("image " + req.image + " not found (--pull never)", ENOENT, 125);
+    throw Error("image " + req.image + " not found (--pull never)", ENOENT, ErrorKind::not_found);
   if (req.pull != "always" && req.pull != "missing")
-    throw RunError("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
-                   125);
+    throw Error("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
+                ErrorKind::invalid);
   image::ContentStore content(req.store_root);
   return image::pull_image(content, images, req.image, req.pull_options);
 }
@@ -218,7 +210,8 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     // docker: a name stays taken until the container is removed, also once it exited
     for (auto& c : Containers(req.store_root, req.state_root).list())
       if (c.name == req.name)
-        throw RunError("container name \"" + req.name + "\" is already in use", EEXIST, 125);
+        throw Error("container name \"" + req.name + "\" is already in use", EEXIST,
+                    ErrorKind::conflict);
   }
   mkdir_p(req.store_root + "/containers", 0700);
   try {
@@ -281,9 +274,9 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   } catch (const nlohmann::json::exception& e) {
     // a field of the image's config with the wrong type ("User": [])
     p.discard();
-    throw RunError("image " + (rec.names.empty() ? rec.id : rec.names[0]) +
-                       ": malformed config: " + json_error_text(e.what()),
-                   EINVAL, 125);
+    throw Error("image " + (rec.names.empty() ? rec.id : rec.names[0]) +
+                    ": malformed config: " + json_error_text(e.what()),
+                EINVAL, ErrorKind::invalid);
   } catch (...) {
     p.discard();
     throw;
@@ -369,10 +362,9 @@ int launch(const std::string& state_root, const std::string& cdir, const std::st
     restore_stdio();
   } catch (const Error& e) {
     restore_stdio();
-    std::string msg = e.what();
     if (e.err() == EINTR && boot::interrupting_signal())
-      throw RunError(msg, EINTR, 128 + boot::interrupting_signal());  // as a shell reports it
-    throw RunError(msg, e.err(), exit_code_for(e));
+      throw Error::interrupted(e.what(), boot::interrupting_signal());
+    throw;
   }
   return status;
 }
@@ -401,10 +393,10 @@ int run_container(const RunRequest& req) {
   auto lease = hold_image(req, rec);
   bool boot = decide_boot(req, rec);
   if (boot && req.detach && !req.flags.args.empty())
-    throw RunError(
+    throw Error(
         "-d of a booted OS container takes no command: the system runs in the "
         "background, racker exec runs commands in it",
-        EINVAL, 125);
+        EINVAL, ErrorKind::invalid);
   // should racker die from here on (kill -9), the monitor cleans up after it (monitor.hpp)
   std::string id = random_hex(64);
   RunMonitor monitor =
@@ -489,9 +481,9 @@ int start_container(const std::string& store_root, const std::string& state_root
   image::ImageStore images(store_root);
   auto rec = images.find(c.meta.value("image_id", ""));
   if (!rec)
-    throw RunError("container " + c.name + ": its image " + c.meta.value("image", "") +
-                       " is no longer in the store",
-                   ENOENT, 125);
+    throw Error("container " + c.name + ": its image " + c.meta.value("image", "") +
+                    " is no longer in the store",
+                ENOENT, ErrorKind::not_found);
   p.rec = *rec;
   auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
   p.mounted = is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false);

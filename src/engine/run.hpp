@@ -33,7 +33,7 @@ struct RunRequest {
 };
 
 // Runs a container; returns the payload's exit status (128+N for a signal). Throws
-// racker::Error for racker's own failures; RunError carries docker's 125/126/127 codes.
+// racker::Error for racker's own failures (its kind gives docker's 125/126/127/128+N).
 int run_container(const RunRequest& req);
 
 // racker create: the container's rootfs and config made, nothing started (meta "state":
@@ -44,16 +44,6 @@ std::string create_container(const RunRequest& req);
 // container is left alone.
 int start_container(const std::string& store_root, const std::string& state_root,
                     const std::string& name_or_id, bool attach, bool interactive);
-
-struct RunError : Error {
-  RunError(const std::string& msg, int err, int exit_code)
-      : Error(msg, err), exit_code(exit_code) {}
-  int exit_code;
-};
-
-// docker's exit status for a failure to start a payload: 127 not found, 126 not executable,
-// 125 anything else.
-int exit_code_for(const Error& e);
 
 // The steps of run_container that OsContainer shares (engine-internal).
 struct PreparedContainer {

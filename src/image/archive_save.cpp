@@ -213,7 +213,7 @@ std::vector<Selected> select_images(const ImageStore& images,
   std::vector<Selected> out;
   for (auto& ref : refs) {
     auto rec = images.find(ref);
-    if (!rec) throw Error("save " + ref + ": no such image", ENOENT);
+    if (!rec) throw Error("save " + ref + ": no such image", ENOENT, ErrorKind::not_found);
     // asked for by name: that name goes into the archive; by id: none
     std::optional<std::string> name;
     try {

@@ -159,7 +159,7 @@ std::optional<ImageRecord> ImageStore::untag(const std::string& name) {
       save(all);
       return last;
     }
-    throw Error("no such image: " + printable(name), ENOENT);
+    throw Error("no such image: " + printable(name), ENOENT, ErrorKind::not_found);
   });
 }
 

@@ -52,7 +52,7 @@ PushResult push_image(const ContentStore& content, const ImageStore& images,
                       const std::string& image, const std::string& destination,
                       const PushOptions& opts) {
   auto rec = images.find(image);
-  if (!rec) throw Error("no such image: " + printable(image), ENOENT);
+  if (!rec) throw Error("no such image: " + printable(image), ENOENT, ErrorKind::not_found);
   Reference dest =
       destination.empty() ? default_destination(*rec, image) : parse_reference(destination);
   if (!dest.digest.empty() && dest.digest != rec->manifest_digest)

@@ -440,7 +440,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     for (;;) {
       if (!sync_recv(parent_sock.get(), &m))
         throw Error("container init exited during setup", ECHILD);
-      if (m.type == SyncType::error) throw Error(sync_text(m), m.err);
+      if (m.type == SyncType::error) throw sync_error(m);
       if (m.type == SyncType::run_hooks) {
         std::string st = state_json(make_state(id, "created", pid, bundle, spec.annotations));
         run_hooks(spec.hooks.prestart, "prestart", st);

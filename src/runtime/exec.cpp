@@ -199,9 +199,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
       install_late_seccomp(setup);
       exec_process(payload, stub_fd);
     } catch (const std::exception& e) {
-      int err = 0;
-      if (auto* re = dynamic_cast<const Error*>(&e)) err = re->err();
-      sync_send(child_sock.get(), SyncType::error, e.what(), err);
+      send_error(child_sock.get(), e);
       _exit(126);
     }
   }
@@ -214,8 +212,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     if (!rec.cgroup.is_null()) CgroupManager::load(rec.cgroup)->add_process(pid, rec.pid);
     sync_send(parent_sock.get(), SyncType::go);
     SyncMessage m;
-    if (sync_recv(parent_sock.get(), &m) && m.type == SyncType::error)
-      throw Error(sync_text(m), m.err);
+    if (sync_recv(parent_sock.get(), &m) && m.type == SyncType::error) throw sync_error(m);
   } catch (const Error&) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);

@@ -115,11 +115,16 @@ std::string find_executable(const oci::Process& process) {
   const std::string& name = process.args[0];
   if (name.find('/') != std::string::npos) {
     struct stat st;
-    if (::stat(name.c_str(), &st) != 0) throw_errno("exec: \"" + name + "\": stat " + name);
+    if (::stat(name.c_str(), &st) != 0) {
+      int err = errno;
+      throw Error("exec: \"" + name + "\": stat " + name + ": " + std::strerror(err), err,
+                  err == ENOENT ? ErrorKind::command_not_found : ErrorKind::cannot_execute);
+    }
     if (S_ISDIR(st.st_mode))
-      throw Error("exec: \"" + name + "\": is a directory: permission denied", EACCES);
+      throw Error("exec: \"" + name + "\": is a directory: permission denied", EACCES,
+                  ErrorKind::cannot_execute);
     if (::access(name.c_str(), X_OK) != 0)
-      throw Error("exec: \"" + name + "\": permission denied", EACCES);
+      throw Error("exec: \"" + name + "\": permission denied", EACCES, ErrorKind::cannot_execute);
     return name;
   }
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -131,7 +136,8 @@ std::string find_executable(const oci::Process& process) {
     if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0)
       return cand;
   }
-  throw Error("exec: \"" + name + "\": executable file not found in $PATH", ENOENT);
+  throw Error("exec: \"" + name + "\": executable file not found in $PATH", ENOENT,
+              ErrorKind::command_not_found);
 }
 
 oci::Process with_home(const oci::Process& process) {
@@ -348,9 +354,7 @@ void container_init(const InitContext& ctx) {
     exec_process(payload, stub_fd);
   } catch (const std::exception& e) {
     if (!ready_sent) {
-      int err = 0;
-      if (auto* re = dynamic_cast<const Error*>(&e)) err = re->err();
-      sync_send(ctx.sync_fd, SyncType::error, e.what(), err);
+      send_error(ctx.sync_fd, e);
     } else {
       std::string msg = std::string("racker-oci: ") + e.what() + "\n";
       write_all(2, msg.data(), msg.size());

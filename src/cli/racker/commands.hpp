@@ -20,7 +20,8 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_image_prune(const std::vector<std::string>& args, const RackerGlobals& g);
-// racker run: exit status of the payload; engine::RunError carries 125/126/127.
+// racker run: exit status of the payload; racker::Error's kind gives 125/126/127
+// (exit_status with ExitStyle::payload).
 int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_create(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g);
@@ -43,7 +44,7 @@ int cmd_kill(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_rm(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
 
-// exec and cp (exec_cp_cmds.cpp); exec: the process's status, RunError's 125/126/127.
+// exec and cp (exec_cp_cmds.cpp); exec: the process's status, or 125/126/127.
 int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_cp(const std::vector<std::string>& args, const RackerGlobals& g);
 

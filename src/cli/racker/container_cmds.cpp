@@ -231,12 +231,7 @@ int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g) {
       {"attach", 'a', false, false, "wait for the container, its output on ours, its exit status"},
       {"interactive", 'i', false, false, "with -a: our stdin to the container"},
       {"help", 'h', false, false, "show help"}};
-  ParsedArgs a;
-  try {
-    a = parse_args(args, opts);
-  } catch (const Error& e) {
-    throw engine::RunError(e.what(), e.err(), 125);
-  }
+  ParsedArgs a = parse_args(args, opts);
   if (a.flag("help")) {
     std::printf(
         "usage: racker start [-a [-i]] CONTAINER...\n\n"
@@ -247,19 +242,13 @@ int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g) {
     return 0;
   }
   if (a.positional.empty())
-    throw engine::RunError("start: missing CONTAINER (see racker start --help)", EINVAL, 125);
+    throw Error("start: missing CONTAINER (see racker start --help)", EINVAL, ErrorKind::invalid);
   bool attach = a.flag("attach");
   if (attach && a.positional.size() > 1)
-    throw engine::RunError("start: -a takes one container", EINVAL, 125);
+    throw Error("start: -a takes one container", EINVAL, ErrorKind::invalid);
   if (attach) {
-    try {
-      return engine::start_container(g.root, "/run/racker", a.positional[0], true,
-                                     a.flag("interactive"));
-    } catch (const engine::RunError&) {
-      throw;
-    } catch (const Error& e) {
-      throw engine::RunError(e.what(), e.err(), 125);
-    }
+    return engine::start_container(g.root, "/run/racker", a.positional[0], true,
+                                   a.flag("interactive"));
   }
   return for_each_name(a.positional, [&](const std::string& n) {
     engine::start_container(g.root, "/run/racker", n, false, false);

@@ -25,12 +25,7 @@ const std::vector<OptionSpec> kExecOpts = {
 }  // namespace
 
 int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g) {
-  ParsedArgs a;
-  try {
-    a = parse_args(args, kExecOpts, true);
-  } catch (const Error& e) {
-    throw engine::RunError(e.what(), e.err(), 125);
-  }
+  ParsedArgs a = parse_args(args, kExecOpts, true);
   if (a.flag("help")) {
     std::printf(
         "usage: racker exec [options] CONTAINER COMMAND [ARG...]\n\n"
@@ -39,9 +34,9 @@ int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g) {
     return 0;
   }
   if (a.positional.empty())
-    throw engine::RunError("exec: missing CONTAINER (see racker exec --help)", EINVAL, 125);
+    throw Error("exec: missing CONTAINER (see racker exec --help)", EINVAL, ErrorKind::invalid);
   if (a.positional.size() < 2)
-    throw engine::RunError("exec: missing COMMAND (see racker exec --help)", EINVAL, 125);
+    throw Error("exec: missing COMMAND (see racker exec --help)", EINVAL, ErrorKind::invalid);
   engine::ExecRequest req;
   req.container = a.positional[0];
   req.args.assign(a.positional.begin() + 1, a.positional.end());

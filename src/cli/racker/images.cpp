@@ -111,7 +111,7 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
   for (auto& name : a.positional) {
     try {
       auto rec = images.find(name);
-      if (!rec) throw Error("no such image: " + printable(name), ENOENT);
+      if (!rec) throw Error("no such image: " + printable(name), ENOENT, ErrorKind::not_found);
       bool by_id =
           rec->id.substr(7).starts_with(name.starts_with("sha256:") ? name.substr(7) : name);
       if (by_id || rec->names.size() <= 1) {
@@ -148,7 +148,8 @@ int cmd_tag(const std::vector<std::string>& args, const RackerGlobals& g) {
   auto a = parse(args, {}, "tag SOURCE TARGET", 2, 2);
   image::ImageStore images(g.root);
   auto rec = images.find(a.positional[0]);
-  if (!rec) throw Error("no such image: " + printable(a.positional[0]), ENOENT);
+  if (!rec)
+    throw Error("no such image: " + printable(a.positional[0]), ENOENT, ErrorKind::not_found);
   auto target = image::parse_reference(a.positional[1]);
   if (!target.digest.empty()) throw Error("cannot tag with a digest: " + a.positional[1], EINVAL);
   images.put(*rec, target.str());
@@ -162,7 +163,7 @@ int cmd_image_inspect(const std::vector<std::string>& args, const RackerGlobals&
   nlohmann::json arr = nlohmann::json::array();
   for (auto& name : a.positional) {
     auto rec = images.find(name);
-    if (!rec) throw Error("no such image: " + printable(name), ENOENT);
+    if (!rec) throw Error("no such image: " + printable(name), ENOENT, ErrorKind::not_found);
     auto config = nlohmann::json::parse(content.read_blob(rec->config_digest));
     nlohmann::json layers = nlohmann::json::array();
     for (auto& l : rec->layers)

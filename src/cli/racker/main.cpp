@@ -68,6 +68,9 @@ void usage() {
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
+  // run, create, start and exec answer as docker's do: 125 for racker's own failures,
+  // 126/127 when the payload cannot be started; every other command 1
+  ExitStyle style = ExitStyle::plain;
   try {
     auto g = cli::parse_args(args, kGlobal);
     if (g.flag("version")) {
@@ -86,6 +89,8 @@ int main(int argc, char** argv) {
     globals.authfile = g.get("authfile");
     globals.certs_dir = g.get("cert-dir");
     std::string verb = g.positional[0];
+    if (verb == "run" || verb == "create" || verb == "start" || verb == "exec")
+      style = ExitStyle::payload;
     std::vector<std::string> rest(g.positional.begin() + 1, g.positional.end());
     if (verb == "image" && !rest.empty()) {
       std::string sub = rest[0];
@@ -117,14 +122,11 @@ int main(int argc, char** argv) {
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);
-  } catch (const engine::RunError& e) {
-    std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
-    return e.exit_code;
   } catch (const Error& e) {
     std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
-    return 1;
+    return exit_status(e, style);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "racker: %s\n", printable(e.what(), true).c_str());
-    return 1;
+    return exit_status(Error(e.what()), style);
   }
 }

@@ -58,15 +58,10 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
 static std::optional<engine::RunRequest> parse_run(const std::vector<std::string>& args,
                                                    const RackerGlobals& g, bool create);
 
-// Every failure of racker itself (bad flag, reference, pull, setup) is docker's 125.
+// Every failure of racker itself (bad flag, reference, pull, setup) is docker's 125
+// (main.cpp: ExitStyle::payload).
 int cmd_run(const std::vector<std::string>& args, const RackerGlobals& g) {
-  try {
-    return run_impl(args, g);
-  } catch (const engine::RunError&) {
-    throw;
-  } catch (const Error& e) {
-    throw engine::RunError(e.what(), e.err(), 125);
-  }
+  return run_impl(args, g);
 }
 
 // postroj's catalog labels (debian-bookworm, ...) name images too: baked or pulled and
@@ -93,26 +88,15 @@ static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g
 
 // racker create: run's flags; the container is made, not started (racker start).
 int cmd_create(const std::vector<std::string>& args, const RackerGlobals& g) {
-  try {
-    auto req = parse_run(args, g, true);
-    if (req) resolve_label(*req, g);
-    if (req) std::printf("%s\n", engine::create_container(*req).c_str());
-    return 0;
-  } catch (const engine::RunError&) {
-    throw;
-  } catch (const Error& e) {
-    throw engine::RunError(e.what(), e.err(), 125);
-  }
+  auto req = parse_run(args, g, true);
+  if (req) resolve_label(*req, g);
+  if (req) std::printf("%s\n", engine::create_container(*req).c_str());
+  return 0;
 }
 
 static std::optional<engine::RunRequest> parse_run(const std::vector<std::string>& args,
                                                    const RackerGlobals& g, bool create) {
-  ParsedArgs a;
-  try {
-    a = parse_args(args, kRunOpts, true);
-  } catch (const Error& e) {
-    throw engine::RunError(e.what(), e.err(), 125);
-  }
+  ParsedArgs a = parse_args(args, kRunOpts, true);
   if (a.flag("help") && create) {
     std::printf(
         "usage: racker create [options] IMAGE [COMMAND] [ARG...]\n\n"
@@ -144,10 +128,10 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   }
   const char* verb = create ? "create" : "run";
   if (a.positional.empty())
-    throw engine::RunError(std::string(verb) + ": missing IMAGE (see racker " + verb + " --help)",
-                           EINVAL, 125);
+    throw Error(std::string(verb) + ": missing IMAGE (see racker " + verb + " --help)", EINVAL,
+                ErrorKind::invalid);
   if (create && (a.flag("detach") || a.flag("rm")))
-    throw engine::RunError("create: -d and --rm are options of racker run", EINVAL, 125);
+    throw Error("create: -d and --rm are options of racker run", EINVAL, ErrorKind::invalid);
   engine::RunRequest req;
   req.image = a.positional[0];
   req.flags.args.assign(a.positional.begin() + 1, a.positional.end());
@@ -179,13 +163,14 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
     std::string c = a.get("cpus");
     double v = std::strtod(c.c_str(), &end);
     if (c.empty() || *end != '\0')
-      throw engine::RunError("invalid --cpus \"" + c + "\"", EINVAL, 125);
+      throw Error("invalid --cpus \"" + c + "\"", EINVAL, ErrorKind::invalid);
     req.flags.cpus = v;
   }
   if (a.has("pids-limit")) {
     auto n = parse_int(a.get("pids-limit"));
     if (!n)
-      throw engine::RunError("invalid --pids-limit \"" + a.get("pids-limit") + "\"", EINVAL, 125);
+      throw Error("invalid --pids-limit \"" + a.get("pids-limit") + "\"", EINVAL,
+                  ErrorKind::invalid);
     req.flags.pids_limit = *n;
   }
   req.flags.read_only = a.flag("read-only");
@@ -194,21 +179,21 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   req.flags.privileged = a.flag("privileged");
   req.flags.init = a.flag("init");
   if (a.flag("boot") && a.flag("no-boot"))
-    throw engine::RunError("--boot and --no-boot contradict each other", EINVAL, 125);
+    throw Error("--boot and --no-boot contradict each other", EINVAL, ErrorKind::invalid);
   req.boot = a.flag("boot")      ? engine::RunRequest::Boot::yes
              : a.flag("no-boot") ? engine::RunRequest::Boot::no
                                  : engine::RunRequest::Boot::automatic;
   if (a.has("boot-timeout")) {
     auto n = parse_int(a.get("boot-timeout"));
     if (!n || *n <= 0)
-      throw engine::RunError("invalid --boot-timeout \"" + a.get("boot-timeout") + "\"", EINVAL,
-                             125);
+      throw Error("invalid --boot-timeout \"" + a.get("boot-timeout") + "\"", EINVAL,
+                  ErrorKind::invalid);
     req.boot_timeout_s = static_cast<int>(*n);
   }
   req.pull = a.get("pull", "missing");
   if (req.pull != "always" && req.pull != "missing" && req.pull != "never")
-    throw engine::RunError("invalid --pull \"" + req.pull + "\": use always, missing or never",
-                           EINVAL, 125);
+    throw Error("invalid --pull \"" + req.pull + "\": use always, missing or never", EINVAL,
+                ErrorKind::invalid);
   req.store_root = g.root;
   req.pull_options.platform = a.get("platform");
   req.pull_options.registries_conf = g.registries_conf;
