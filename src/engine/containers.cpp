@@ -29,61 +29,134 @@ bool is_hex_id(const std::string& s) {
   return true;
 }
 
+template <typename T>
+void read_field(const nlohmann::json& j, const char* key, T& out) {
+  auto it = j.find(key);
+  if (it == j.end()) return;
+  try {
+    out = it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    // a mistyped field (a meta.json edited by hand or by an older racker): the default
+  }
+}
+
+ContainerStatus status_from_runtime(const std::string& s) {
+  if (s == "created") return ContainerStatus::created;
+  if (s == "running") return ContainerStatus::running;
+  if (s == "paused") return ContainerStatus::paused;
+  return ContainerStatus::stopped;
+}
+
 }  // namespace
 
+nlohmann::json ContainerRecord::to_json() const {
+  nlohmann::json j = {{"id", id},           {"name", name},
+                      {"image", image},     {"image_id", image_id},
+                      {"created", created}, {"command", command}};
+  if (!stop_signal.empty()) j["stop_signal"] = stop_signal;
+  if (booted) {
+    j["booted"] = true;
+    j["boot_timeout_s"] = boot_timeout_s;
+  }
+  if (interactive) j["interactive"] = true;
+  if (never_started) j["state"] = "created";
+  if (exit_code) j["exit_code"] = *exit_code;
+  return j;
+}
+
+ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
+  ContainerRecord r;
+  if (!j.is_object()) return r;
+  read_field(j, "id", r.id);
+  read_field(j, "name", r.name);
+  read_field(j, "image", r.image);
+  read_field(j, "image_id", r.image_id);
+  read_field(j, "created", r.created);
+  read_field(j, "command", r.command);
+  read_field(j, "stop_signal", r.stop_signal);
+  read_field(j, "booted", r.booted);
+  read_field(j, "boot_timeout_s", r.boot_timeout_s);
+  read_field(j, "interactive", r.interactive);
+  std::string state;
+  read_field(j, "state", state);
+  r.never_started = state == "created";
+  int code = 0;
+  if (j.contains("exit_code") && j["exit_code"].is_number_integer()) {
+    read_field(j, "exit_code", code);
+    r.exit_code = code;
+  }
+  return r;
+}
+
+const char* to_string(ContainerStatus s) {
+  switch (s) {
+    case ContainerStatus::created:
+      return "created";
+    case ContainerStatus::running:
+      return "running";
+    case ContainerStatus::paused:
+      return "paused";
+    case ContainerStatus::stopped:
+      return "stopped";
+    case ContainerStatus::exited:
+      break;
+  }
+  return "exited";
+}
+
 std::string ContainerEntry::status_text() const {
-  if (status == "running") return "Up";
-  if (status == "paused") return "Up (Paused)";
-  if (status == "created") return "Created";
-  if (meta.contains("exit_code") && meta["exit_code"].is_number_integer())
-    return "Exited (" + std::to_string(meta["exit_code"].get<int>()) + ")";
+  if (status == ContainerStatus::running) return "Up";
+  if (status == ContainerStatus::paused) return "Up (Paused)";
+  if (status == ContainerStatus::created) return "Created";
+  if (rec.exit_code) return "Exited (" + std::to_string(*rec.exit_code) + ")";
   return "Exited";
 }
 
-Containers::Containers(std::string store_root, std::string state_root)
+ContainerStore::ContainerStore(std::string store_root, std::string state_root)
     : store_root_(std::move(store_root)), state_root_(std::move(state_root)) {}
 
-ContainerEntry Containers::load(const std::string& id) const {
+ContainerEntry ContainerStore::load(const std::string& id) const {
   ContainerEntry c;
   c.id = id;
-  c.dir = store_root_ + "/containers/" + id;
-  try {
-    c.meta = nlohmann::json::parse(read_file_if_exists(c.dir + "/meta.json").value_or("{}"));
-  } catch (const std::exception&) {
-    c.meta = nlohmann::json::object();
-  }
-  if (!c.meta.is_object()) c.meta = nlohmann::json::object();
-  c.name = c.meta.value("name", "racker-" + id.substr(0, 12));
+  c.dir = dir_of(id);
   return refresh(c);
 }
 
-ContainerEntry Containers::refresh(const ContainerEntry& in) const {
+void ContainerStore::save(const ContainerRecord& rec) const {
+  write_file_atomic(dir_of(rec.id) + "/meta.json", rec.to_json().dump(2));
+}
+
+ContainerEntry ContainerStore::refresh(const ContainerEntry& in) const {
   ContainerEntry c = in;
-  c.status = "exited";
+  c.status = ContainerStatus::exited;
   c.pid = 0;
   c.has_state = false;
   try {
-    c.meta = nlohmann::json::parse(read_file(c.dir + "/meta.json"));
+    if (auto text = read_file_if_exists(c.dir + "/meta.json"))
+      c.rec = ContainerRecord::from_json(nlohmann::json::parse(*text));
   } catch (const std::exception&) {
+    // half written by a racker killed before its first save: what the id gives
   }
-  if (c.meta.value("state", "") == "created") c.status = "created";  // racker create
+  c.rec.id = c.id;
+  if (c.rec.name.empty()) c.rec.name = "racker-" + c.id.substr(0, 12);
+  if (c.rec.never_started) c.status = ContainerStatus::created;  // racker create
   if (!path_exists(state_root_ + "/" + c.id)) return c;
   try {
     runtime::Runtime rt(state_root_);
     auto st = rt.state(c.id);
     if (real_path(st.bundle) != real_path(c.dir)) return c;  // another store's container
     c.has_state = true;
-    c.status = st.status;
+    c.status = status_from_runtime(st.status);
     c.pid = st.pid;
   } catch (const Error&) {
     // state still being created, or half written by a racker killed mid-run
     c.has_state = true;
-    c.status = "stopped";
+    c.status = ContainerStatus::stopped;
   }
   return c;
 }
 
-std::vector<ContainerEntry> Containers::list() const {
+std::vector<ContainerEntry> ContainerStore::list() const {
   std::vector<ContainerEntry> out;
   std::string dir = store_root_ + "/containers";
   DIR* d = ::opendir(dir.c_str());
@@ -94,16 +167,16 @@ std::vector<ContainerEntry> Containers::list() const {
   }
   ::closedir(d);
   std::sort(out.begin(), out.end(), [](const ContainerEntry& a, const ContainerEntry& b) {
-    return a.meta.value("created", "") > b.meta.value("created", "");
+    return a.rec.created > b.rec.created;
   });
   return out;
 }
 
-ContainerEntry Containers::find(const std::string& key) const {
+ContainerEntry ContainerStore::find(const std::string& key) const {
   if (!key.empty()) {
     auto all = list();
     for (auto& c : all)
-      if (c.name == key || c.id == key) return c;
+      if (c.name() == key || c.id == key) return c;
     const ContainerEntry* match = nullptr;
     int n = 0;
     for (auto& c : all)
@@ -117,7 +190,7 @@ ContainerEntry Containers::find(const std::string& key) const {
   throw Error("no such container: " + printable(key), ENOENT, ErrorKind::not_found);
 }
 
-bool Containers::wait_stopped(const ContainerEntry& c, int timeout_ms) const {
+bool ContainerStore::wait_stopped(const ContainerEntry& c, int timeout_ms) const {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
     if (!refresh(c).running()) return true;
@@ -126,20 +199,20 @@ bool Containers::wait_stopped(const ContainerEntry& c, int timeout_ms) const {
   }
 }
 
-void Containers::kill(const ContainerEntry& c, int sig) const {
+void ContainerStore::kill(const ContainerEntry& c, int sig) const {
   auto cur = refresh(c);
-  if (!cur.running()) throw Error("container " + c.name + " is not running", ESRCH);
+  if (!cur.running())
+    throw Error("container " + c.name() + " is not running", ESRCH, ErrorKind::conflict);
   runtime::Runtime(state_root_).kill(c.id, sig, false);
 }
 
-bool Containers::stop(const ContainerEntry& c, int timeout_s) const {
+bool ContainerStore::stop(const ContainerEntry& c, int timeout_s) const {
   auto cur = refresh(c);
   if (!cur.running()) return false;
   int sig = SIGTERM;
-  std::string name = cur.meta.value("stop_signal", "");
-  if (!name.empty()) {
+  if (!cur.rec.stop_signal.empty()) {
     try {
-      sig = runtime::parse_signal(name);
+      sig = runtime::parse_signal(cur.rec.stop_signal);
     } catch (const Error&) {
     }
   }
@@ -157,37 +230,53 @@ bool Containers::stop(const ContainerEntry& c, int timeout_s) const {
     if (refresh(c).running()) throw;
   }
   if (!wait_stopped(c, 10000))
-    throw Error("container " + c.name + " did not stop after SIGKILL", EBUSY);
+    throw Error("container " + c.name() + " did not stop after SIGKILL", EBUSY);
   return true;
 }
 
-void Containers::remove(const ContainerEntry& c, bool force) const {
+void ContainerStore::remove(const ContainerEntry& c, bool force) const {
   auto cur = refresh(c);
   if (cur.running() && !force)
-    throw Error("cannot remove running container " + c.name + ": stop it first or use -f", EBUSY);
+    throw Error("cannot remove running container " + c.name() + ": stop it first or use -f", EBUSY,
+                ErrorKind::conflict);
   if (cur.has_state)
     runtime::Runtime(state_root_).remove(c.id, true);
   else
     runtime::StateStore(state_root_).remove_partial(c.id);  // a create killed at its start
+  unmount_and_unplug(cur);
+  remove_tree(c.dir);
+}
+
+void ContainerStore::unmount_and_unplug(const ContainerEntry& c) const {
   net::teardown(state_root_, c.id);  // nothing to do unless it had a namespace of its own
   std::string rootfs = c.dir + "/rootfs";
   for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)
     if (::umount2(rootfs.c_str(), MNT_DETACH) != 0) break;
-  remove_tree(c.dir);
 }
 
-nlohmann::json Containers::inspect(const ContainerEntry& c) const {
+void ContainerStore::release_running_parts(const ContainerEntry& c) const {
+  if (c.has_state) {
+    try {
+      runtime::Runtime(state_root_).remove(c.id, true);
+    } catch (const Error& e) {
+      log::warn("container " + c.name() + ": " + e.what());
+    }
+  }
+  unmount_and_unplug(c);
+}
+
+nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
   auto cur = refresh(c);
-  nlohmann::json state = {{"status", cur.running() ? cur.status : "exited"},
+  nlohmann::json state = {{"status", cur.running() ? to_string(cur.status) : "exited"},
                           {"running", cur.running()},
                           {"pid", cur.pid}};
-  if (cur.meta.contains("exit_code")) state["exit_code"] = cur.meta["exit_code"];
+  if (cur.rec.exit_code) state["exit_code"] = *cur.rec.exit_code;
   return {{"id", cur.id},
-          {"name", cur.name},
-          {"image", cur.meta.value("image", "")},
-          {"image_id", cur.meta.value("image_id", "")},
-          {"created", cur.meta.value("created", "")},
-          {"command", cur.meta.value("command", nlohmann::json::array())},
+          {"name", cur.name()},
+          {"image", cur.rec.image},
+          {"image_id", cur.rec.image_id},
+          {"created", cur.rec.created},
+          {"command", cur.rec.command},
           {"state", state},
           {"pid", cur.pid},
           {"dir", cur.dir},

@@ -1,8 +1,9 @@
 // The racker container store: <root>/containers/<id>/ (meta.json, config.json, log, overlay)
-// joined with the runtime's state under the state root (keyed by the container name). Backs
-// ps, logs, stop, kill, rm and inspect.
+// joined with the runtime's state under the state root (keyed by the container id). Backs
+// run, create, start, ps, logs, stop, kill, rm and inspect.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,28 +11,56 @@
 
 namespace racker::engine {
 
-struct ContainerEntry {
+// What racker keeps of a container: <root>/containers/<id>/meta.json, written only by
+// ContainerStore::save. Reading is tolerant: a missing or mistyped field takes its default.
+struct ContainerRecord {
   std::string id;
   std::string name;
-  std::string dir;      // <root>/containers/<id>
-  nlohmann::json meta;  // meta.json
-  // runtime status: running, created, paused, stopped; "exited" when the runtime has no
-  // state for it (a finished foreground run)
-  std::string status;
+  std::string image;     // the reference it was made from (or the image id)
+  std::string image_id;  // sha256:... of the image config: what rmi / prune count as used
+  std::string created;   // RFC 3339
+  std::vector<std::string> command;
+  std::string stop_signal;       // the image's StopSignal, systemd's SIGRTMIN+3; empty: SIGTERM
+  bool booted = false;           // an OS container: systemd is its PID 1
+  int boot_timeout_s = 30;       // for racker start of a created OS container
+  bool interactive = false;      // racker create -i: start -a forwards stdin
+  bool never_started = false;    // made by racker create and not started yet
+  std::optional<int> exit_code;  // of its last run
+
+  nlohmann::json to_json() const;
+  static ContainerRecord from_json(const nlohmann::json& j);
+};
+
+enum class ContainerStatus {
+  created,  // racker create made it, or the runtime's init waits to be started
+  running,
+  paused,
+  stopped,  // the runtime holds state of a process that ended
+  exited,   // the runtime holds no state (a finished run)
+};
+const char* to_string(ContainerStatus s);
+
+struct ContainerEntry {
+  std::string id;
+  std::string dir;  // <root>/containers/<id>
+  ContainerRecord rec;
+  ContainerStatus status = ContainerStatus::exited;
   int pid = 0;
   bool has_state = false;  // the runtime holds state for this container
 
-  // ("created" without runtime state: made by `racker create`, never started)
+  const std::string& name() const { return rec.name; }
+  // (created without runtime state: made by `racker create`, never started)
   bool running() const {
-    return status == "running" || status == "paused" || (status == "created" && has_state);
+    return status == ContainerStatus::running || status == ContainerStatus::paused ||
+           (status == ContainerStatus::created && has_state);
   }
   // "Up", "Exited (N)" or "Exited"
   std::string status_text() const;
 };
 
-class Containers {
+class ContainerStore {
  public:
-  explicit Containers(std::string store_root, std::string state_root = "/run/racker");
+  explicit ContainerStore(std::string store_root, std::string state_root = "/run/racker");
 
   // Every container of the store, newest first.
   std::vector<ContainerEntry> list() const;
@@ -51,9 +80,18 @@ class Containers {
   nlohmann::json inspect(const ContainerEntry& c) const;
 
   std::string log_path(const ContainerEntry& c) const { return c.dir + "/log"; }
+  std::string dir_of(const std::string& id) const { return store_root_ + "/containers/" + id; }
+
+  // Writes rec as the meta.json of its container (atomically).
+  void save(const ContainerRecord& rec) const;
+  // What only a running container needs goes: runtime state (and cgroup), network, the
+  // overlay mount. Errors are logged, not thrown.
+  void release_running_parts(const ContainerEntry& c) const;
 
  private:
   bool wait_stopped(const ContainerEntry& c, int timeout_ms) const;
+  // network namespace and veth released, overlay unmounted
+  void unmount_and_unplug(const ContainerEntry& c) const;
 
   std::string store_root_;
   std::string state_root_;

@@ -62,10 +62,10 @@ struct TempFile {
 
 int exec_in_container(const ExecRequest& req) {
   if (req.args.empty()) throw Error("exec: missing COMMAND", EINVAL, ErrorKind::invalid);
-  Containers store(req.store_root, req.state_root);
+  ContainerStore store(req.store_root, req.state_root);
   auto c = store.find(req.container);
-  if (!c.running() || c.status == "paused")
-    throw Error("container " + c.name + " is not running", ESRCH, ErrorKind::conflict);
+  if (!c.running() || c.status == ContainerStatus::paused)
+    throw Error("container " + c.name() + " is not running", ESRCH, ErrorKind::conflict);
   std::string rootfs = c.dir + "/rootfs";
   runtime::ExecOptions o;
   o.args = req.args;
@@ -253,15 +253,16 @@ void copy_entry(const std::string& from, const std::string& to, const Resolver& 
 std::string container_rootfs(const ContainerEntry& c, const std::string& store_root) {
   std::string rootfs = c.dir + "/rootfs";
   if (is_mount_point(rootfs)) return rootfs;
-  if (c.running()) throw Error("container " + c.name + " has no mounted rootfs", ENOENT);
-  std::string image_id = c.meta.value("image_id", "");
+  if (c.running()) throw Error("container " + c.name() + " has no mounted rootfs", ENOENT);
+  const std::string& image_id = c.rec.image_id;
   image::ImageStore images(store_root);
   auto rec = image_id.empty() ? std::nullopt : images.find(image_id);
   if (!rec)
-    throw Error("image " + c.meta.value("image", image_id) + " of container " + c.name + " is gone",
+    throw Error("image " + (c.rec.image.empty() ? image_id : c.rec.image) + " of container " +
+                    c.name() + " is gone",
                 ENOENT);
   if (!path_exists(c.dir + "/upper"))
-    throw Error("container " + c.name + " has no upper dir", ENOENT);
+    throw Error("container " + c.name() + " has no upper dir", ENOENT);
   if (::unshare(CLONE_NEWNS) != 0) throw_errno("unshare mount namespace");
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
     throw_errno("make mounts private");
@@ -279,7 +280,7 @@ std::string container_rootfs(const ContainerEntry& c, const std::string& store_r
   std::string data =
       "lowerdir=" + lower + ",upperdir=" + c.dir + "/upper,workdir=" + c.dir + "/work";
   if (::mount("overlay", rootfs.c_str(), "overlay", 0, data.c_str()) != 0)
-    throw_errno("mount overlay of " + c.name);
+    throw_errno("mount overlay of " + c.name());
   return rootfs;
 }
 
@@ -291,7 +292,7 @@ void copy_files(const CopyRequest& req) {
     throw Error(src.in_container ? "cp: copying between containers is not supported"
                                  : "cp: one of SRC and DST must be CONTAINER:PATH",
                 EINVAL);
-  Containers store(req.store_root, req.state_root);
+  ContainerStore store(req.store_root, req.state_root);
   auto c = store.find(container_of(src.in_container ? req.src : req.dst));
   std::string rootfs = container_rootfs(c, req.store_root);
   Resolver from{src.in_container, rootfs}, to{dst.in_container, rootfs};
@@ -304,7 +305,7 @@ void copy_files(const CopyRequest& req) {
   std::string from_host = from(src.path);
   struct stat st;
   if (::lstat(from_host.c_str(), &st) != 0)
-    throw_errno("cp: " + src.path + (src.in_container ? " in container " + c.name : ""));
+    throw_errno("cp: " + src.path + (src.in_container ? " in container " + c.name() : ""));
   bool contents = src.path == "." || src.path.ends_with("/.");
   std::string name = base_name(src.path);
   std::string target = dst.path;

@@ -73,31 +73,14 @@ RunMonitor::~RunMonitor() {
 
 void clean_up_after(const std::string& store_root, const std::string& state_root,
                     const std::string& id, bool remove) {
-  Containers store(store_root, state_root);
+  ContainerStore store(store_root, state_root);
   ContainerEntry c = store.load(id);
   bool made = path_exists(c.dir + "/meta.json");
   if (remove || !made) {
     store.remove(c, true);
     return;
   }
-  // It stays, exited: what only a running container needs goes
-  if (c.has_state) {
-    try {
-      runtime::Runtime(state_root).remove(id, true);
-    } catch (const Error& e) {
-      log::warn("container " + c.name + ": " + e.what());
-    }
-  }
-  net::teardown(state_root, id);
-  std::string rootfs = c.dir + "/rootfs";
-  for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)
-    if (::umount2(rootfs.c_str(), MNT_DETACH) != 0) break;
-  try {
-    auto meta = nlohmann::json::parse(read_file(c.dir + "/meta.json"));
-    meta.erase("started");
-    write_file_atomic(c.dir + "/meta.json", meta.dump(2));
-  } catch (const std::exception&) {
-  }
+  store.release_running_parts(c);  // it stays, exited
 }
 
 int monitor_main(int fd, pid_t parent, const std::string& store_root, const std::string& state_root,
@@ -106,35 +89,30 @@ int monitor_main(int fd, pid_t parent, const std::string& store_root, const std:
   // racker's end of the pipe may live on in a container init that racker forked and that
   // never got to exec (it waits to be started): racker's own exit is what counts
   UniqueFd racker(static_cast<int>(::syscall(SYS_pidfd_open, parent, 0)));
-  for (;;) {
-    struct pollfd p[2] = {{fd, POLLIN, 0}, {racker.get(), POLLIN, 0}};
-    if (::poll(p, racker ? 2 : 1, -1) < 0) {
-      if (errno == EINTR) continue;
-      return 1;
-    }
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+  {
+    UniqueFd pipe(fd);
+    (void)::fcntl(pipe.get(), F_SETFL, O_NONBLOCK);
+    for (;;) {
+      struct pollfd p[2] = {{pipe.get(), POLLIN, 0}, {racker.get(), POLLIN, 0}};
+      if (::poll(p, racker ? 2 : 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        return 1;
+      }
+      // a "done" racker wrote, even just before it went, means it finished the run itself
       char buf[8];
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n > 0) return 0;  // racker finished the run itself
+      ssize_t n = ::read(pipe.get(), buf, sizeof buf);
+      if (n > 0) return 0;
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return 1;  // no pipe (not started by racker run): nothing is known
-      break;                // end of file: racker is gone
-    }
-    if (p[1].revents & POLLIN) {
-      // racker is gone; a "done" it wrote just before still counts
-      struct pollfd q = {fd, POLLIN, 0};
-      char buf[8];
-      if (::poll(&q, 1, 0) > 0 && ::read(fd, buf, sizeof buf) > 0) return 0;
-      break;
+      if (n < 0 && errno != EAGAIN) return 1;        // no pipe (not started by racker run)
+      if (n == 0 || (p[1].revents & POLLIN)) break;  // end of file, or racker's pidfd: gone
     }
   }
-  ::close(fd);
   // racker is gone. A booted system goes at once (its command went with racker), so does an
   // init still waiting to be started (nobody will); a plain payload may run on, as under
   // docker when the client goes: wait for it.
-  Containers store(store_root, state_root);
+  ContainerStore store(store_root, state_root);
   ContainerEntry c = store.load(id);
-  if (c.running() && (c.meta.value("booted", false) || c.status == "created")) {
+  if (c.running() && (c.rec.booted || c.status == ContainerStatus::created)) {
     try {
       runtime::Runtime(state_root).kill(id, SIGKILL, true);
     } catch (const Error&) {
@@ -142,11 +120,10 @@ int monitor_main(int fd, pid_t parent, const std::string& store_root, const std:
   }
   while (store.refresh(c).running()) {
     pid_t pid = store.refresh(c).pid;
-    int pfd = pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1;
-    if (pfd >= 0) {
-      struct pollfd p = {pfd, POLLIN, 0};
+    UniqueFd pfd(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
+    if (pfd) {
+      struct pollfd p = {pfd.get(), POLLIN, 0};
       ::poll(&p, 1, 60'000);
-      ::close(pfd);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }

@@ -143,8 +143,8 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
   PreparedContainer& p = impl->p;
   try {
     std::string init = boot::find_init(p.rootfs);
-    p.meta["command"] = nlohmann::json::array({init});
-    p.meta["booted"] = true;
+    p.record.command = {init};
+    p.record.booted = true;
     impl->notify_fd = boot::prepare_spec(p.built.config, p.cdir, init);
     write_container_files(p);
     impl->rt = std::make_unique<runtime::Runtime>(o.state_root);

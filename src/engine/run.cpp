@@ -204,12 +204,13 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   p.image_config = nlohmann::json::parse(content.read_blob(rec.config_digest));
   p.id = id.empty() ? random_hex(64) : id;
   p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
-  p.cdir = req.store_root + "/containers/" + p.id;
+  p.store_root = req.store_root;
+  p.cdir = ContainerStore(req.store_root).dir_of(p.id);
   p.rootfs = p.cdir + "/rootfs";
   if (!req.name.empty()) {
     // docker: a name stays taken until the container is removed, also once it exited
-    for (auto& c : Containers(req.store_root, req.state_root).list())
-      if (c.name == req.name)
+    for (auto& c : ContainerStore(req.store_root, req.state_root).list())
+      if (c.name() == req.name)
         throw Error("container name \"" + req.name + "\" is already in use", EEXIST,
                     ErrorKind::conflict);
   }
@@ -262,15 +263,15 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     if (flags.privileged) limit_to_host_capabilities(config);
     // the runtime knows the container by its id; its name for racker-oci list and machinectl
     config["annotations"][kNameAnnotation] = p.name;
-    p.meta = {{"id", p.id},
-              {"name", p.name},
-              {"image", rec.names.empty() ? rec.id : rec.names[0]},
-              {"image_id", rec.id},
-              {"created", now_rfc3339()},
-              {"command", p.built.process_args}};
+    p.record.id = p.id;
+    p.record.name = p.name;
+    p.record.image = rec.names.empty() ? rec.id : rec.names[0];
+    p.record.image_id = rec.id;
+    p.record.created = now_rfc3339();
+    p.record.command = p.built.process_args;
     if (ic.contains("config") && ic["config"].is_object() && ic["config"].contains("StopSignal") &&
         ic["config"]["StopSignal"].is_string())
-      p.meta["stop_signal"] = ic["config"]["StopSignal"];
+      p.record.stop_signal = ic["config"]["StopSignal"];
   } catch (const nlohmann::json::exception& e) {
     // a field of the image's config with the wrong type ("User": [])
     p.discard();
@@ -286,7 +287,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
 
 void write_container_files(const PreparedContainer& p) {
   write_file_atomic(p.cdir + "/config.json", p.built.config.dump(2));
-  write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+  ContainerStore(p.store_root).save(p.record);
 }
 
 runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& flags,
@@ -378,9 +379,8 @@ void finish(PreparedContainer& p, int status, bool remove) {
   if (remove) {
     remove_tree(p.cdir);
   } else {
-    p.meta["exit_code"] = status;
-    p.meta.erase("started");
-    write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+    p.record.exit_code = status;
+    ContainerStore(p.store_root).save(p.record);
   }
 }
 
@@ -411,10 +411,10 @@ int run_container(const RunRequest& req) {
       runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
       std::string init = boot::find_init(p.rootfs);
       notify.reset(boot::prepare_spec(p.built.config, cdir, init));
-      p.meta["booted"] = true;
+      p.record.booted = true;
       if (req.detach) {
-        p.meta["command"] = nlohmann::json::array({init});
-        p.meta["stop_signal"] = "SIGRTMIN+3";  // systemd's halt: racker stop shuts it down
+        p.record.command = {init};
+        p.record.stop_signal = "SIGRTMIN+3";  // systemd's halt: racker stop shuts it down
       }
       booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
@@ -449,14 +449,14 @@ std::string create_container(const RunRequest& req) {
   bool boot = decide_boot(foreground, rec);
   PreparedContainer p = prepare_container(req, rec);
   try {
-    p.meta["state"] = "created";
-    p.meta["interactive"] = req.interactive;
+    p.record.never_started = true;
+    p.record.interactive = req.interactive;
     if (boot) {
       // the command (default: the image's Cmd) runs inside the booted system with start -a
       booted_command(p, req.flags, p.cdir + "/command.json");
       ::close(boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs)));
-      p.meta["booted"] = true;
-      p.meta["boot_timeout_s"] = req.boot_timeout_s;
+      p.record.booted = true;
+      p.record.boot_timeout_s = req.boot_timeout_s;
     }
     write_container_files(p);
   } catch (...) {
@@ -468,22 +468,24 @@ std::string create_container(const RunRequest& req) {
 
 int start_container(const std::string& store_root, const std::string& state_root,
                     const std::string& name_or_id, bool attach, bool interactive) {
-  Containers store(store_root, state_root);
+  ContainerStore store(store_root, state_root);
   ContainerEntry c = store.find(name_or_id);
-  if (c.status == "running" || c.status == "paused") return 0;       // docker: nothing to do
+  if (c.status == ContainerStatus::running || c.status == ContainerStatus::paused)
+    return 0;                                                        // docker: nothing to do
   if (c.has_state) runtime::Runtime(state_root).remove(c.id, true);  // an exited -d run
   PreparedContainer p;
   p.id = c.id;
-  p.name = c.name;
+  p.name = c.name();
+  p.store_root = store_root;
   p.cdir = c.dir;
   p.rootfs = c.dir + "/rootfs";
-  p.meta = c.meta;
+  p.record = c.rec;
   image::ImageStore images(store_root);
-  auto rec = images.find(c.meta.value("image_id", ""));
+  auto rec = images.find(c.rec.image_id);
   if (!rec)
-    throw Error("container " + c.name + ": its image " + c.meta.value("image", "") +
-                    " is no longer in the store",
-                ENOENT, ErrorKind::not_found);
+    throw Error(
+        "container " + c.name() + ": its image " + c.rec.image + " is no longer in the store",
+        ENOENT, ErrorKind::not_found);
   p.rec = *rec;
   auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
   p.mounted = is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false);
@@ -497,23 +499,23 @@ int start_container(const std::string& store_root, const std::string& state_root
     }
     p.net_state_root = state_root;
   }
-  p.meta.erase("state");
-  p.meta.erase("exit_code");
-  write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+  p.record.never_started = false;
+  p.record.exit_code.reset();
+  store.save(p.record);
   try {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     UniqueFd notify;  // the boot's notify socket
-    if (p.meta.value("booted", false)) {
+    if (p.record.booted) {
       // an OS container: boot it; with -a run its command inside and shut down, as racker run
       notify.reset(boot::bind_notify_socket(p.cdir));
       runtime::ExecOptions cmd;
       cmd.process_file = p.cdir + "/command.json";
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
-      p.meta["stop_signal"] = "SIGRTMIN+3";
-      write_file_atomic(p.cdir + "/meta.json", p.meta.dump(2));
+      p.record.stop_signal = "SIGRTMIN+3";
+      store.save(p.record);
       booted = [&, cmd](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
-        bo.ready_timeout_ms = p.meta.value("boot_timeout_s", 30) * 1000;
+        bo.ready_timeout_ms = p.record.boot_timeout_s * 1000;
         if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify.get(), cmd, bo);
         boot::Booted b = boot::start_and_wait(rt, p.id, opts, p.cdir, notify.get(), bo);
         if (b.pidfd >= 0) ::close(b.pidfd);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "engine/containers.hpp"
 #include "engine/spec_builder.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
@@ -36,8 +37,8 @@ struct RunRequest {
 // racker::Error for racker's own failures (its kind gives docker's 125/126/127/128+N).
 int run_container(const RunRequest& req);
 
-// racker create: the container's rootfs and config made, nothing started (meta "state":
-// "created"). Returns its id. Booted OS containers cannot be created yet.
+// racker create: the container's rootfs and config made, nothing started
+// (ContainerRecord::never_started). Returns its id. Booted OS containers cannot be created yet.
 std::string create_container(const RunRequest& req);
 // racker start: runs a created or exited container again (its upper dir kept). attach: waits
 // and returns its exit status; else detaches (output to its log) and returns 0. A running
@@ -48,10 +49,11 @@ int start_container(const std::string& store_root, const std::string& state_root
 // The steps of run_container that OsContainer shares (engine-internal).
 struct PreparedContainer {
   std::string id, name, cdir, rootfs;
+  std::string store_root;  // the ContainerStore it belongs to
   image::ImageRecord rec;
   nlohmann::json image_config;
-  BuiltSpec built;      // config with user, HOME and cwd resolved; not written yet
-  nlohmann::json meta;  // id, name, image, created, command, stop_signal
+  BuiltSpec built;         // config with user, HOME and cwd resolved; not written yet
+  ContainerRecord record;  // its meta.json
   uint32_t uid = 0, gid = 0;
   bool mounted = false;
   // set when it has a network namespace of its own (engine/network.hpp), which discard() and

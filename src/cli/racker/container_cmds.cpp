@@ -1,4 +1,4 @@
-// Container commands: ps, logs, stop, kill, rm, inspect (engine::Containers).
+// Container commands: ps, logs, stop, kill, rm, inspect (engine::ContainerStore).
 #include <fcntl.h>
 #include <signal.h>
 #include <time.h>
@@ -36,13 +36,9 @@ std::string created_ago(const std::string& rfc3339) {
   return unit(d / 86400, "day");
 }
 
-std::string command_text(const nlohmann::json& cmd) {
+std::string command_text(const std::vector<std::string>& cmd) {
   std::string s;
-  if (cmd.is_array())
-    for (auto& a : cmd) {
-      if (!s.empty()) s += " ";
-      s += a.is_string() ? a.get<std::string>() : a.dump();
-    }
+  for (auto& a : cmd) s += (s.empty() ? "" : " ") + a;
   if (s.size() > 20) s = s.substr(0, 19) + "…";
   return "\"" + s + "\"";
 }
@@ -110,7 +106,7 @@ int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
   std::string format = a.get("format");
   if (!format.empty() && format != "json")
     throw Error("ps: unsupported --format \"" + format + "\" (use json)", EINVAL);
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   std::vector<engine::ContainerEntry> shown;
   for (auto& c : store.list())
     if (a.flag("all") || c.running()) shown.push_back(c);
@@ -123,14 +119,14 @@ int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
     nlohmann::json out = nlohmann::json::array();
     for (auto& c : shown) {
       nlohmann::json o = {{"id", c.id},
-                          {"name", c.name},
-                          {"image", c.meta.value("image", "")},
-                          {"command", c.meta.value("command", nlohmann::json::array())},
-                          {"created", c.meta.value("created", "")},
-                          {"state", c.running() ? c.status : "exited"},
+                          {"name", c.name()},
+                          {"image", c.rec.image},
+                          {"command", c.rec.command},
+                          {"created", c.rec.created},
+                          {"state", c.running() ? engine::to_string(c.status) : "exited"},
                           {"status", c.status_text()},
                           {"pid", c.pid}};
-      if (c.meta.contains("exit_code")) o["exit_code"] = c.meta["exit_code"];
+      if (c.rec.exit_code) o["exit_code"] = *c.rec.exit_code;
       out.push_back(o);
     }
     std::printf("%s\n", out.dump().c_str());
@@ -139,9 +135,8 @@ int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
   std::vector<std::vector<std::string>> rows = {
       {"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"}};
   for (auto& c : shown)
-    rows.push_back({full ? c.id : c.id.substr(0, 12), c.meta.value("image", ""),
-                    command_text(c.meta.value("command", nlohmann::json::array())),
-                    created_ago(c.meta.value("created", "")), c.status_text(), c.name});
+    rows.push_back({full ? c.id : c.id.substr(0, 12), c.rec.image, command_text(c.rec.command),
+                    created_ago(c.rec.created), c.status_text(), c.name()});
   std::vector<size_t> width(6, 0);
   for (auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
@@ -171,9 +166,9 @@ int cmd_logs(const std::vector<std::string>& args, const RackerGlobals& g) {
   }
   need_names(a, "logs");
   if (a.positional.size() != 1) throw Error("logs: one container at a time", EINVAL);
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   auto c = store.find(a.positional[0]);
-  if (c.meta.value("booted", false) && c.running()) {
+  if (c.rec.booted && c.running()) {
     // a booted OS container: its log is the system's journal (as nspawn's console shows it)
     engine::ExecRequest r;
     r.container = c.id;
@@ -218,7 +213,7 @@ int cmd_stop(const std::vector<std::string>& args, const RackerGlobals& g) {
     if (!n || *n < 0) throw Error("stop: invalid -t \"" + a.get("time") + "\"", EINVAL);
     timeout = static_cast<int>(*n);
   }
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   return for_each_name(a.positional, [&](const std::string& n) {
     store.stop(store.find(n), timeout);
     std::printf("%s\n", n.c_str());
@@ -269,7 +264,7 @@ int cmd_kill(const std::vector<std::string>& args, const RackerGlobals& g) {
   }
   need_names(a, "kill");
   int sig = runtime::parse_signal(a.get("signal", "KILL"));
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   return for_each_name(a.positional, [&](const std::string& n) {
     store.kill(store.find(n), sig);
     std::printf("%s\n", n.c_str());
@@ -287,7 +282,7 @@ int cmd_rm(const std::vector<std::string>& args, const RackerGlobals& g) {
     return 0;
   }
   need_names(a, "rm");
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   return for_each_name(a.positional, [&](const std::string& n) {
     store.remove(store.find(n), a.flag("force"));
     std::printf("%s\n", n.c_str());
@@ -303,7 +298,7 @@ int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g) {
     return 0;
   }
   need_names(a, "inspect");
-  engine::Containers store(g.root);
+  engine::ContainerStore store(g.root);
   nlohmann::json out = nlohmann::json::array();
   int rc = for_each_name(
       a.positional, [&](const std::string& n) { out.push_back(store.inspect(store.find(n))); });

@@ -117,9 +117,9 @@ int cmd_rmi(const std::vector<std::string>& args, const RackerGlobals& g) {
       if (by_id || rec->names.size() <= 1) {
         // the image would go, and with it the layers under a container's rootfs (docker
         // refuses this too): the container has to go first
-        for (auto& c : engine::Containers(g.root).list())
-          if (c.meta.value("image_id", "") == rec->id)
-            throw Error("unable to remove image " + name + ": container " + c.name + " (" +
+        for (auto& c : engine::ContainerStore(g.root).list())
+          if (c.rec.image_id == rec->id)
+            throw Error("unable to remove image " + name + ": container " + c.name() + " (" +
                             c.id.substr(0, 12) + ") uses it; remove the container first",
                         EBUSY);
       }
