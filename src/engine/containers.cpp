@@ -89,19 +89,8 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
 }
 
 const char* to_string(ContainerStatus s) {
-  switch (s) {
-    case ContainerStatus::created:
-      return "created";
-    case ContainerStatus::running:
-      return "running";
-    case ContainerStatus::paused:
-      return "paused";
-    case ContainerStatus::stopped:
-      return "stopped";
-    case ContainerStatus::exited:
-      break;
-  }
-  return "exited";
+  static constexpr const char* kNames[] = {"created", "running", "paused", "stopped", "exited"};
+  return kNames[static_cast<size_t>(s)];
 }
 
 std::string ContainerEntry::status_text() const {
