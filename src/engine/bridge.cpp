@@ -63,7 +63,7 @@ std::optional<Ipv4Net> bridge_address() {
 
 }  // namespace
 
-Bridge ensure_bridge(Rtnl& host, const std::string& root, const std::function<void()>& first) {
+Bridge ensure_bridge(Rtnl& host, const std::string& root) {
   if (auto b = read_bridge_file(root)) {
     b->index = static_cast<int>(::if_nametoindex(kBridgeName));
     if (b->index > 0) return *b;
@@ -72,7 +72,6 @@ Bridge ensure_bridge(Rtnl& host, const std::string& root, const std::function<vo
   auto known = read_bridge_file(root);
   int index = static_cast<int>(::if_nametoindex(kBridgeName));
   if (known && index > 0) return {known->net, known->mtu, index};
-  first();
   Bridge b;
   b.mtu = uplink_mtu();
   std::optional<Ipv4Net> existing = index > 0 ? bridge_address() : std::nullopt;

@@ -3,7 +3,6 @@
 // bridge is up) and the link itself.
 #pragma once
 
-#include <functional>
 #include <string>
 
 #include "engine/ipv4.hpp"
@@ -19,7 +18,6 @@ struct Bridge {
 
 // The bridge, its address and NAT: made once, under the NetLock of root; later calls find the
 // state file and the link. Throws Error when the bridge cannot be made.
-// first runs under the lock, before a bridge is made.
-Bridge ensure_bridge(Rtnl& host, const std::string& root, const std::function<void()>& first);
+Bridge ensure_bridge(Rtnl& host, const std::string& root);
 
 }  // namespace racker::engine::net

@@ -54,7 +54,8 @@ bool netns_mounted(const std::string& root, const std::string& id) {
          static_cast<unsigned long>(s.f_type) == NSFS_MAGIC;
 }
 
-uint32_t take_lease(const std::string& root, const Ipv4Net& gateway, const std::string& id) {
+uint32_t take_lease(const NetLock&, const std::string& root, const Ipv4Net& gateway,
+                    const std::string& id) {
   mkdir_p(root + "/leases", 0700);
   Ipv4Net subnet{gateway.addr & gateway.mask(), gateway.prefix};
   uint32_t n = host_count(subnet);
@@ -75,7 +76,8 @@ uint32_t take_lease(const std::string& root, const Ipv4Net& gateway, const std::
   throw Error("no free address in " + format_cidr(subnet), ENOSPC);
 }
 
-void release_lease(const std::string& root, uint32_t address, const std::string& id) {
+void release_lease(const NetLock&, const std::string& root, uint32_t address,
+                   const std::string& id) {
   std::string path = lease_path(root, format_ipv4(address));
   if (read_file_if_exists(path) == id) ::unlink(path.c_str());
 }
@@ -100,11 +102,24 @@ void remove_attach(const std::string& root, const std::string& id) {
   ::unlink(attach_path(root, id).c_str());
 }
 
-std::vector<std::string> stale_attachments(const std::string& root) {
+std::vector<std::string> stale_attachments(const NetLock&, const std::string& root) {
   std::vector<std::string> stale;
   for (auto& id : entries(root + "/attach"))
     if (!netns_mounted(root, id)) stale.push_back(id);
   return stale;
+}
+
+std::vector<std::string> drop_orphan_leases(const NetLock&, const std::string& root) {
+  std::vector<std::string> dropped;
+  for (auto& address : entries(root + "/leases")) {
+    std::string path = lease_path(root, address);
+    auto id = read_file_if_exists(path);
+    if (!id) continue;
+    bool valid = !id->empty() && *id != "." && *id != ".." && id->find('/') == std::string::npos;
+    bool orphan = !valid || (!path_exists(attach_path(root, *id)) && !netns_mounted(root, *id));
+    if (orphan && ::unlink(path.c_str()) == 0) dropped.push_back(address);
+  }
+  return dropped;
 }
 
 }  // namespace racker::engine::net

@@ -29,15 +29,18 @@ void check_id(const std::string& id) {
     throw Error("invalid container id \"" + id + "\" for a network namespace", EINVAL);
 }
 
-// Releases the lease and the attach record of id.
+// Releases the lease and the attach record of id, under held or, without it, the lock taken
+// here.
 void drop_attachment(const std::string& root, const std::string& id,
-                     const std::optional<Ipv4Net>& address) {
-  if (address) release_lease(root, address->addr, id);
+                     const std::optional<Ipv4Net>& address, const NetLock* held) {
+  std::optional<NetLock> own;
+  if (!held) own.emplace(root);
+  if (address) release_lease(held ? *held : *own, root, address->addr, id);
   remove_attach(root, id);
 }
 
-// teardown for a network state root.
-void release_network(const std::string& root, const std::string& id) {
+// teardown for a network state root; held: the lock, when the caller holds it.
+void release_network(const std::string& root, const std::string& id, const NetLock* held) {
   std::string ns = netns_path(root, id);
   // With its last user gone the kernel dismantles the namespace, eth0 and with it our veth
   // end on its own workqueue (some 30 ms later: RCU grace periods). Deleting the link here
@@ -59,32 +62,48 @@ void release_network(const std::string& root, const std::string& id) {
     if (err != 0 && err != ENODEV)
       log::debug("network: delete veth " + veth + " of " + id + ": " + std::strerror(err));
   }
-  drop_attachment(root, id, record->address);
+  drop_attachment(root, id, record->address, held);
 }
 
-// Leases whose namespace is no longer mounted (a reboot with a persistent /run, a namespace
-// unmounted by hand) are released. setup_private mounts the namespace before taking a lease,
-// so a live container's lease always has its mount.
-void release_stale(const std::string& root) {
-  for (auto& id : stale_attachments(root)) {
+// What no container will release any more, found and released under the lock before every
+// lease is taken: the network of ids whose namespace is no longer mounted (a reboot with a
+// persistent /run, a namespace unmounted by hand, a crash halfway through teardown), and
+// leases with neither a namespace nor an attach record (a racker killed between taking the
+// lease and writing the record). setup_private mounts the namespace before it takes the lock
+// for a lease, so a live container's lease always has its mount.
+void release_stale(const NetLock& lock, const std::string& root) {
+  for (auto& id : stale_attachments(lock, root)) {
     log::debug("network: releasing stale lease of " + id);
     try {
-      release_network(root, id);
+      release_network(root, id, &lock);
     } catch (const std::exception& e) {
       log::debug("network: teardown of " + id + ": " + e.what());
     }
   }
+  for (auto& address : drop_orphan_leases(lock, root))
+    log::debug("network: released orphaned lease " + address);
 }
 
 // The uplink half of setup_private, run in the new namespace's thread: lease, veth, eth0's
 // address and default route.
 void attach_uplink(Rtnl& host, Rtnl& ns, const Bridge& b, const std::string& root,
                    const std::string& id, Attachment& out) {
-  uint32_t addr = take_lease(root, b.net, id);
-  Ipv4Net mine{addr, b.net.prefix};
+  Ipv4Net mine{0, b.net.prefix};
   std::string veth = veth_name(id);
-  // teardown finds what to release here, even after a crash halfway through
-  write_attach(root, id, mine, veth);
+  {
+    // The lease and its record appear together under the lock; teardown finds what to release
+    // in the record, even after a crash halfway through, and a racker killed before it is
+    // written leaves a lease that the next one's release_stale drops.
+    NetLock lock(root);
+    release_stale(lock, root);
+    mine.addr = take_lease(lock, root, b.net, id);
+    try {
+      write_attach(root, id, mine, veth);
+    } catch (...) {
+      release_lease(lock, root, mine.addr, id);
+      throw;
+    }
+  }
   try {
     UniqueFd nsfd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!nsfd) throw_errno("open /proc/thread-self/ns/net");
@@ -96,7 +115,7 @@ void attach_uplink(Rtnl& host, Rtnl& ns, const Bridge& b, const std::string& roo
     add_default_route(ns, eth0, b.net.addr);
   } catch (...) {
     delete_link(host, veth);
-    drop_attachment(root, id, mine);
+    drop_attachment(root, id, mine, nullptr);
     throw;
   }
   out.address = format_cidr(mine);
@@ -112,7 +131,7 @@ void setup_in_thread(const std::string& root, const std::string& id, Attachment&
   std::optional<Bridge> bridge;
   try {
     // if_nametoindex: still in the host's namespace
-    bridge = ensure_bridge(host, root, [&] { release_stale(root); });
+    bridge = ensure_bridge(host, root);
   } catch (const Error& e) {
     log::debug("network: container " + id + " gets loopback only: " + e.what());
   }
@@ -176,7 +195,7 @@ Attachment setup_private(const std::string& state_root, const std::string& id) {
 void teardown(const std::string& state_root, const std::string& id) noexcept {
   try {
     check_id(id);
-    release_network(net_root(state_root), id);
+    release_network(net_root(state_root), id, nullptr);
   } catch (const std::exception& e) {
     log::debug("network: teardown of " + id + ": " + e.what());
   } catch (...) {
