@@ -299,3 +299,46 @@ def test_concurrent_runs_get_distinct_addresses(ctx):
     assert len(set(addrs)) == len(addrs), addrs
     for s in shorts:
         assert_released(s)
+
+
+def test_orphaned_lease_released_by_the_next_run(ctx):
+    """A racker killed between taking a lease and writing attach/<id> (or the id into the
+    lease) leaves leases/<address> with neither an attach entry nor a namespace, which no
+    teardown finds: the next run with a network drops it under the lock, and keeps a live
+    container's lease."""
+    gw, prefix, _ = require_uplink(ctx)
+    n = unique("netl")
+    r = ctx.run("-d", "--name", n, ctx.images.bb, "sleep", "1000")
+    assert r.returncode == 0, r
+    live = r.stdout.strip()
+    held = network_of(live[:12])["leases"]
+    assert held, network_of(live[:12])
+    base = int.from_bytes(socket.inet_aton(gw), "big") & (0xFFFFFFFF << (32 - prefix))
+    planted = []
+
+    def plant(text):
+        for k in range(100, 150):  # a free address: never another run's lease
+            p = NET_ROOT / "leases" / socket.inet_ntoa((base + k).to_bytes(4, "big"))
+            try:
+                with open(p, "x") as f:
+                    f.write(text)
+            except FileExistsError:
+                continue
+            planted.append((p, text))
+            return
+        pytest.fail("no free address to plant a lease at")
+
+    try:
+        plant(os.urandom(32).hex())  # a container id without attach entry or netns
+        plant("")  # killed before the id was written
+        out = ctx.out("--rm", ctx.images.bb, "sh", "-c", "hostname")
+        assert [p for p, _ in planted if p.exists()] == [], "orphaned leases are released"
+        assert network_of(live[:12])["leases"] == held, "a live container's lease is kept"
+        assert_released(out.strip())
+    finally:
+        for p, text in planted:  # only what is still ours
+            if p.exists() and p.read_text() == text:
+                p.unlink()
+        r = ctx("rm", "-f", n)
+    assert r.returncode == 0, r
+    assert_released(live[:12])

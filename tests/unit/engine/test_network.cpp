@@ -1,7 +1,16 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
+#include "base/error.hpp"
+#include "base/fs.hpp"
+#include "engine/net_leases.hpp"
 #include "engine/network.hpp"
 
 using namespace racker::engine::net;
@@ -129,4 +138,78 @@ TEST(Network, JoinNetns) {
 TEST(Network, NetRootIsBesideTheRuntimeRoot) {
   EXPECT_EQ(net_root("/run/racker"), "/run/racker-net");
   EXPECT_EQ(net_root("/run/racker/"), "/run/racker-net");
+}
+
+// --- leases (engine/net_leases.hpp), on a directory of the test's own ---------------------------
+
+namespace {
+
+std::string lease_root() {
+  char tmpl[] = "/tmp/racker-net-XXXXXX";
+  const char* d = ::mkdtemp(tmpl);
+  return d ? d : "";
+}
+
+std::string lease_holder(const std::string& root, uint32_t addr) {
+  return racker::read_file_if_exists(root + "/leases/" + format_ipv4(addr)).value_or("<none>");
+}
+
+}  // namespace
+
+TEST(NetLeases, TakeSkipsTheGatewayAndTakenAddressesAndReleasesOnlyItsOwn) {
+  std::string root = lease_root();
+  ASSERT_FALSE(root.empty());
+  NetLock lock(root);
+  auto gateway = *parse_cidr("10.9.0.1/29");  // hosts .2 to .6
+  std::set<uint32_t> taken;
+  for (int i = 0; i < 5; ++i) {
+    uint32_t a = take_lease(lock, root, gateway, "c" + std::to_string(i));
+    EXPECT_GE(a, *parse_ipv4("10.9.0.2"));
+    EXPECT_LE(a, *parse_ipv4("10.9.0.6"));
+    EXPECT_EQ(lease_holder(root, a), "c" + std::to_string(i));
+    taken.insert(a);
+  }
+  EXPECT_EQ(taken.size(), 5u);
+  EXPECT_THROW(take_lease(lock, root, gateway, "c5"), racker::Error);
+  uint32_t first = *taken.begin();
+  std::string owner = lease_holder(root, first);
+  release_lease(lock, root, first, "someone else");
+  EXPECT_EQ(lease_holder(root, first), owner);
+  release_lease(lock, root, first, owner);
+  EXPECT_EQ(lease_holder(root, first), "<none>");
+  EXPECT_EQ(take_lease(lock, root, gateway, "c5"), first);
+  racker::remove_tree(root);
+}
+
+// A racker killed between taking a lease and writing its attach record left a lease that
+// teardown never finds; the sweep drops it (and empty leases), keeps the leases of recorded
+// containers and lists the records whose namespace is gone for teardown.
+TEST(NetLeases, OrphanedLeasesAreDroppedRecordedOnesKept) {
+  std::string root = lease_root();
+  ASSERT_FALSE(root.empty());
+  NetLock lock(root);
+  auto gateway = *parse_cidr("10.9.0.1/24");
+  racker::mkdir_p(root + "/leases");
+  racker::write_file_atomic(root + "/leases/10.9.0.250", "");  // killed before writing the id
+  uint32_t live = take_lease(lock, root, gateway, "live");
+  write_attach(root, "live", {live, 24}, "rklive");
+  uint32_t killed = take_lease(lock, root, gateway, "killed");  // no record
+  auto record = read_attach(root, "live");
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->address, (Ipv4Net{live, 24}));
+  EXPECT_EQ(record->veth, "rklive");
+
+  auto dropped = drop_orphan_leases(lock, root);
+  std::sort(dropped.begin(), dropped.end());
+  std::vector<std::string> want = {format_ipv4(killed), "10.9.0.250"};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(dropped, want);
+  EXPECT_EQ(lease_holder(root, live), "live");
+  EXPECT_EQ(lease_holder(root, killed), "<none>");
+  // no namespace mounted under a temporary directory: "live" is teardown's to release
+  EXPECT_EQ(stale_attachments(lock, root), std::vector<std::string>{"live"});
+  EXPECT_TRUE(drop_orphan_leases(lock, root).empty());
+  remove_attach(root, "live");
+  EXPECT_FALSE(read_attach(root, "live"));
+  racker::remove_tree(root);
 }
