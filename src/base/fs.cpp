@@ -84,19 +84,20 @@ void mkdir_p(const std::string& path, mode_t mode) {
 
 namespace {
 
-// remove_tree holds at most this many directories open: the deepest ones on its way down. A
-// directory above them is reopened through ".." of its child when the walk climbs back, and
+// A tree removal holds at most this many directories open: the deepest ones on its way down.
+// A directory above them is reopened through ".." of its child when the walk climbs back, and
 // checked to be the one it came down from; so no depth costs more descriptors, and only heap
 // memory (names still to remove) grows with it.
 constexpr size_t kRemoveOpenDirs = 16;
 
 // An iterative rm -rf that stays on one device: constant stack depth and a bounded number of
 // descriptors however deep the tree (a hostile image can nest directories far deeper than
-// PATH_MAX through symlinks), and symlinks are removed, never followed. Best effort: what
-// cannot be removed (a mount point, an error) is left, and the rest still goes.
+// PATH_MAX through symlinks), and symlinks are removed, never followed. Strict, it throws
+// Error at the first entry it cannot remove; else it removes what it can (a mount point, an
+// error is left, and the rest still goes).
 class TreeRemover {
  public:
-  explicit TreeRemover(dev_t dev) : dev_(dev) {}
+  TreeRemover(dev_t dev, bool strict) : dev_(dev), strict_(strict) {}
   ~TreeRemover() {
     for (auto& l : levels_) l.close();
   }
@@ -104,10 +105,10 @@ class TreeRemover {
   TreeRemover& operator=(const TreeRemover&) = delete;
 
   // Empties the directory open as fd (st: its status; the remover owns fd from here) and
-  // removes it as path.
-  void run(int fd, const struct stat& st, const std::string& path) {
-    if (enter(fd, st, path) && !empty_all()) return;  // moved away meanwhile: stop there
-    ::unlinkat(AT_FDCWD, path.c_str(), AT_REMOVEDIR);
+  // removes it as name under parent (AT_FDCWD: name is a path).
+  void run(int parent, int fd, const struct stat& st, const std::string& name) {
+    if (enter(fd, st, name) && !empty_all()) return;  // moved away meanwhile: stop there
+    if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0) failed("remove directory " + name);
   }
 
  private:
@@ -121,7 +122,7 @@ class TreeRemover {
     int fd;     // -1 while closed
     dev_t dev;  // to recognize it when reopened
     ino_t ino;
-    std::string name;  // in the level above (the top: the path given)
+    std::string name;  // in the level above (the top: the name given)
     size_t begin;      // its entries still to remove are pending_[begin..]
     void close() {
       if (dir)
@@ -133,21 +134,32 @@ class TreeRemover {
     }
   };
 
+  // Strict: throws Error("what: strerror(err)"). Else returns false, and the walk goes on.
+  bool failed(const std::string& what, int err = errno) const {
+    if (strict_) throw_errno(what, err);
+    return false;
+  }
+
   // Reads the directory open as fd (owned from here) and makes it the current level; false
   // (fd closed) if it cannot be read.
   bool enter(int fd, const struct stat& st, const std::string& name) {
     DIR* d = ::fdopendir(fd);
     if (!d) {
+      int err = errno;
       ::close(fd);
-      return false;
+      return failed("read directory " + name, err);
     }
     size_t begin = pending_.size();
-    while (auto* e = ::readdir(d)) {
+    levels_.push_back({d, fd, st.st_dev, st.st_ino, name, begin});
+    for (;;) {
+      errno = 0;
+      auto* e = ::readdir(d);
+      if (!e) break;
       std::string_view n = e->d_name;
       if (n == "." || n == "..") continue;
       pending_.push_back({std::string(n), e->d_type});
     }
-    levels_.push_back({d, fd, st.st_dev, st.st_ino, name, begin});
+    if (errno != 0) failed("read directory " + name);
     if (levels_.size() - first_open_ > kRemoveOpenDirs) levels_[first_open_++].close();
     return true;
   }
@@ -169,7 +181,8 @@ class TreeRemover {
       cur.close();
       levels_.pop_back();
       if (levels_.empty()) break;
-      ::unlinkat(levels_.back().fd, name.c_str(), AT_REMOVEDIR);
+      if (::unlinkat(levels_.back().fd, name.c_str(), AT_REMOVEDIR) != 0)
+        failed("remove directory " + name);
     }
     first_open_ = 0;
     return true;
@@ -177,25 +190,37 @@ class TreeRemover {
 
   void remove_entry(int dirfd, const Entry& e) {
     const char* name = e.name.c_str();
-    // d_type says what it is, with no stat: only directories (or EISDIR: replaced by one
-    // since) are opened.
-    if (e.type != DT_DIR && e.type != DT_UNKNOWN) {
-      if (::unlinkat(dirfd, name, 0) == 0 || errno != EISDIR) return;
+    // d_type says what it is, with no stat: anything else is unlinked (EISDIR: a directory
+    // after all, or replaced by one since)
+    if (e.type != DT_DIR) {
+      if (::unlinkat(dirfd, name, 0) == 0) return;
+      if (errno != EISDIR) {
+        failed("remove " + e.name);
+        return;
+      }
+    }
+    if (::unlinkat(dirfd, name, AT_REMOVEDIR) == 0) return;  // empty: nothing to walk
+    if (errno != ENOTEMPTY && errno != EEXIST) {
+      failed("remove directory " + e.name);  // a mount point (EBUSY), no permission
+      return;
     }
     int fd = open_below(dirfd, name);
     if (fd < 0) {
-      if (errno == ENOTDIR || errno == ELOOP)
-        ::unlinkat(dirfd, name, 0);  // not a directory; a symlink is removed, never followed
-      else if (errno != ENOENT)
-        ::unlinkat(dirfd, name, AT_REMOVEDIR);  // unreadable: tried anyway
+      if (errno == ENOTDIR || errno == ELOOP) {
+        // replaced by a file since; a symlink is removed, never followed
+        if (::unlinkat(dirfd, name, 0) != 0) failed("remove " + e.name);
+      } else if (errno != ENOENT) {
+        failed("open directory " + e.name);
+      }
       return;
     }
     struct stat st;
     if (::fstat(fd, &st) != 0 || st.st_dev != dev_) {  // a mount point: never descend
       ::close(fd);
+      failed("directory " + e.name + " is on another filesystem", EXDEV);
       return;
     }
-    if (!enter(fd, st, e.name)) ::unlinkat(dirfd, name, AT_REMOVEDIR);
+    enter(fd, st, e.name);
   }
 
   // Opens directory name under dirfd without following a symlink; if the process is out of
@@ -213,19 +238,21 @@ class TreeRemover {
   // "..": only if it is still the directory the walk came down from.
   bool reopen_parent() {
     Level& up = levels_[levels_.size() - 2];
-    int fd = ::openat(levels_.back().fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return false;
+    UniqueFd fd(::openat(levels_.back().fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return failed("reopen directory " + up.name);
     struct stat st;
-    if (::fstat(fd, &st) != 0 || st.st_dev != up.dev || st.st_ino != up.ino) {
-      ::close(fd);
-      return false;
-    }
-    up.fd = fd;
+    if (::fstat(fd.get(), &st) != 0) return failed("stat directory " + up.name);
+    if (st.st_dev != up.dev || st.st_ino != up.ino)
+      return failed(
+          "directory " + levels_.back().name + " moved out of " + up.name + " while being removed",
+          ESTALE);
+    up.fd = fd.release();
     first_open_ = levels_.size() - 2;
     return true;
   }
 
   dev_t dev_;
+  bool strict_;
   std::vector<Level> levels_;   // from the top directory down to the current one
   size_t first_open_ = 0;       // levels_[first_open_..] are open, the ones above closed
   std::vector<Entry> pending_;  // entries still to remove, the current level's last
@@ -247,7 +274,21 @@ void remove_tree(const std::string& path) {
     ::close(fd);
     return;
   }
-  TreeRemover(st.st_dev).run(fd, st, path);
+  TreeRemover(st.st_dev, false).run(AT_FDCWD, fd, st, path);
+}
+
+void remove_tree_at(int dirfd, const std::string& name) {
+  if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) == 0) return;
+  if (errno != ENOTEMPTY && errno != EEXIST) throw_errno("remove directory " + name);
+  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw_errno("open directory " + name);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("stat directory " + name, err);
+  }
+  TreeRemover(st.st_dev, true).run(dirfd, fd, st, name);
 }
 
 bool path_exists(const std::string& path) {

@@ -20,8 +20,13 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
 void write_file(const std::string& path, std::string_view data);
 // mkdir -p; throws on failure.
 void mkdir_p(const std::string& path, mode_t mode = 0755);
-// rm -rf that never crosses into another filesystem (stays on the device of path).
+// rm -rf that never crosses into another filesystem (stays on the device of path). Best
+// effort: what cannot be removed stays, the rest goes.
 void remove_tree(const std::string& path);
+// rm -rf of directory name under dirfd, never following symlinks, on one filesystem, with
+// constant stack and at most 16 descriptors however deep the tree. Throws Error naming the
+// first entry it cannot remove.
+void remove_tree_at(int dirfd, const std::string& name);
 bool path_exists(const std::string& path);
 // Lexically cleans a path: collapses "//", ".", and "..", keeping it absolute if it was.
 std::string clean_path(std::string_view path);

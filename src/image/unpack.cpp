@@ -40,7 +40,6 @@ namespace racker::image {
 namespace {
 
 constexpr size_t kMaxCachedDirs = 128;  // well under RLIMIT_NOFILE, plenty for tar's dir order
-constexpr size_t kRemoveOpenDirs = 16;  // descriptors a removal holds at most (see TreeRemoval)
 constexpr const char* kWhiteoutPrefix = ".wh.";
 constexpr const char* kOpaqueMarker = ".wh..wh..opq";
 
@@ -265,158 +264,15 @@ class Unpacker {
     dirs_.clear();
   }
 
-  // rm -rf of the directory name under dirfd, never following symlinks. Iterative: a constant
-  // stack depth and at most kRemoveOpenDirs descriptors however deep the tree (a hostile layer
-  // can nest directories far deeper than PATH_MAX, through symlinks to its deepest levels).
-  void remove_tree_at(int dirfd, const char* name) {
-    if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) return;
-    if (errno != ENOTEMPTY && errno != EEXIST) fail(std::string("remove directory ") + name);
-    TreeRemoval removal(*this);
-    removal.enter(removal.open_below(dirfd, name), name);
-    removal.empty_all();
-    if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0) fail(std::string("remove directory ") + name);
+  // rm -rf of the directory name under dirfd, never following symlinks (base/fs.hpp: constant
+  // stack and a bounded number of descriptors however deep a hostile layer nests).
+  void remove_tree_at(int dirfd, const char* name) const {
+    try {
+      racker::remove_tree_at(dirfd, name);
+    } catch (const Error& e) {
+      fail(e.what(), e.err());
+    }
   }
-
-  // The walk of remove_tree_at. Only the deepest kRemoveOpenDirs directories on the way down
-  // stay open; one above them is reopened through ".." of its child when the walk climbs back,
-  // and must be the directory it came down from (so ".." never leads out of the tree). Only heap
-  // memory (the names still to remove) grows with the depth.
-  class TreeRemoval {
-   public:
-    explicit TreeRemoval(const Unpacker& u) : u_(u) {}
-    ~TreeRemoval() {
-      for (auto& l : levels_) l.close();
-    }
-    TreeRemoval(const TreeRemoval&) = delete;
-    TreeRemoval& operator=(const TreeRemoval&) = delete;
-
-    // Opens directory name under dirfd without following a symlink; if the process is out of
-    // descriptors, gives back those of the highest open levels first.
-    int open_below(int dirfd, const char* name) {
-      for (;;) {
-        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) return fd;
-        if ((errno != EMFILE && errno != ENFILE) || !close_highest())
-          u_.fail(std::string("open directory ") + name);
-      }
-    }
-
-    // Reads the directory open as fd (owned from here) and makes it the current level.
-    void enter(int fd, const char* name) {
-      DIR* d = fdopendir(fd);
-      if (!d) {
-        int err = errno;
-        close(fd);
-        u_.fail(std::string("read directory ") + name, err);
-      }
-      size_t begin = pending_.size();
-      levels_.push_back({d, fd, 0, 0, name, begin});
-      for (;;) {
-        errno = 0;
-        dirent* de = readdir(d);
-        if (!de) break;
-        std::string_view n = de->d_name;
-        if (n == "." || n == "..") continue;
-        pending_.push_back({std::string(n), de->d_type});
-      }
-      if (errno != 0) u_.fail(std::string("read directory ") + name);
-      if (levels_.size() - first_open_ > kRemoveOpenDirs) close_highest();
-    }
-
-    // Removes entries until the top level is empty (the caller removes it).
-    void empty_all() {
-      while (!levels_.empty()) {
-        Level& cur = levels_.back();
-        if (pending_.size() > cur.begin) {
-          Entry e = std::move(pending_.back());
-          pending_.pop_back();
-          remove_entry(cur.fd, e);
-          continue;
-        }
-        if (levels_.size() > 1 && levels_[levels_.size() - 2].fd < 0) reopen_parent();
-        std::string name = std::move(cur.name);
-        cur.close();
-        levels_.pop_back();
-        if (levels_.empty()) break;
-        if (unlinkat(levels_.back().fd, name.c_str(), AT_REMOVEDIR) < 0)
-          u_.fail("remove directory " + name);
-      }
-      first_open_ = 0;
-    }
-
-   private:
-    struct Entry {
-      std::string name;
-      unsigned char type;  // d_type
-    };
-    // A directory being emptied.
-    struct Level {
-      DIR* dir;   // owns fd, unless fd was reopened through ".." (then null)
-      int fd;     // -1 while closed
-      dev_t dev;  // set when closed, to recognize it when reopened
-      ino_t ino;
-      std::string name;  // in the level above
-      size_t begin;      // its entries still to remove are pending_[begin..]
-      void close() {
-        if (dir)
-          closedir(dir);
-        else if (fd >= 0)
-          ::close(fd);
-        dir = nullptr;
-        fd = -1;
-      }
-    };
-
-    void remove_entry(int dirfd, const Entry& e) {
-      const char* name = e.name.c_str();
-      bool is_dir = e.type == DT_DIR;
-      if (e.type == DT_UNKNOWN) {
-        struct stat st;
-        is_dir = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
-      }
-      if (!is_dir) {
-        if (unlinkat(dirfd, name, 0) < 0) u_.fail(std::string("remove ") + name);
-        return;
-      }
-      if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) return;  // empty: nothing to walk
-      if (errno != ENOTEMPTY && errno != EEXIST) u_.fail(std::string("remove directory ") + name);
-      enter(open_below(dirfd, name), name);
-    }
-
-    // Closes the highest open level but the current one, noting what it was; false if none.
-    bool close_highest() {
-      if (first_open_ + 1 >= levels_.size()) return false;
-      Level& l = levels_[first_open_];
-      struct stat st;
-      if (fstat(l.fd, &st) < 0) u_.fail("stat directory " + l.name);
-      l.dev = st.st_dev;
-      l.ino = st.st_ino;
-      l.close();
-      ++first_open_;
-      return true;
-    }
-
-    // Reopens the (closed) level above the current one through "..", if it is still the
-    // directory the walk came down from.
-    void reopen_parent() {
-      Level& up = levels_[levels_.size() - 2];
-      UniqueFd fd(openat(levels_.back().fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!fd) u_.fail("reopen directory " + up.name);
-      struct stat st;
-      if (fstat(fd.get(), &st) < 0) u_.fail("stat directory " + up.name);
-      if (st.st_dev != up.dev || st.st_ino != up.ino)
-        u_.fail("directory " + levels_.back().name + " moved out of " + up.name +
-                    " while being removed",
-                ESTALE);
-      up.fd = fd.release();
-      first_open_ = levels_.size() - 2;
-    }
-
-    const Unpacker& u_;
-    std::vector<Level> levels_;   // from the top directory down to the current one
-    size_t first_open_ = 0;       // levels_[first_open_..] are open, the ones above closed
-    std::vector<Entry> pending_;  // entries still to remove, the current level's last
-  };
 
   // Removes whatever is at name (an earlier entry of this layer with the same path). True if
   // it was a directory: then every cached directory descriptor but dirfd is closed already.
