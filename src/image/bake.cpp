@@ -316,7 +316,8 @@ std::vector<std::string> mmdebstrap_argv(const BakeOptions& o, const std::string
   return argv;
 }
 
-LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir) {
+LayerBlob store_layer(ContentStore& content, const std::string& tmp_dir,
+                      const std::function<void(const Sink&)>& produce) {
   UniqueFd tmp = anonymous_file(tmp_dir);
   Sha256 diff, blob;
   LayerBlob out;
@@ -325,7 +326,7 @@ LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::strin
     out.size += n;
     if (!write_all(tmp.get(), p, n)) throw_errno("write layer in " + tmp_dir);
   });
-  filter_rootfs_tar(in_fd, [&](const void* p, size_t n) {
+  produce([&](const void* p, size_t n) {
     diff.update(p, n);
     gz.write(p, n);
   });
@@ -345,6 +346,18 @@ LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::strin
   }
   ingest->commit();
   return out;
+}
+
+LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir) {
+  return store_layer(content, tmp_dir, [&](const Sink& sink) { filter_rootfs_tar(in_fd, sink); });
+}
+
+LayerBlob tree_to_layer(const std::string& dir, ContentStore& content, const std::string& tmp_dir) {
+  return store_layer(content, tmp_dir, [&](const Sink& sink) {
+    TarWriter w(sink);
+    write_tree(w, dir, {.skip = under_dev});
+    w.finish();
+  });
 }
 
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& in) {

@@ -1,11 +1,13 @@
 // Tar, the one module for it: header decoding (ustar, GNU long names and links, PAX extended
-// and global headers, xattrs) shared by every reader here, and the streaming reader layers are
-// unpacked with. Reading parses and checks; it never touches the filesystem. Internal to image/.
+// and global headers, xattrs) shared by every reader here, the streaming reader layers are
+// unpacked with, and the writer `save` and layer making use (write_tree: a directory as a
+// layer). Reading parses and checks; it never touches the filesystem. Internal to image/.
 #pragma once
 
 #include <time.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,17 +31,17 @@ struct TarEntry {
     fifo = '6',
   };
   Type type = Type::file;
-  std::string path;      // as written in the archive (PAX or GNU long name applied)
-  std::string linkpath;  // symlink target or hardlink source
-  uint64_t size = 0;     // data bytes that follow (only regular files carry data to extract)
-  uint32_t mode = 0;     // permission bits plus setuid, setgid and sticky
+  std::string path{};      // as written in the archive (PAX or GNU long name applied)
+  std::string linkpath{};  // symlink target or hardlink source
+  uint64_t size = 0;       // data bytes that follow (only regular files carry data to extract)
+  uint32_t mode = 0;       // permission bits plus setuid, setgid and sticky
   uint32_t uid = 0;
   uint32_t gid = 0;
   timespec mtime{};
   timespec atime{};  // equals mtime unless the archive records an access time
   uint32_t devmajor = 0;
   uint32_t devminor = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;  // name -> raw value
+  std::vector<std::pair<std::string, std::string>> xattrs{};  // name -> raw value
 };
 
 namespace tar {
@@ -131,5 +133,50 @@ class TarReader {
   uint64_t pad_left_ = 0;        // zero padding after it, up to the next 512-byte block
   TarHeaderDecoder dec_;
 };
+
+// A tar writer: ustar headers, PAX records where ustar has no room (long paths and link
+// targets, large sizes, ids and times, xattrs as SCHILY.xattr.<name>), numbers past the octal
+// fields also in GNU base-256. Throws racker::Error on write errors.
+class TarWriter {
+ public:
+  using Sink = std::function<void(const void*, size_t)>;
+  using Producer = std::function<void(const Sink&)>;
+  explicit TarWriter(int fd);  // writes to fd
+  explicit TarWriter(Sink out);
+  // Entries owned by root and dated 1970 (reproducible archives, as `save` writes).
+  void add_dir(const std::string& path, uint32_t mode = 0755);
+  void add_file(const std::string& path, std::string_view data, uint32_t mode = 0644);
+  // produce() must hand exactly size bytes to its sink.
+  void add_file(const std::string& path, uint64_t size, const Producer& produce,
+                uint32_t mode = 0644);
+  void add_symlink(const std::string& path, const std::string& target);
+  // Any entry, as TarReader reads it back: type, path, link, mode (setuid, setgid, sticky
+  // included), owner, mtime (seconds), device numbers and xattrs. A regular file's e.size
+  // bytes come from produce (exactly that many); other types carry no data.
+  void add(const TarEntry& e, const Producer& produce = {});
+  // The end-of-archive marker (two zero blocks).
+  void finish();
+  uint64_t bytes() const { return written_; }
+
+ private:
+  void header(const TarEntry& e, uint64_t size);
+  void data(const std::string& path, uint64_t size, const Producer& produce);
+  void write(const void* p, size_t n);
+  Sink out_;
+  uint64_t written_ = 0;
+};
+
+struct WriteTreeOptions {
+  // Entries (paths as written, "./a/b", directories "./a/") left out; a directory left out is
+  // not walked.
+  std::function<bool(const std::string& path)> skip;
+};
+// Writes the tree at dir as `tar -C dir --numeric-owner --xattrs
+// --xattrs-include=security.capability -c .` did: "./" first, then every entry below it as
+// "./path" (directories "./path/") in byte order of names, depth first, so the output depends
+// only on the tree. Symlinks are written, never followed; a second name of an inode becomes a
+// hardlink to the first; sockets are left out. Regular files are read whole (holes as zeros).
+// Errors name the path on the host.
+void write_tree(TarWriter& w, const std::string& dir, const WriteTreeOptions& o = {});
 
 }  // namespace racker::image

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <string>
@@ -211,6 +212,21 @@ TEST_F(BakeLayerTest, GnuLongNamesBelowDevGoWithTheirEntries) {
   for (auto& e : layer_entries(content, blob)) entries.push_back(e.path + " -> " + e.linkpath);
   EXPECT_EQ(entries, (std::vector<std::string>{"./ -> ", "./dev/ -> ", "./etc/ -> ",
                                                "./etc/link -> " + t, "./etc/" + y + " -> "}));
+}
+
+TEST_F(BakeLayerTest, TreeToLayerLeavesOutDev) {
+  // a provisioned upper directory becomes a layer the same way, ./dev/* left out
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (device nodes)";
+  std::string src = dir_ + "/src";
+  mkdir_p(src + "/dev/pts");
+  mkdir_p(src + "/devices");
+  ASSERT_EQ(::mknod((src + "/dev/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
+  write_file_atomic(src + "/dev/" + std::string(150, 'x'), "long");
+  write_file_atomic(src + "/etc", "kept");
+  ContentStore content(dir_ + "/store");
+  LayerBlob blob = tree_to_layer(src, content, dir_ + "/store/ingest");
+  EXPECT_EQ(paths_of(layer_entries(content, blob)),
+            (std::vector<std::string>{"./", "./dev/", "./devices/", "./etc"}));
 }
 
 TEST_F(BakeLayerTest, UbuntuWithoutKeyringFailsClearly) {
