@@ -5,7 +5,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -134,42 +133,6 @@ void overlay_to_diff(const std::string& dir) {
   }
 }
 
-// `tar -c` of dir (numeric owners, file capabilities kept) into a gzip layer blob.
-image::LayerBlob tar_layer(const std::string& dir, image::ContentStore& content) {
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) throw_errno("pipe");
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) {
-    ::dup2(pfd[1], 1);
-    const char* argv[] = {"tar",       "--numeric-owner",
-                          "--xattrs",  "--xattrs-include=security.capability",
-                          "--sparse",  "-C",
-                          dir.c_str(), "-cf",
-                          "-",         ".",
-                          nullptr};
-    ::execvp("tar", const_cast<char* const*>(argv));
-    ::_exit(127);
-  }
-  ::close(pfd[1]);
-  image::LayerBlob blob;
-  try {
-    blob = image::rootfs_tar_to_layer(pfd[0], content, content.root() + "/ingest");
-  } catch (...) {
-    ::close(pfd[0]);
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    throw;
-  }
-  ::close(pfd[0]);
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    throw Error("tar of the provisioned layer failed (status " + std::to_string(st) + ")", EIO);
-  return blob;
-}
-
 std::string derived_name(const image::ImageRecord& base, const std::vector<std::string>& extra,
                          const std::vector<std::string>& commands) {
   std::string hex = base.id.substr(base.id.find(':') + 1, 12);
@@ -266,7 +229,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
     }
     overlay_to_diff(upper);
     status("storing the provisioned layer");
-    image::LayerBlob layer = tar_layer(upper, content);
+    image::LayerBlob layer = image::tree_to_layer(upper, content, content.root() + "/ingest");
 
     json cfg = json::parse(content.read_blob(base.config_digest));
     cfg["rootfs"]["diff_ids"].push_back(layer.diff_id);

@@ -20,6 +20,7 @@
 #include "image/decompress.hpp"
 #include "image/digest.hpp"
 #include "image/reference.hpp"
+#include "image/tar.hpp"
 
 namespace racker::image {
 
@@ -136,142 +137,61 @@ class TarFiles : public ArchiveFiles {
     std::string link;
   };
 
-  static uint64_t number(const char* f, size_t n, bool& ok) {
-    auto* u = reinterpret_cast<const uint8_t*>(f);
-    uint64_t v = 0;
-    if (u[0] & 0x80) {  // GNU base-256
-      if (u[0] != 0x80) ok = false;
-      for (size_t i = 1; i < n; ++i) {
-        if (v >> 56) ok = false;
-        v = (v << 8) | u[i];
-      }
-      return v;
-    }
-    size_t i = 0;
-    while (i < n && (f[i] == ' ' || f[i] == '\0')) ++i;
-    for (; i < n && f[i] >= '0' && f[i] <= '7'; ++i) {
-      if (v >> 60) ok = false;
-      v = v * 8 + static_cast<uint64_t>(f[i] - '0');
-    }
-    for (; i < n; ++i)
-      if (f[i] != ' ' && f[i] != '\0') ok = false;
-    return v;
-  }
-
-  static std::string field(const char* f, size_t n) { return std::string(f, strnlen(f, n)); }
-
-  static bool checksum_ok(const uint8_t* b, bool& ok) {
-    uint64_t want = number(reinterpret_cast<const char*>(b) + 148, 8, ok);
-    uint64_t u = 0;
-    int64_t s = 0;
-    for (size_t i = 0; i < 512; ++i) {
-      uint8_t c = (i >= 148 && i < 156) ? ' ' : b[i];
-      u += c;
-      s += static_cast<int8_t>(c);
-    }
-    return want == u || static_cast<int64_t>(want) == s;
-  }
-
-  // PAX records "<len> <key>=<value>\n".
-  static void pax(const std::string& d, std::string& path, std::string& link, uint64_t& size,
-                  bool& has_size, uint64_t at) {
-    size_t i = 0;
-    while (i < d.size()) {
-      size_t sp = d.find(' ', i);
-      if (sp == std::string::npos) break;
-      uint64_t len = 0;
-      for (size_t k = i; k < sp; ++k) {
-        if (d[k] < '0' || d[k] > '9') bad("corrupt PAX header at offset " + std::to_string(at));
-        len = len * 10 + static_cast<uint64_t>(d[k] - '0');
-        if (len > d.size()) bad("corrupt PAX header at offset " + std::to_string(at));
-      }
-      if (len == 0 || i + len > d.size() || len < sp - i + 2)
-        bad("corrupt PAX header at offset " + std::to_string(at));
-      std::string rec = d.substr(sp + 1, i + len - sp - 2);
-      auto eq = rec.find('=');
-      if (eq != std::string::npos) {
-        std::string k = rec.substr(0, eq), v = rec.substr(eq + 1);
-        if (k == "path") path = v;
-        if (k == "linkpath") link = v;
-        if (k == "size") {
-          bool ok = !v.empty() && v.size() < 20 &&
-                    std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
-          if (!ok) bad("corrupt PAX size at offset " + std::to_string(at));
-          size = std::stoull(v);
-          has_size = true;
-        }
-      }
-      i += len;
-    }
-  }
-
+  // Decodes the headers with the tar module's decoder, reading them with pread: the data of
+  // members is not read here, only where it lies.
   void index() {
     struct stat st;
     if (::fstat(fd_.get(), &st) != 0) throw_errno("stat archive");
     const uint64_t total = static_cast<uint64_t>(st.st_size);
     if (total == 0) bad("not a tar archive (empty file)");
-    if (total < 512) bad("not a tar archive (too short)");
+    if (total < tar::kBlock) bad("not a tar archive (too short)");
+    TarHeaderDecoder dec;
+    using Kind = TarHeaderDecoder::Header::Kind;
     uint64_t pos = 0;
-    std::string long_name, long_link, pax_path, pax_link;
-    uint64_t pax_size = 0;
-    bool has_pax_size = false;
-    uint8_t b[512];
-    while (pos + 512 <= total) {
-      pread_all(fd_.get(), b, 512, pos, "tar header");
-      if (std::all_of(b, b + 512, [](uint8_t c) { return c == 0; })) return;
-      bool ok = true;
-      if (!checksum_ok(b, ok) || !ok) {
+    uint8_t b[tar::kBlock];
+    TarEntry e;
+    while (pos + tar::kBlock <= total) {
+      pread_all(fd_.get(), b, sizeof b, pos, "tar header");
+      if (tar::is_zero_block(b)) return;
+      if (!tar::checksum_ok(b)) {
         if (pos == 0) bad("not a tar archive");
         bad("corrupt tar header at offset " + std::to_string(pos));
       }
-      const char* h = reinterpret_cast<const char*>(b);
-      uint64_t size = number(h + 124, 12, ok);
-      if (!ok) bad("corrupt tar header at offset " + std::to_string(pos));
-      char type = h[156];
-      uint64_t data = pos + 512;
-      if (has_pax_size && type != 'x' && type != 'g' && type != 'L' && type != 'K') size = pax_size;
-      uint64_t padded = (size + 511) / 512 * 512;
-      if (padded < size || data + padded < data)
-        bad("corrupt tar header at offset " + std::to_string(pos));
-      std::string name = field(h, 100);
-      if (std::memcmp(h + 257, "ustar\0", 6) == 0 && h[345])
-        name = field(h + 345, 155) + "/" + name;
-      if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
-        if (size > (1 << 20)) bad("tar meta header too large at offset " + std::to_string(pos));
-        if (data + size > total)
+      const uint64_t data = pos + tar::kBlock;
+      auto decoded = [&](auto&& step) {
+        try {
+          return step();
+        } catch (const Error& err) {
+          throw err.with_context("corrupt tar header at offset " + std::to_string(pos));
+        }
+      };
+      auto h = decoded([&] { return dec.header(b); });
+      if (h.kind != Kind::entry) {
+        if (h.kind == Kind::meta && h.size > h.meta_max)
+          bad("tar meta header too large at offset " + std::to_string(pos));
+        if (data + h.size > total)
           bad("truncated tar archive (header at offset " + std::to_string(pos) + ")");
-        std::string meta(size, '\0');
-        pread_all(fd_.get(), meta.data(), size, data, "tar header");
-        if (type == 'x') pax(meta, pax_path, pax_link, pax_size, has_pax_size, pos);
-        if (type == 'L') long_name = meta.substr(0, strnlen(meta.data(), meta.size()));
-        if (type == 'K') long_link = meta.substr(0, strnlen(meta.data(), meta.size()));
-        pos = data + padded;
+        if (h.kind == Kind::meta) {
+          std::string meta(h.size, '\0');
+          pread_all(fd_.get(), meta.data(), h.size, data, "tar header");
+          decoded([&] { dec.meta(h, meta); });
+        }
+        pos = data + h.size + tar::padding(h.size);
         continue;
       }
-      if (!long_name.empty()) name = long_name;
-      if (!pax_path.empty()) name = pax_path;
-      std::string link = field(h + 157, 100);
-      if (!long_link.empty()) link = long_link;
-      if (!pax_link.empty()) link = pax_link;
-      long_name.clear();
-      long_link.clear();
-      pax_path.clear();
-      pax_link.clear();
-      has_pax_size = false;
-      bool has_data = type == '0' || type == '\0' || type == '7';
-      if (has_data && data + size > total)
-        bad("truncated tar archive (" + member_path(name) + " needs " + std::to_string(size) +
-            " bytes)");
-      std::string key = member_path(name);
-      if (has_data)
+      uint64_t size = decoded([&] { return dec.entry(b, e); });
+      std::string key = member_path(e.path);
+      if (data + size > total)
+        bad("truncated tar archive (" + key + " needs " + std::to_string(size) + " bytes)");
+      if (e.type == TarEntry::Type::file)
         members_[key] = {'0', data, size, ""};
-      else if (type == '1')
-        members_[key] = {'1', 0, 0, member_path(link)};
-      else if (type == '2')
-        members_[key] = {'2', 0, 0, link};
+      else if (e.type == TarEntry::Type::hardlink)
+        members_[key] = {'1', 0, 0, member_path(e.linkpath)};
+      else if (e.type == TarEntry::Type::symlink)
+        members_[key] = {'2', 0, 0, e.linkpath};
       else
         members_.erase(key);  // a directory or special file: nothing to read
-      pos = data + (has_data ? padded : 0);
+      pos = data + size + tar::padding(size);
     }
   }
 

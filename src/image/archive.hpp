@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "image/content_store.hpp"
@@ -98,29 +97,5 @@ struct SaveOptions {
 // the OCI formats copy the blobs as stored. Errors carry the context "save <image>".
 void save_images(const ContentStore& content, const ImageStore& images,
                  const std::vector<std::string>& refs, const SaveOptions& o);
-
-// A minimal tar writer (ustar; PAX headers for long names and huge sizes), entries dated
-// 1970 for reproducible output. Throws racker::Error on write errors.
-class TarWriter {
- public:
-  using Sink = std::function<void(const void*, size_t)>;
-  explicit TarWriter(int fd) : fd_(fd) {}
-  void add_dir(const std::string& path, uint32_t mode = 0755);
-  void add_file(const std::string& path, std::string_view data, uint32_t mode = 0644);
-  // produce() must hand exactly size bytes to its sink.
-  void add_file(const std::string& path, uint64_t size,
-                const std::function<void(const Sink&)>& produce, uint32_t mode = 0644);
-  void add_symlink(const std::string& path, const std::string& target);
-  // The end-of-archive marker (two zero blocks).
-  void finish();
-  uint64_t bytes() const { return written_; }
-
- private:
-  void header(const std::string& path, char type, uint64_t size, uint32_t mode,
-              const std::string& link);
-  void write(const void* p, size_t n);
-  int fd_;
-  uint64_t written_ = 0;
-};
 
 }  // namespace racker::image

@@ -1,4 +1,4 @@
-// Writing image archives (`save`) and the tar writer they use.
+// Writing image archives (`save`).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -19,130 +18,16 @@
 #include "image/decompress.hpp"
 #include "image/digest.hpp"
 #include "image/reference.hpp"
+#include "image/tar.hpp"
 
 namespace racker::image {
 
 using nlohmann::json;
 using Sink = TarWriter::Sink;
 
-// --- TarWriter -------------------------------------------------------------------------------
-
 namespace {
-
 constexpr size_t kChunk = 1 << 20;
-constexpr uint64_t kOctalMax = 077777777777ULL;  // 11 octal digits
-
-void put_str(char* b, size_t off, size_t len, const std::string& s) {
-  std::memcpy(b + off, s.data(), std::min(len, s.size()));
-}
-
-// len-1 octal digits, zero-padded, then NUL
-void put_octal(char* b, size_t off, size_t len, uint64_t v) {
-  b[off + len - 1] = '\0';
-  for (size_t i = len - 1; i-- > 0; v >>= 3) b[off + i] = static_cast<char>('0' + (v & 7));
-}
-
-std::string pax_record(const std::string& key, const std::string& value) {
-  // "<len> key=value\n" where len counts itself
-  size_t body = key.size() + value.size() + 3;  // ' ', '=', '\n'
-  size_t len = body + std::to_string(body).size();
-  if (std::to_string(len).size() != std::to_string(body).size()) ++len;
-  return std::to_string(len) + " " + key + "=" + value + "\n";
-}
-
 }  // namespace
-
-void TarWriter::write(const void* p, size_t n) {
-  if (!write_all(fd_, p, n)) throw_errno("write archive");
-  written_ += n;
-}
-
-void TarWriter::header(const std::string& path, char type, uint64_t size, uint32_t mode,
-                       const std::string& link) {
-  std::string name = path, prefix;
-  std::string pax;
-  if (name.size() > 100) {
-    // ustar's prefix/name split at a '/', else a PAX path record
-    size_t cut = name.rfind('/', 155);
-    if (cut != std::string::npos && cut > 0 && name.size() - cut - 1 <= 100 &&
-        name.size() - cut - 1 > 0) {
-      prefix = name.substr(0, cut);
-      name = name.substr(cut + 1);
-    } else {
-      pax += pax_record("path", path);
-      name = path.substr(0, 100);
-    }
-  }
-  if (link.size() > 100) pax += pax_record("linkpath", link);
-  if (size > kOctalMax) pax += pax_record("size", std::to_string(size));
-  if (!pax.empty()) {
-    std::string pax_name = "PaxHeaders/" + std::to_string(written_);
-    header(pax_name, 'x', pax.size(), 0644, "");
-    write(pax.data(), pax.size());
-    static const char zero[512] = {};
-    if (pax.size() % 512) write(zero, 512 - pax.size() % 512);
-  }
-  char b[512] = {};
-  put_str(b, 0, 100, name);
-  put_octal(b, 100, 8, mode);
-  put_octal(b, 108, 8, 0);
-  put_octal(b, 116, 8, 0);
-  if (size > kOctalMax) {  // GNU base-256, for readers without PAX
-    b[124] = static_cast<char>(0x80);
-    for (int i = 0; i < 8; ++i) b[135 - i] = static_cast<char>((size >> (8 * i)) & 0xff);
-  } else {
-    put_octal(b, 124, 12, size);
-  }
-  put_octal(b, 136, 12, 0);
-  b[156] = type;
-  put_str(b, 157, 100, link);
-  std::memcpy(b + 257,
-              "ustar\0"
-              "00",
-              8);
-  put_str(b, 345, 155, prefix);
-  std::memset(b + 148, ' ', 8);
-  unsigned sum = 0;
-  for (unsigned char c : b) sum += c;
-  put_octal(b, 148, 7, sum);  // six digits, NUL, then the space left by memset
-
-  write(b, 512);
-}
-
-void TarWriter::add_dir(const std::string& path, uint32_t mode) {
-  header(path.ends_with("/") ? path : path + "/", '5', 0, mode, "");
-}
-
-void TarWriter::add_file(const std::string& path, std::string_view data, uint32_t mode) {
-  add_file(
-      path, data.size(), [&](const Sink& sink) { sink(data.data(), data.size()); }, mode);
-}
-
-void TarWriter::add_file(const std::string& path, uint64_t size,
-                         const std::function<void(const Sink&)>& produce, uint32_t mode) {
-  header(path, '0', size, mode, "");
-  uint64_t done = 0;
-  produce([&](const void* p, size_t n) {
-    if (done + n > size)
-      throw Error(path + ": more data than the " + std::to_string(size) + " bytes announced", EIO);
-    write(p, n);
-    done += n;
-  });
-  if (done != size)
-    throw Error(path + ": " + std::to_string(done) + " bytes instead of " + std::to_string(size),
-                EIO);
-  static const char zero[512] = {};
-  if (size % 512) write(zero, 512 - size % 512);
-}
-
-void TarWriter::add_symlink(const std::string& path, const std::string& target) {
-  header(path, '2', 0, 0777, target);
-}
-
-void TarWriter::finish() {
-  static const char zero[1024] = {};
-  write(zero, sizeof zero);
-}
 
 // --- save ------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@
 #include "image/importer.hpp"
 #include "image/manifest.hpp"
 #include "image/reference.hpp"
+#include "image/tar.hpp"
 
 extern char** environ;
 
@@ -144,33 +145,6 @@ class Reader {
   size_t pos_ = 0, len_ = 0;
 };
 
-uint64_t tar_number(const char* f, size_t n) {
-  auto* u = reinterpret_cast<const uint8_t*>(f);
-  uint64_t v = 0;
-  if (u[0] & 0x80) {
-    for (size_t i = 1; i < n; ++i) v = (v << 8) | u[i];
-    return v;
-  }
-  size_t i = 0;
-  while (i < n && (f[i] == ' ' || f[i] == '\0')) ++i;
-  for (; i < n && f[i] >= '0' && f[i] <= '7'; ++i) v = v * 8 + static_cast<uint64_t>(f[i] - '0');
-  return v;
-}
-
-std::string pax_path(const std::string& d) {
-  std::string path;
-  for (size_t i = 0; i < d.size();) {
-    size_t sp = d.find(' ', i);
-    if (sp == std::string::npos) break;
-    uint64_t len = std::strtoull(d.c_str() + i, nullptr, 10);
-    if (len == 0 || i + len > d.size()) break;
-    std::string rec = d.substr(sp + 1, i + len - sp - 2);
-    if (rec.starts_with("path=")) path = rec.substr(5);
-    i += len;
-  }
-  return path;
-}
-
 // Below ./dev: "./dev/null", "dev/pts/" (but not ./dev itself).
 bool under_dev(std::string p) {
   while (p.starts_with("./") || p.starts_with("/")) p.erase(0, p.starts_with("/") ? 1 : 2);
@@ -178,13 +152,14 @@ bool under_dev(std::string p) {
 }
 
 // Copies a tar stream to out without the entries below ./dev (with their PAX and GNU long-name
-// headers), ending it with the two-block end-of-archive marker.
+// headers), ending it with the two-block end-of-archive marker. The blocks of the entries kept
+// are copied as they are; the tar module's decoder says what they are.
 void filter_rootfs_tar(int fd, const Sink& out) {
+  using Kind = TarHeaderDecoder::Header::Kind;
   Reader in(fd);
+  TarHeaderDecoder dec;
   std::string pending;  // meta headers (and their data) of the next entry
-  std::string name;     // from a GNU long-name or PAX header
-  const std::string zero(1024, '\0');
-  char h[512];
+  uint8_t h[tar::kBlock];
   size_t h_len = 0;
   Sink to_h = [&](const void* p, size_t n) {
     std::memcpy(h + h_len, p, n);
@@ -193,55 +168,46 @@ void filter_rootfs_tar(int fd, const Sink& out) {
   Sink to_pending = [&](const void* p, size_t n) {
     pending.append(static_cast<const char*>(p), n);
   };
-  for (;;) {
-    h_len = 0;
-    if (!in.take(512, &to_h)) break;  // no end marker: end here
-    if (std::all_of(h, h + 512, [](char c) { return c == 0; })) break;
-    uint64_t size = tar_number(h + 124, 12);
-    uint64_t padded = (size + 511) / 512 * 512;
-    char type = h[156];
-    if (type == 'x' || type == 'L') {
-      size_t at = pending.size();
-      pending.append(h, 512);
-      if (size > (1 << 20)) throw Error("rootfs tarball: meta header too large", EINVAL);
-      in.take(padded, &to_pending);
-      std::string data = pending.substr(at + 512, size);
-      if (type == 'L') name = data.substr(0, strnlen(data.data(), data.size()));
-      if (type == 'x') {
-        std::string p = pax_path(data);
-        if (!p.empty()) name = p;
+  TarEntry e;
+  try {
+    for (;;) {
+      h_len = 0;
+      if (!in.take(tar::kBlock, &to_h)) break;  // no end marker: end here
+      if (tar::is_zero_block(h)) break;
+      auto hd = dec.header(h);
+      if (hd.kind == Kind::meta) {
+        if (hd.size > hd.meta_max)
+          throw Error(std::string(hd.what) + " of " + std::to_string(hd.size) + " bytes " +
+                          dec.where() + " is too large",
+                      EINVAL);
+        size_t at = pending.size();
+        pending.append(reinterpret_cast<const char*>(h), sizeof h);
+        in.take(hd.size + tar::padding(hd.size), &to_pending);
+        dec.meta(hd, std::string_view(pending).substr(at + sizeof h, hd.size));
+        if (hd.type == 'g') {  // global: applies to every later entry, so always kept
+          out(pending.data() + at, pending.size() - at);
+          pending.resize(at);
+        }
+        continue;
       }
-      continue;
+      if (hd.kind == Kind::skip) {  // a volume label: not a file, left out
+        in.take(hd.size + tar::padding(hd.size), nullptr);
+        continue;
+      }
+      uint64_t size = dec.entry(h, e);
+      bool keep = !under_dev(e.path);
+      if (keep) {
+        out(pending.data(), pending.size());
+        out(h, sizeof h);
+      }
+      in.take(size + tar::padding(size), keep ? &out : nullptr);
+      pending.clear();
+      dec.leave_entry();
     }
-    if (type == 'g') {  // global: applies to every later entry, so always kept
-      out(h, 512);
-      in.take(padded, &out);
-      continue;
-    }
-    if (type == 'K') {  // the entry's long link target
-      pending.append(h, 512);
-      in.take(padded, &to_pending);
-      continue;
-    }
-    std::string path = name;
-    if (path.empty()) {
-      path = std::string(h, strnlen(h, 100));
-      if (std::memcmp(h + 257, "ustar\0", 6) == 0 && h[345])
-        path = std::string(h + 345, strnlen(h + 345, 155)) + "/" + path;
-    }
-    bool has_data = !std::strchr("123456", type) || type == '\0';
-    uint64_t data = has_data ? padded : 0;
-    if (under_dev(path)) {
-      in.take(data, nullptr);
-    } else {
-      if (!pending.empty()) out(pending.data(), pending.size());
-      out(h, 512);
-      in.take(data, &out);
-    }
-    pending.clear();
-    name.clear();
+  } catch (const Error& err) {
+    throw err.with_context("rootfs tarball");
   }
-  out(zero.data(), zero.size());
+  out(std::string(2 * tar::kBlock, '\0').data(), 2 * tar::kBlock);
 }
 
 int run_command(const std::vector<std::string>& argv) {
@@ -350,7 +316,8 @@ std::vector<std::string> mmdebstrap_argv(const BakeOptions& o, const std::string
   return argv;
 }
 
-LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir) {
+LayerBlob store_layer(ContentStore& content, const std::string& tmp_dir,
+                      const std::function<void(const Sink&)>& produce) {
   UniqueFd tmp = anonymous_file(tmp_dir);
   Sha256 diff, blob;
   LayerBlob out;
@@ -359,7 +326,7 @@ LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::strin
     out.size += n;
     if (!write_all(tmp.get(), p, n)) throw_errno("write layer in " + tmp_dir);
   });
-  filter_rootfs_tar(in_fd, [&](const void* p, size_t n) {
+  produce([&](const void* p, size_t n) {
     diff.update(p, n);
     gz.write(p, n);
   });
@@ -379,6 +346,18 @@ LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::strin
   }
   ingest->commit();
   return out;
+}
+
+LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir) {
+  return store_layer(content, tmp_dir, [&](const Sink& sink) { filter_rootfs_tar(in_fd, sink); });
+}
+
+LayerBlob tree_to_layer(const std::string& dir, ContentStore& content, const std::string& tmp_dir) {
+  return store_layer(content, tmp_dir, [&](const Sink& sink) {
+    TarWriter w(sink);
+    write_tree(w, dir, {.skip = under_dev});
+    w.finish();
+  });
 }
 
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& in) {

@@ -62,6 +62,14 @@ struct LayerBlob {
 // leaving out the entries below ./dev (device nodes a container runtime provides itself).
 // tmp_dir holds the blob while its digest is computed.
 LayerBlob rootfs_tar_to_layer(int in_fd, ContentStore& content, const std::string& tmp_dir);
+// The uncompressed layer tar that produce hands to its sink -> a gzip layer blob in the store.
+LayerBlob store_layer(
+    ContentStore& content, const std::string& tmp_dir,
+    const std::function<void(const std::function<void(const void*, size_t)>&)>& produce);
+// A directory (a provisioned overlay upper, whiteouts already OCI .wh. files) -> a gzip layer
+// blob: the tree as tar -c of it (image/tar.hpp write_tree), without ./dev/*, as for rootfs
+// tarballs.
+LayerBlob tree_to_layer(const std::string& dir, ContentStore& content, const std::string& tmp_dir);
 
 // Builds (or takes from the cache) the rootfs, then stores and names the image.
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& o);

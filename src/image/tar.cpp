@@ -12,7 +12,8 @@
 namespace racker::image {
 namespace {
 
-constexpr size_t kBlock = 512;
+using tar::kBlock;
+using tar::padding;
 // Meta headers (PAX records, GNU long names) are held in memory: cap them.
 constexpr uint64_t kMaxPax = 8 << 20;
 constexpr uint64_t kMaxLongName = 64 << 10;
@@ -56,28 +57,6 @@ std::optional<int64_t> num_field(const uint8_t* h, Field f) {
   for (; i < f.len; ++i)
     if (p[i] != ' ' && p[i] != 0) return std::nullopt;
   return static_cast<int64_t>(x);
-}
-
-bool is_zero_block(const uint8_t* h) {
-  uint64_t acc = 0;
-  for (size_t i = 0; i < kBlock; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, h + i, 8);
-    acc |= w;
-  }
-  return acc == 0;
-}
-
-bool checksum_ok(const uint8_t* h) {
-  auto want = num_field(h, kChksum);
-  if (!want) return false;
-  int64_t usum = 0, ssum = 0;
-  for (size_t i = 0; i < kBlock; ++i) {
-    uint8_t c = (i >= kChksum.off && i < kChksum.off + kChksum.len) ? ' ' : h[i];
-    usum += c;
-    ssum += static_cast<int8_t>(c);  // some historic writers summed signed chars
-  }
-  return *want == usum || *want == ssum;
 }
 
 std::optional<uint64_t> parse_dec(std::string_view s) {
@@ -181,8 +160,34 @@ void set_xattr(std::vector<std::pair<std::string, std::string>>& v, std::string 
 
 }  // namespace
 
+namespace tar {
+
+bool is_zero_block(const uint8_t* h) {
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kBlock; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, h + i, 8);
+    acc |= w;
+  }
+  return acc == 0;
+}
+
+bool checksum_ok(const uint8_t* h) {
+  auto want = num_field(h, kChksum);
+  if (!want) return false;
+  int64_t usum = 0, ssum = 0;
+  for (size_t i = 0; i < kBlock; ++i) {
+    uint8_t c = (i >= kChksum.off && i < kChksum.off + kChksum.len) ? ' ' : h[i];
+    usum += c;
+    ssum += static_cast<int8_t>(c);  // some historic writers summed signed chars
+  }
+  return *want == usum || *want == ssum;
+}
+
+}  // namespace tar
+
 // Values from PAX records; unset ones fall back to the global records, then to the header.
-struct TarReader::Pax {
+struct TarHeaderDecoder::Pax {
   std::optional<std::string> path, linkpath;
   std::optional<uint64_t> size, uid, gid;
   std::optional<timespec> mtime, atime;
@@ -261,14 +266,178 @@ struct TarReader::Pax {
   }
 };
 
-TarReader::TarReader(LayerStream& src) : src_(src), global_(std::make_unique<Pax>()) {}
+// --- TarHeaderDecoder ------------------------------------------------------------------------
 
-TarReader::~TarReader() = default;
+TarHeaderDecoder::TarHeaderDecoder()
+    : local_(std::make_unique<Pax>()), global_(std::make_unique<Pax>()) {}
 
-std::string TarReader::where() const {
+TarHeaderDecoder::~TarHeaderDecoder() = default;
+
+std::string TarHeaderDecoder::where() const {
   if (last_.empty()) return "at the first entry";
   return (in_entry_ ? "at entry \"" : "after entry \"") + last_ + "\"";
 }
+
+TarHeaderDecoder::Header TarHeaderDecoder::header(const uint8_t* h) const {
+  if (!tar::checksum_ok(h)) throw Error("invalid tar header checksum " + where(), EINVAL);
+  auto size = num_field(h, kSize);
+  if (!size || *size < 0) throw Error("invalid size field in tar header " + where(), EINVAL);
+  Header out{Header::Kind::entry, static_cast<char>(h[kTypeflag]), static_cast<uint64_t>(*size), 0,
+             ""};
+  switch (out.type) {
+    case 'x':
+      return {Header::Kind::meta, out.type, out.size, kMaxPax, "pax header"};
+    case 'g':
+      return {Header::Kind::meta, out.type, out.size, kMaxPax, "pax global header"};
+    case 'L':
+      return {Header::Kind::meta, out.type, out.size, kMaxLongName, "GNU long name"};
+    case 'K':
+      return {Header::Kind::meta, out.type, out.size, kMaxLongName, "GNU long link name"};
+    case 'V':  // GNU volume label: not a file
+      out.kind = Header::Kind::skip;
+      return out;
+    default:
+      return out;
+  }
+}
+
+void TarHeaderDecoder::meta(const Header& h, std::string_view data) {
+  switch (h.type) {
+    case 'x':
+      local_->parse(data, where());
+      break;
+    case 'g':
+      global_->parse(data, where());
+      break;
+    case 'L':
+      long_name_ = std::string(data.substr(0, data.find('\0')));
+      break;
+    case 'K':
+      long_link_ = std::string(data.substr(0, data.find('\0')));
+      break;
+    default:
+      break;
+  }
+}
+
+uint64_t TarHeaderDecoder::entry(const uint8_t* h, TarEntry& e) {
+  // The meta headers apply to this entry only, whatever happens below.
+  const Pax local = std::exchange(*local_, Pax{});
+  std::optional<std::string> long_name = std::exchange(long_name_, std::nullopt);
+  std::optional<std::string> long_link = std::exchange(long_link_, std::nullopt);
+  char type = static_cast<char>(h[kTypeflag]);
+  auto size = num_field(h, kSize);
+  if (!size || *size < 0) throw Error("invalid size field in tar header " + where(), EINVAL);
+
+  // Combine the header with the meta headers that preceded it.
+  bool posix = std::memcmp(h + kMagic.off, "ustar\0", 6) == 0;
+  bool gnu = std::memcmp(h + kMagic.off, "ustar  \0", 8) == 0;
+  if (local.path) {
+    e.path = *local.path;
+  } else if (long_name) {
+    e.path = *long_name;
+  } else {
+    std::string_view prefix = posix ? str_field(h, kPrefix) : std::string_view{};
+    e.path.clear();
+    if (!prefix.empty()) {
+      e.path.append(prefix);
+      e.path.push_back('/');
+    }
+    e.path.append(str_field(h, kName));
+  }
+  last_ = e.path;
+  in_entry_ = true;
+  if (local.linkpath)
+    e.linkpath = *local.linkpath;
+  else if (long_link)
+    e.linkpath = *long_link;
+  else
+    e.linkpath = std::string(str_field(h, kLinkname));
+
+  if (local.sparse || global_->sparse || type == 'S')
+    throw Error("sparse file " + where() + " is not supported", ENOTSUP);
+  if (e.path.find('\0') != std::string::npos || e.linkpath.find('\0') != std::string::npos)
+    throw Error("NUL byte in a path " + where(), EINVAL);
+  if (e.path.empty()) throw Error("empty path in tar header " + where(), EINVAL);
+
+  auto pick = [&](const std::optional<uint64_t>& l, const std::optional<uint64_t>& g, Field f,
+                  const char* name) -> uint64_t {
+    if (l) return *l;
+    if (g) return *g;
+    auto v = num_field(h, f);
+    if (!v || *v < 0 || static_cast<uint64_t>(*v) > UINT32_MAX)
+      throw Error(std::string("invalid ") + name + " field in tar header " + where(), EINVAL);
+    return static_cast<uint64_t>(*v);
+  };
+  e.uid = static_cast<uint32_t>(pick(local.uid, global_->uid, kUid, "uid"));
+  e.gid = static_cast<uint32_t>(pick(local.gid, global_->gid, kGid, "gid"));
+  auto mode = num_field(h, kMode);
+  if (!mode || *mode < 0) throw Error("invalid mode field in tar header " + where(), EINVAL);
+  e.mode = static_cast<uint32_t>(*mode) & 07777;
+  e.devmajor = e.devminor = 0;
+  if (type == '3' || type == '4') {
+    auto ma = num_field(h, kDevmajor), mi = num_field(h, kDevminor);
+    if (!ma || !mi || *ma < 0 || *mi < 0 || *ma > UINT32_MAX || *mi > UINT32_MAX)
+      throw Error("invalid device number in tar header " + where(), EINVAL);
+    e.devmajor = static_cast<uint32_t>(*ma);
+    e.devminor = static_cast<uint32_t>(*mi);
+  }
+  if (local.mtime) {
+    e.mtime = *local.mtime;
+  } else if (global_->mtime) {
+    e.mtime = *global_->mtime;
+  } else {
+    auto t = num_field(h, kMtime);
+    if (!t) throw Error("invalid mtime field in tar header " + where(), EINVAL);
+    e.mtime = {static_cast<time_t>(*t), 0};
+  }
+  e.atime = e.mtime;
+  if (local.atime) {
+    e.atime = *local.atime;
+  } else if (global_->atime) {
+    e.atime = *global_->atime;
+  } else if (gnu) {
+    auto t = num_field(h, kGnuAtime);
+    if (t && *t > 0) e.atime = {static_cast<time_t>(*t), 0};
+  }
+  e.xattrs = global_->xattrs;
+  for (auto& [n, v] : local.xattrs) set_xattr(e.xattrs, n, v);
+
+  uint64_t data_size = local.size ? *local.size : static_cast<uint64_t>(*size);
+  switch (type) {
+    case '0':
+    case '\0':
+    case '7':
+      // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
+      e.type = e.path.back() == '/' ? TarEntry::Type::dir : TarEntry::Type::file;
+      break;
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+      e.type = static_cast<TarEntry::Type>(type);
+      break;
+    case 'D':  // GNU dump directory: its data is a listing, not content
+      e.type = TarEntry::Type::dir;
+      break;
+    default: {
+      char t[8];
+      snprintf(t, sizeof t, "0x%02x", static_cast<uint8_t>(type));
+      throw Error(std::string("unsupported tar entry type ") + t + " " + where(), ENOTSUP);
+    }
+  }
+  // Data of other entry types (e.g. a hardlink carrying data) is there but not content.
+  e.size = e.type == TarEntry::Type::file ? data_size : 0;
+  return data_size;
+}
+
+// --- TarReader -------------------------------------------------------------------------------
+
+TarReader::TarReader(LayerStream& src) : src_(src) {}
+
+TarReader::~TarReader() = default;
 
 bool TarReader::more() {
   if (eof_) return false;
@@ -320,17 +489,17 @@ void TarReader::skip(uint64_t n) {
   }
 }
 
-std::string TarReader::read_meta(uint64_t size, uint64_t limit, const char* what) {
-  if (size > limit)
-    throw Error(
-        std::string(what) + " of " + std::to_string(size) + " bytes " + where() + " is too large",
-        EINVAL);
+std::string TarReader::read_meta(const TarHeaderDecoder::Header& h) {
+  if (h.size > h.meta_max)
+    throw Error(std::string(h.what) + " of " + std::to_string(h.size) + " bytes " + where() +
+                    " is too large",
+                EINVAL);
   std::string out;
-  out.reserve(size);
-  data_left_ = size;
+  out.reserve(h.size);
+  data_left_ = h.size;
   for (auto s = read_data(); !s.empty(); s = read_data())
     out.append(reinterpret_cast<const char*>(s.data()), s.size());
-  skip((kBlock - size % kBlock) % kBlock);
+  skip(padding(h.size));
   return out;
 }
 
@@ -338,157 +507,35 @@ bool TarReader::next(TarEntry& e) {
   // Finish the previous entry: unread data plus padding.
   skip(data_left_ + pad_left_);
   data_left_ = pad_left_ = 0;
-  in_entry_ = false;
+  dec_.leave_entry();
 
-  Pax local;
-  bool have_local = false;
-  std::optional<std::string> long_name, long_link;
   for (;;) {
     const uint8_t* h = block();
     if (!h) {
       if (src_.bytes() == 0) return false;  // an empty stream: an empty layer
       throw Error("truncated tar stream " + where() + ": no end-of-archive marker", EIO);
     }
-    if (is_zero_block(h)) {
+    if (tar::is_zero_block(h)) {
       // The end-of-archive marker is two zero blocks; a lone one at EOF is accepted like GNU tar.
       const uint8_t* h2 = block();
-      if (h2 && !is_zero_block(h2)) throw Error("invalid end-of-archive marker " + where(), EINVAL);
+      if (h2 && !tar::is_zero_block(h2))
+        throw Error("invalid end-of-archive marker " + where(), EINVAL);
       return false;
     }
-    if (!checksum_ok(h)) throw Error("invalid tar header checksum " + where(), EINVAL);
-
-    char type = static_cast<char>(h[kTypeflag]);
-    auto size = num_field(h, kSize);
-    if (!size || *size < 0) throw Error("invalid size field in tar header " + where(), EINVAL);
-
-    switch (type) {
-      case 'x':
-        local.parse(read_meta(*size, kMaxPax, "pax header"), where());
-        have_local = true;
+    TarHeaderDecoder::Header hd = dec_.header(h);
+    switch (hd.kind) {
+      case TarHeaderDecoder::Header::Kind::meta:
+        dec_.meta(hd, read_meta(hd));
         continue;
-      case 'g':
-        global_->parse(read_meta(*size, kMaxPax, "pax global header"), where());
+      case TarHeaderDecoder::Header::Kind::skip:
+        skip(hd.size + padding(hd.size));
         continue;
-      case 'L': {
-        std::string s = read_meta(*size, kMaxLongName, "GNU long name");
-        long_name = s.substr(0, s.find('\0'));
-        continue;
-      }
-      case 'K': {
-        std::string s = read_meta(*size, kMaxLongName, "GNU long link name");
-        long_link = s.substr(0, s.find('\0'));
-        continue;
-      }
-      case 'V':  // GNU volume label: not a file
-        skip(static_cast<uint64_t>(*size) + (kBlock - *size % kBlock) % kBlock);
-        continue;
-      default:
+      case TarHeaderDecoder::Header::Kind::entry:
         break;
     }
-
-    // A real entry: combine the header with the meta headers that preceded it.
-    bool posix = std::memcmp(h + kMagic.off, "ustar\0", 6) == 0;
-    bool gnu = std::memcmp(h + kMagic.off, "ustar  \0", 8) == 0;
-    if (have_local && local.path) {
-      e.path = *local.path;
-    } else if (long_name) {
-      e.path = *long_name;
-    } else {
-      std::string_view prefix = posix ? str_field(h, kPrefix) : std::string_view{};
-      e.path.clear();
-      if (!prefix.empty()) {
-        e.path.append(prefix);
-        e.path.push_back('/');
-      }
-      e.path.append(str_field(h, kName));
-    }
-    last_ = e.path;
-    in_entry_ = true;
-    if (have_local && local.linkpath)
-      e.linkpath = *local.linkpath;
-    else if (long_link)
-      e.linkpath = *long_link;
-    else
-      e.linkpath = std::string(str_field(h, kLinkname));
-
-    if (local.sparse || global_->sparse || type == 'S')
-      throw Error("sparse file " + where() + " is not supported", ENOTSUP);
-    if (e.path.find('\0') != std::string::npos || e.linkpath.find('\0') != std::string::npos)
-      throw Error("NUL byte in a path " + where(), EINVAL);
-    if (e.path.empty()) throw Error("empty path in tar header " + where(), EINVAL);
-
-    auto pick = [&](const std::optional<uint64_t>& l, const std::optional<uint64_t>& g, Field f,
-                    const char* name) -> uint64_t {
-      if (l) return *l;
-      if (g) return *g;
-      auto v = num_field(h, f);
-      if (!v || *v < 0 || static_cast<uint64_t>(*v) > UINT32_MAX)
-        throw Error(std::string("invalid ") + name + " field in tar header " + where(), EINVAL);
-      return static_cast<uint64_t>(*v);
-    };
-    e.uid = static_cast<uint32_t>(pick(local.uid, global_->uid, kUid, "uid"));
-    e.gid = static_cast<uint32_t>(pick(local.gid, global_->gid, kGid, "gid"));
-    auto mode = num_field(h, kMode);
-    if (!mode || *mode < 0) throw Error("invalid mode field in tar header " + where(), EINVAL);
-    e.mode = static_cast<uint32_t>(*mode) & 07777;
-    e.devmajor = e.devminor = 0;
-    if (type == '3' || type == '4') {
-      auto ma = num_field(h, kDevmajor), mi = num_field(h, kDevminor);
-      if (!ma || !mi || *ma < 0 || *mi < 0 || *ma > UINT32_MAX || *mi > UINT32_MAX)
-        throw Error("invalid device number in tar header " + where(), EINVAL);
-      e.devmajor = static_cast<uint32_t>(*ma);
-      e.devminor = static_cast<uint32_t>(*mi);
-    }
-    if (local.mtime) {
-      e.mtime = *local.mtime;
-    } else if (global_->mtime) {
-      e.mtime = *global_->mtime;
-    } else {
-      auto t = num_field(h, kMtime);
-      if (!t) throw Error("invalid mtime field in tar header " + where(), EINVAL);
-      e.mtime = {static_cast<time_t>(*t), 0};
-    }
-    e.atime = e.mtime;
-    if (local.atime) {
-      e.atime = *local.atime;
-    } else if (global_->atime) {
-      e.atime = *global_->atime;
-    } else if (gnu) {
-      auto t = num_field(h, kGnuAtime);
-      if (t && *t > 0) e.atime = {static_cast<time_t>(*t), 0};
-    }
-    e.xattrs = global_->xattrs;
-    for (auto& [n, v] : local.xattrs) set_xattr(e.xattrs, n, v);
-
-    uint64_t data_size = local.size ? *local.size : static_cast<uint64_t>(*size);
-    switch (type) {
-      case '0':
-      case '\0':
-      case '7':
-        // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
-        e.type = e.path.back() == '/' ? TarEntry::Type::dir : TarEntry::Type::file;
-        break;
-      case '1':
-      case '2':
-      case '3':
-      case '4':
-      case '5':
-      case '6':
-        e.type = static_cast<TarEntry::Type>(type);
-        break;
-      case 'D':  // GNU dump directory: its data is a listing, not content
-        e.type = TarEntry::Type::dir;
-        break;
-      default: {
-        char t[8];
-        snprintf(t, sizeof t, "0x%02x", static_cast<uint8_t>(type));
-        throw Error(std::string("unsupported tar entry type ") + t + " " + where(), ENOTSUP);
-      }
-    }
-    e.size = e.type == TarEntry::Type::file ? data_size : 0;
-    // Data of other entry types (e.g. a hardlink carrying data) is skipped.
+    uint64_t data_size = dec_.entry(h, e);
     data_left_ = data_size;
-    pad_left_ = (kBlock - data_size % kBlock) % kBlock;
+    pad_left_ = padding(data_size);
     if (e.type != TarEntry::Type::file) {
       skip(data_left_ + pad_left_);
       data_left_ = pad_left_ = 0;

@@ -1,6 +1,7 @@
 // Reading image archives: docker-archive (both layouts docker writes), OCI layout directories
 // and OCI archives, and the exact messages for malformed ones. The archives are written by the
-// TarWriter that `save` uses, so these tests cover it too. No root needed: nothing is unpacked.
+// TarWriter that `save` uses (image/tar.hpp), so these tests cover it too. No root needed: nothing
+// is unpacked.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <isa-l/igzip_lib.h>
@@ -19,6 +20,7 @@
 #include "base/fs.hpp"
 #include "image/archive.hpp"
 #include "image/digest.hpp"
+#include "image/tar.hpp"
 
 using namespace racker;
 using namespace racker::image;

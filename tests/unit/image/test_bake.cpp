@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <string>
@@ -36,6 +38,26 @@ BakeOptions debian() {
   BakeOptions o;
   o.distro = "debian";
   return o;
+}
+
+// The entries of a stored gzip layer blob, read back (its diff_id checked).
+std::vector<TarEntry> layer_entries(const ContentStore& content, const LayerBlob& blob) {
+  EXPECT_TRUE(content.has(blob.digest));
+  UniqueFd fd(::open(content.blob_path(blob.digest).c_str(), O_RDONLY | O_CLOEXEC));
+  LayerStream stream(fd.get(), Compression::gzip);
+  TarReader reader(stream);
+  std::vector<TarEntry> out;
+  TarEntry e;
+  while (reader.next(e)) out.push_back(e);
+  reader.drain();
+  EXPECT_EQ(stream.digest(), blob.diff_id);
+  return out;
+}
+
+std::vector<std::string> paths_of(const std::vector<TarEntry>& entries) {
+  std::vector<std::string> out;
+  for (auto& e : entries) out.push_back(e.path);
+  return out;
 }
 
 class BakeLayerTest : public ::testing::Test {
@@ -155,24 +177,56 @@ TEST_F(BakeLayerTest, RootfsTarBecomesGzipLayerWithoutDev) {
   ASSERT_TRUE(content.has(blob.digest));
   EXPECT_EQ(blob.size, static_cast<uint64_t>(read_file(content.blob_path(blob.digest)).size()));
 
-  UniqueFd bfd(::open(content.blob_path(blob.digest).c_str(), O_RDONLY | O_CLOEXEC));
-  LayerStream stream(bfd.get(), Compression::gzip);
-  TarReader reader(stream);
-  std::vector<std::string> paths;
-  TarEntry e;
-  while (reader.next(e)) paths.push_back(e.path);
-  reader.drain();
-  while (!stream.next().empty()) {
-  }
-  EXPECT_EQ(stream.digest(), blob.diff_id);
-  EXPECT_EQ(paths, (std::vector<std::string>{"./", "./dev/", "./etc/", "./etc/os-release", long_etc,
-                                             "./devices/"}));
+  EXPECT_EQ(paths_of(layer_entries(content, blob)),
+            (std::vector<std::string>{"./", "./dev/", "./etc/", "./etc/os-release", long_etc,
+                                      "./devices/"}));
 
   // the same tarball again: the same blob (deterministic gzip), already stored
   UniqueFd again(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
   LayerBlob blob2 = rootfs_tar_to_layer(again.get(), content, dir_ + "/store/ingest");
   EXPECT_EQ(blob2.digest, blob.digest);
   EXPECT_EQ(blob2.diff_id, blob.diff_id);
+}
+
+TEST_F(BakeLayerTest, GnuLongNamesBelowDevGoWithTheirEntries) {
+  // mmdebstrap's tarballs come from GNU tar: names and link targets past 100 bytes are GNU
+  // long-name ('L') and long-link ('K') headers, which go with the entry they name
+  if (std::system("tar --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "no tar";
+  std::string src = dir_ + "/rootfs", tar_path = dir_ + "/rootfs.tar";
+  std::string x(150, 'x'), y(150, 'y'), t(150, 't');
+  mkdir_p(src + "/dev/" + x);
+  write_file_atomic(src + "/dev/" + x + "/" + y, "dev");
+  ASSERT_EQ(::symlink(t.c_str(), (src + "/dev/fd").c_str()), 0);
+  mkdir_p(src + "/etc");
+  write_file_atomic(src + "/etc/" + y, "etc");
+  ASSERT_EQ(::symlink(t.c_str(), (src + "/etc/link").c_str()), 0);
+  ASSERT_EQ(
+      std::system(("tar --format=gnu --sort=name -C " + src + " -cf " + tar_path + " .").c_str()),
+      0);
+  ASSERT_NE(read_file(tar_path).find("././@LongLink"), std::string::npos);
+
+  ContentStore content(dir_ + "/store");
+  UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
+  LayerBlob blob = rootfs_tar_to_layer(in.get(), content, dir_ + "/store/ingest");
+  std::vector<std::string> entries;  // path -> link target
+  for (auto& e : layer_entries(content, blob)) entries.push_back(e.path + " -> " + e.linkpath);
+  EXPECT_EQ(entries, (std::vector<std::string>{"./ -> ", "./dev/ -> ", "./etc/ -> ",
+                                               "./etc/link -> " + t, "./etc/" + y + " -> "}));
+}
+
+TEST_F(BakeLayerTest, TreeToLayerLeavesOutDev) {
+  // a provisioned upper directory becomes a layer the same way, ./dev/* left out
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (device nodes)";
+  std::string src = dir_ + "/src";
+  mkdir_p(src + "/dev/pts");
+  mkdir_p(src + "/devices");
+  ASSERT_EQ(::mknod((src + "/dev/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
+  write_file_atomic(src + "/dev/" + std::string(150, 'x'), "long");
+  write_file_atomic(src + "/etc", "kept");
+  ContentStore content(dir_ + "/store");
+  LayerBlob blob = tree_to_layer(src, content, dir_ + "/store/ingest");
+  EXPECT_EQ(paths_of(layer_entries(content, blob)),
+            (std::vector<std::string>{"./", "./dev/", "./devices/", "./etc"}));
 }
 
 TEST_F(BakeLayerTest, UbuntuWithoutKeyringFailsClearly) {
