@@ -1,8 +1,38 @@
 #include "base/fd.hpp"
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <cstdio>
+
+#include "base/error.hpp"
 
 namespace racker {
+
+Redirect::Redirect(int target, int fd) : target_(target) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  saved_.reset(::fcntl(target, F_DUPFD_CLOEXEC, 3));
+  ::dup2(fd, target);
+}
+
+Redirect::~Redirect() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (saved_) ::dup2(saved_.get(), target_);
+}
+
+UniqueFd open_log(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+  if (!fd) throw_errno("open " + path);
+  return fd;
+}
+
+UniqueFd open_dev_null() {
+  UniqueFd fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!fd) throw_errno("open /dev/null");
+  return fd;
+}
 
 bool write_all(int fd, const void* buf, size_t len) {
   auto* p = static_cast<const char*>(buf);

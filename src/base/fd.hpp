@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <string>
 #include <utility>
 
 namespace racker {
@@ -32,6 +33,26 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// Puts fd over target (0, 1 or 2: the stdio a runtime hands a container) until it goes out of
+// scope, then puts the old one back (stdio's buffers are flushed first).
+class Redirect {
+ public:
+  Redirect(int target, int fd);
+  ~Redirect();
+  Redirect(const Redirect&) = delete;
+  Redirect& operator=(const Redirect&) = delete;
+
+ private:
+  int target_;
+  UniqueFd saved_;
+};
+
+// Opens path for appending (created 0640), as a log a container's stdio goes to; throws
+// Error naming it.
+UniqueFd open_log(const std::string& path);
+// /dev/null for reading and writing; throws Error.
+UniqueFd open_dev_null();
 
 // Writes all of buf; retries on EINTR and short writes. Returns false on error (errno set).
 bool write_all(int fd, const void* buf, size_t len);

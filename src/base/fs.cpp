@@ -291,6 +291,56 @@ void remove_tree_at(int dirfd, const std::string& name) {
   TreeRemover(st.st_dev, true).run(dirfd, fd, st, name);
 }
 
+namespace {
+
+// Reads d to its end and closes it.
+std::vector<std::string> read_names(DIR* d, const std::string& path) {
+  std::vector<std::string> names;
+  for (;;) {
+    errno = 0;
+    auto* e = ::readdir(d);
+    if (!e) break;
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err) throw_errno("read directory " + path, err);
+  return names;
+}
+
+}  // namespace
+
+std::vector<std::string> dir_names(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) {
+    if (errno == ENOENT) return {};
+    throw_errno("open directory " + path);
+  }
+  return read_names(d, path);
+}
+
+std::vector<std::string> dir_names_at(int dirfd, const std::string& path) {
+  UniqueFd fd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_errno("open directory " + path);
+  DIR* d = ::fdopendir(fd.get());
+  if (!d) throw_errno("open directory " + path);
+  fd.release();  // d owns it
+  return read_names(d, path);
+}
+
+void copy_file(const std::string& from, const std::string& to, const CopyOptions& o) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC | (o.follow_source ? 0 : O_NOFOLLOW)));
+  if (!in) throw_errno("open " + from);
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) throw_errno("create " + to);
+  int err = copy_all(in.get(), out.get()) ? 0 : errno;
+  if (!err && ::fchmod(out.get(), o.mode) != 0) err = errno;
+  if (!err && o.times && ::futimens(out.get(), o.times) != 0) err = errno;
+  if (!err && ::close(out.release()) != 0) err = errno;
+  if (err) throw_errno("copy " + from + " to " + to, err);
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

@@ -1,10 +1,12 @@
 #pragma once
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/fd.hpp"
 
@@ -28,6 +30,20 @@ void remove_tree(const std::string& path);
 // first entry it cannot remove.
 void remove_tree_at(int dirfd, const std::string& name);
 bool path_exists(const std::string& path);
+// The names in directory path but "." and "..", in readdir order; none when path does not
+// exist. Throws Error naming path when it cannot be read.
+std::vector<std::string> dir_names(const std::string& path);
+// The same for the directory open as dirfd (path: its name for errors); dirfd stays as it is.
+std::vector<std::string> dir_names_at(int dirfd, const std::string& path);
+
+struct CopyOptions {
+  mode_t mode = 0644;
+  bool follow_source = true;               // false: a symlink at from is refused (ELOOP)
+  const struct timespec* times = nullptr;  // atime and mtime to give the copy
+};
+// Copies the regular file from into to (created or truncated, never through a symlink at to)
+// with o.mode and o.times. Throws Error naming both paths.
+void copy_file(const std::string& from, const std::string& to, const CopyOptions& o);
 // Lexically cleans a path: collapses "//", ".", and "..", keeping it absolute if it was.
 std::string clean_path(std::string_view path);
 // realpath(3), or p itself when it cannot be resolved.

@@ -161,32 +161,24 @@ std::string find_init(const std::string& rootfs) {
   throw Error("--boot: the image has no systemd (/lib/systemd/systemd)", ENOENT);
 }
 
-int bind_notify_socket(const std::string& cdir) {
+UniqueFd bind_notify_socket(const std::string& cdir) {
   // bound through /proc/self/fd because cdir may exceed sun_path
-  int dirfd = ::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) throw_errno("open " + cdir);
-  int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (sock < 0) {
-    ::close(dirfd);
-    throw_errno("socket");
-  }
+  UniqueFd dirfd(::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd) throw_errno("open " + cdir);
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!sock) throw_errno("socket");
   struct sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
-  std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/notify";
+  std::string path = "/proc/self/fd/" + std::to_string(dirfd.get()) + "/notify";
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
   ::unlink((cdir + "/notify").c_str());
-  int rc = ::bind(sock, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr);
-  int err = errno;
-  ::close(dirfd);
-  if (rc != 0) {
-    ::close(sock);
-    throw_errno("bind " + cdir + "/notify", err);
-  }
+  if (::bind(sock.get(), reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0)
+    throw_errno("bind " + cdir + "/notify");
 
   return sock;
 }
 
-int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init) {
+UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init) {
   auto& p = config["process"];
   p["args"] = nlohmann::json::array({init});
   p["terminal"] = false;
@@ -216,7 +208,7 @@ int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::str
   if (trim(read_file_if_exists(mid).value_or("")).empty())
     write_file_atomic(mid, random_hex(32) + "\n", 0444);
 
-  int sock = bind_notify_socket(cdir);
+  UniqueFd sock = bind_notify_socket(cdir);
 
   auto& mounts = config["mounts"];
   bool hybrid = path_exists("/sys/fs/cgroup/unified") || path_exists("/sys/fs/cgroup/systemd");
@@ -270,7 +262,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   with_stdio_to(cdir + "/console.log", [&] { return rt.run(id, opts, true); });
   Booted b;
   b.pid = rt.state(id).pid;
-  b.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, b.pid, 0));
+  b.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, b.pid, 0)));
   try {
     bool ready = false, init_died = false;
     std::string status;
@@ -280,13 +272,13 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
         BootOptions now = bo;
         now.fast_teardown = true;
         stop(rt, id, b, now);
-        throw Error("boot: interrupted by signal " + std::to_string(sig), EINTR);
+        throw Error::interrupted("boot: interrupted by signal " + std::to_string(sig), sig);
       }
       long left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
-      struct pollfd p[2] = {{notify_fd, POLLIN, 0}, {b.pidfd, POLLIN, 0}};
-      int r = ::poll(p, b.pidfd >= 0 ? 2 : 1, static_cast<int>(left));
+      struct pollfd p[2] = {{notify_fd, POLLIN, 0}, {b.pidfd.get(), POLLIN, 0}};
+      int r = ::poll(p, b.pidfd ? 2 : 1, static_cast<int>(left));
       if (r < 0 && errno != EINTR) throw_errno("poll notify socket");
       if (r > 0 && (p[0].revents & POLLIN)) {
         char buf[4096];
@@ -298,7 +290,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
           }
         }
       }
-      if (r > 0 && b.pidfd >= 0 && (p[1].revents & POLLIN)) init_died = true;
+      if (r > 0 && b.pidfd && (p[1].revents & POLLIN)) init_died = true;
     }
     if (!ready && !init_died) {
       // no READY=1 in time: ask systemctl, for an init that does not speak sd_notify
@@ -375,10 +367,9 @@ void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOpti
     while (::waitpid(b.pid, nullptr, 0) < 0 && errno == EINTR) {
     }
   } else {
-    shut_down(b.pid, b.pidfd, bo.shutdown_timeout_ms);
+    shut_down(b.pid, b.pidfd.get(), bo.shutdown_timeout_ms);
   }
-  if (b.pidfd >= 0) ::close(b.pidfd);
-  b.pidfd = -1;
+  b.pidfd.reset();
   b.pid = -1;
   try {
     rt.remove(id, true);

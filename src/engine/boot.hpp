@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/fd.hpp"
+
 #include "base/error.hpp"
 #include "runtime/container.hpp"
 
@@ -23,38 +25,9 @@ namespace racker::engine::boot {
 // (The runtime hands a container racker's own stdio.)
 template <class F>
 auto with_stdio_to(const std::string& path, F fn) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  int saved[3];
-  for (int i = 0; i < 3; ++i) saved[i] = ::fcntl(i, F_DUPFD_CLOEXEC, 3);
-  int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (out < 0 || in < 0) {
-    for (int fd : {out, in, saved[0], saved[1], saved[2]})
-      if (fd >= 0) ::close(fd);
-    throw_errno("open " + path);
-  }
-  ::dup2(in, 0);
-  ::dup2(out, 1);
-  ::dup2(out, 2);
-  ::close(in);
-  ::close(out);
-  auto restore = [&] {
-    for (int i = 0; i < 3; ++i) {
-      if (saved[i] < 0) continue;
-      ::dup2(saved[i], i);
-      ::close(saved[i]);
-      saved[i] = -1;
-    }
-  };
-  try {
-    auto r = fn();
-    restore();
-    return r;
-  } catch (...) {
-    restore();
-    throw;
-  }
+  UniqueFd out = open_log(path), in = open_dev_null();
+  Redirect r0(0, in.get()), r1(1, out.get()), r2(2, out.get());
+  return fn();
 }
 
 struct BootOptions {
@@ -65,7 +38,7 @@ struct BootOptions {
 
 struct Booted {
   pid_t pid = -1;  // the container's init, our child
-  int pidfd = -1;
+  UniqueFd pidfd;
   long ready_ms = 0;  // start to READY=1
 };
 
@@ -89,12 +62,12 @@ std::string find_init(const std::string& rootfs);
 
 // The datagram socket cdir/notify (made anew) that the booted system's NOTIFY_SOCKET
 // reaches; returns its fd.
-int bind_notify_socket(const std::string& cdir);
+UniqueFd bind_notify_socket(const std::string& cdir);
 
 // Turns the spec built for `racker run` into one for a booted system. Creates the notify
 // socket (container dir + "/notify"), writes a machine-id into the rootfs when the image's is
 // empty; returns the socket fd.
-int prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
+UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
 
 // The signal that interrupted the last start_and_wait (it then threw an Error with EINTR).
 int interrupting_signal();

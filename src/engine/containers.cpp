@@ -147,14 +147,8 @@ ContainerEntry ContainerStore::refresh(const ContainerEntry& in) const {
 
 std::vector<ContainerEntry> ContainerStore::list() const {
   std::vector<ContainerEntry> out;
-  std::string dir = store_root_ + "/containers";
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (auto* e = ::readdir(d)) {
-    std::string n = e->d_name;
+  for (auto& n : dir_names(store_root_ + "/containers"))
     if (is_hex_id(n)) out.push_back(load(n));
-  }
-  ::closedir(d);
   std::sort(out.begin(), out.end(), [](const ContainerEntry& a, const ContainerEntry& b) {
     return a.rec.created > b.rec.created;
   });

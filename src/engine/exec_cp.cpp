@@ -29,24 +29,6 @@
 namespace racker::engine {
 namespace {
 
-// Moves fd over target for the lifetime of the object.
-struct Redirect {
-  int target;
-  int saved = -1;
-  Redirect(int target, int fd) : target(target) {
-    saved = ::fcntl(target, F_DUPFD_CLOEXEC, 3);
-    ::dup2(fd, target);
-  }
-  ~Redirect() {
-    if (saved >= 0) {
-      ::dup2(saved, target);
-      ::close(saved);
-    }
-  }
-  Redirect(const Redirect&) = delete;
-  Redirect& operator=(const Redirect&) = delete;
-};
-
 // A file that is removed again when it goes out of scope.
 struct TempFile {
   TempFile(std::string p, const std::string& content) : path(std::move(p)) {
@@ -105,22 +87,14 @@ int exec_in_container(const ExecRequest& req) {
   }
   if (req.detach && req.tty)
     throw Error("exec: -d with -t is not supported", EINVAL, ErrorKind::invalid);
-  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0) throw_errno("open /dev/null");
-  std::fflush(stdout);
-  std::fflush(stderr);
-  int status;
-  {
-    std::optional<Redirect> in, out, err;
-    if (!req.interactive || req.detach) in.emplace(0, devnull);
-    if (req.detach) {
-      out.emplace(1, devnull);
-      err.emplace(2, devnull);
-    }
-    ::close(devnull);
-    status = runtime::Runtime(req.state_root).exec(c.id, o);
+  UniqueFd devnull = open_dev_null();
+  std::optional<Redirect> in, out, err;
+  if (!req.interactive || req.detach) in.emplace(0, devnull.get());
+  if (req.detach) {
+    out.emplace(1, devnull.get());
+    err.emplace(2, devnull.get());
   }
-  return status;
+  return runtime::Runtime(req.state_root).exec(c.id, o);
 }
 
 namespace {
@@ -174,24 +148,6 @@ void set_times(const std::string& path, const struct stat& st) {
     throw_errno("set times of " + path);
 }
 
-void copy_file(const std::string& from, const std::string& to, const struct stat& st) {
-  int in = ::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (in < 0) throw_errno("open " + from);
-  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (out < 0) {
-    int err = errno;
-    ::close(in);
-    throw_errno("create " + to, err);
-  }
-  int err = copy_all(in, out) ? 0 : errno;
-  if (!err && ::fchmod(out, st.st_mode & 07777) != 0) err = errno;
-  struct timespec ts[2] = {st.st_atim, st.st_mtim};
-  if (!err && ::futimens(out, ts) != 0) err = errno;
-  ::close(in);
-  if (::close(out) != 0 && !err) err = errno;
-  if (err) throw_errno("copy " + from + " to " + to, err);
-}
-
 // Copies the entry at host path `from` (not following a symlink there) to the destination
 // path `to` of the side `dst`, recursively.
 void copy_entry(const std::string& from, const std::string& to, const Resolver& dst) {
@@ -206,15 +162,7 @@ void copy_entry(const std::string& from, const std::string& to, const Resolver& 
     } else if (::mkdir(target.c_str(), 0700) != 0) {
       throw_errno("mkdir " + to);
     }
-    DIR* d = ::opendir(from.c_str());
-    if (!d) throw_errno("open directory " + from);
-    std::vector<std::string> names;
-    while (auto* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-    for (auto& n : names) copy_entry(from + "/" + n, to + "/" + n, dst);
+    for (auto& n : dir_names(from)) copy_entry(from + "/" + n, to + "/" + n, dst);
     target = dst(to);
     if (::chmod(target.c_str(), st.st_mode & 07777) != 0) throw_errno("chmod " + to);
     set_times(target, st);
@@ -222,7 +170,8 @@ void copy_entry(const std::string& from, const std::string& to, const Resolver& 
     struct stat dt;
     if (::lstat(target.c_str(), &dt) == 0 && S_ISDIR(dt.st_mode))
       throw Error("cannot overwrite directory " + to + " with a file", EISDIR);
-    copy_file(from, target, st);
+    struct timespec ts[2] = {st.st_atim, st.st_mtim};
+    copy_file(from, target, {.mode = st.st_mode & 07777, .follow_source = false, .times = ts});
   } else if (S_ISLNK(st.st_mode)) {
     char buf[PATH_MAX];
     ssize_t n = ::readlink(from.c_str(), buf, sizeof buf - 1);

@@ -61,20 +61,7 @@ void remove_entry(int dirfd, const std::string& name, const std::string& path) {
 }
 
 void clear_dir(int dirfd, const std::string& path) {
-  int fd = ::dup(dirfd);
-  if (fd < 0) throw_errno("dup");
-  DIR* d = ::fdopendir(fd);
-  if (!d) {
-    ::close(fd);
-    throw_errno("opendir " + path);
-  }
-  std::vector<std::string> names;
-  while (auto* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  for (auto& n : names) remove_entry(dirfd, n, path + "/" + n);
+  for (auto& n : dir_names_at(dirfd, path)) remove_entry(dirfd, n, path + "/" + n);
 }
 
 void set_meta(int dirfd, const std::string& name, const struct stat& st, bool symlink) {
@@ -89,20 +76,7 @@ void set_meta(int dirfd, const std::string& name, const struct stat& st, bool sy
 
 // One layer (src, an overlayfs-style layer dir) applied onto dst, both open directories.
 void apply(int src, int dst, const std::string& src_path, const std::string& dst_path) {
-  int fd = ::dup(src);
-  if (fd < 0) throw_errno("dup");
-  DIR* d = ::fdopendir(fd);
-  if (!d) {
-    ::close(fd);
-    throw_errno("opendir " + src_path);
-  }
-  std::vector<std::string> names;
-  while (auto* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  for (auto& n : names) {
+  for (auto& n : dir_names_at(src, src_path)) {
     std::string sp = src_path + "/" + n, dp = dst_path + "/" + n;
     struct stat st;
     if (::fstatat(src, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat " + sp);

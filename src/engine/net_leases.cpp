@@ -30,13 +30,8 @@ std::string lease_path(const std::string& root, const std::string& address) {
 // missing.
 std::vector<std::string> entries(const std::string& dir) {
   std::vector<std::string> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) return out;
-  while (auto* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name == "." || name == ".." || name.find(".tmp") != std::string::npos) continue;
-    out.push_back(std::move(name));
-  }
+  for (auto& name : dir_names(dir))
+    if (name.find(".tmp") == std::string::npos) out.push_back(std::move(name));
   return out;
 }
 

@@ -28,22 +28,6 @@
 namespace racker::engine {
 namespace {
 
-void copy_regular_file(const std::string& from, const std::string& to, mode_t mode) {
-  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) throw_errno("open " + from);
-  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (out < 0) {
-    int err = errno;
-    ::close(in);
-    throw_errno("create " + to, err);
-  }
-  int err = copy_all(in, out) ? 0 : errno;
-  ::fchmod(out, mode);
-  ::close(in);
-  if (::close(out) != 0 && err == 0) err = errno;
-  if (err) throw_errno("copy " + from + " to " + to, err);
-}
-
 // the inits of this process' booted containers, for the signal handler
 constexpr int kMaxLive = 64;
 std::atomic<pid_t> g_live[kMaxLive];
@@ -66,7 +50,7 @@ void track(pid_t pid, bool add) {
 
 void throw_if_interrupted(const std::string& what) {
   if (int sig = g_signal.load())
-    throw Error(what + ": interrupted by signal " + std::to_string(sig), EINTR);
+    throw Error::interrupted(what + ": interrupted by signal " + std::to_string(sig), sig);
 }
 
 bool under(const std::string& path, const char* dir) {
@@ -82,14 +66,10 @@ struct OsContainer::Impl {
   std::unique_ptr<runtime::Runtime> rt;
   boot::Booted booted;
   boot::BootOptions bo;
-  int notify_fd = -1;
+  UniqueFd notify;  // the boot's notify socket
   bool kept = false;
   bool down = false;
   std::atomic<int> exec_seq{0};
-
-  ~Impl() {
-    if (notify_fd >= 0) ::close(notify_fd);
-  }
 };
 
 OsContainer::OsContainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -140,18 +120,19 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
     }
   }
   impl->p = prepare_container(req, rec);
-  PreparedContainer& p = impl->p;
-  try {
+  PreparedContainer& p = impl->p;  // rolls back when impl goes, unless kept
+  {
     std::string init = boot::find_init(p.rootfs);
     p.record.command = {init};
     p.record.booted = true;
-    impl->notify_fd = boot::prepare_spec(p.built.config, p.cdir, init);
+    impl->notify = boot::prepare_spec(p.built.config, p.cdir, init);
     write_container_files(p);
     impl->rt = std::make_unique<runtime::Runtime>(o.state_root);
     runtime::CreateOptions copts = create_options(p.cdir);
     impl->bo.ready_timeout_ms = o.ready_timeout_ms;
     impl->bo.fast_teardown = o.fast_teardown;
-    impl->booted = boot::start_and_wait(*impl->rt, p.id, copts, p.cdir, impl->notify_fd, impl->bo);
+    impl->booted =
+        boot::start_and_wait(*impl->rt, p.id, copts, p.cdir, impl->notify.get(), impl->bo);
     track(impl->booted.pid, true);
     if (g_signal.load()) {
       pid_t pid = impl->booted.pid;
@@ -159,12 +140,6 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
       track(pid, false);
       throw_if_interrupted("boot " + o.image);
     }
-  } catch (const Error& e) {
-    p.discard();
-    throw;
-  } catch (...) {
-    p.discard();
-    throw;
   }
   return std::unique_ptr<OsContainer>(new OsContainer(std::move(impl)));
 }
@@ -198,9 +173,9 @@ ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_m
   auto pid = parse_int(trim(read_file(base + ".pid")));
   if (!pid) throw Error("exec in " + m.p.name + ": no pid", EIO);
   pid_t child = static_cast<pid_t>(*pid);
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
-  if (pidfd >= 0 && timeout_ms > 0) {
-    struct pollfd pf = {pidfd, POLLIN, 0};
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
+  if (pidfd && timeout_ms > 0) {
+    struct pollfd pf = {pidfd.get(), POLLIN, 0};
     int rc;
     while ((rc = ::poll(&pf, 1, timeout_ms)) < 0 && errno == EINTR) {
     }
@@ -209,7 +184,7 @@ ExecResult OsContainer::exec(const std::vector<std::string>& args, int timeout_m
       ::kill(child, SIGKILL);
     }
   }
-  if (pidfd >= 0) ::close(pidfd);
+  pidfd.reset();
   int st = 0;
   while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
   }
@@ -231,7 +206,7 @@ void OsContainer::copy_in(const std::string& host_path, const std::string& conta
   std::string dst = runtime::secure_join(m.p.rootfs, path);
   auto slash = dst.rfind('/');
   if (slash != std::string::npos && slash > 0) mkdir_p(dst.substr(0, slash), 0755);
-  copy_regular_file(host_path, dst, st.st_mode & 07777);
+  copy_file(host_path, dst, {.mode = st.st_mode & 07777});
   if (staged) {
     auto r = exec({"/bin/sh", "-c", "mkdir -p \"$(dirname \"$2\")\" && mv -f \"$1\" \"$2\"", "sh",
                    path, target});
@@ -258,9 +233,9 @@ long OsContainer::ready_ms() const {
 
 void OsContainer::keep() {
   impl_->kept = true;
+  impl_->p.commit();
   track(impl_->booted.pid, false);
-  if (impl_->booted.pidfd >= 0) ::close(impl_->booted.pidfd);
-  impl_->booted.pidfd = -1;
+  impl_->booted.pidfd.reset();
 }
 
 void OsContainer::tear_down() {

@@ -106,14 +106,7 @@ std::string install_script(const std::string& pm, const std::vector<std::string>
 // overlayfs' upper dir -> a layer diff: whiteout devices become .wh.<name> files, opaque
 // directories get a .wh..wh..opq entry (OCI image spec, "Whiteouts").
 void overlay_to_diff(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) throw_errno("opendir " + dir);
-  std::vector<std::string> names;
-  while (auto* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
+  auto names = dir_names(dir);
   char v[8];
   ssize_t vn = ::lgetxattr(dir.c_str(), "trusted.overlay.opaque", v, sizeof v);
   if (vn == 1 && v[0] == 'y') {
@@ -206,8 +199,8 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
   req.flags.args = {"/bin/sh", "-c", script};
   req.flags.user = "0:0";
   req.flags.workdir = "/";
-  PreparedContainer p = prepare_container(req, base);
-  try {
+  PreparedContainer p = prepare_container(req, base);  // a throwaway: it always goes
+  {
     write_container_files(p);
     runtime::Runtime rt(o.state_root);
     runtime::CreateOptions copts = create_options(p.cdir);
@@ -252,11 +245,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
                      {"layers", layers}};
     auto imported = image::import_images(content, images, {{manifest.dump(), "", {name}, nullptr}},
                                          image::host_platform());
-    p.discard();
     return imported.at(0).record;
-  } catch (const Error& e) {
-    p.discard();
-    throw;
   }
 }
 

@@ -154,11 +154,20 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
   return {uid, gid};
 }
 
-void PreparedContainer::discard() {
+PreparedContainer::~PreparedContainer() {
+  if (armed_) discard();
+}
+
+void PreparedContainer::release_mount_and_network() {
   if (!net_state_root.empty()) net::teardown(net_state_root, id);
-  if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
+  if (mounted || keep_files) ::umount2(rootfs.c_str(), MNT_DETACH);
   mounted = false;
-  if (!cdir.empty()) remove_tree(cdir);
+}
+
+void PreparedContainer::discard() {
+  armed_.disarm();
+  release_mount_and_network();
+  if (!keep_files && !cdir.empty()) remove_tree(cdir);
 }
 
 image::ImageRecord find_or_pull(const RunRequest& req) {
@@ -273,14 +282,10 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
         ic["config"]["StopSignal"].is_string())
       p.record.stop_signal = ic["config"]["StopSignal"];
   } catch (const nlohmann::json::exception& e) {
-    // a field of the image's config with the wrong type ("User": [])
-    p.discard();
+    // a field of the image's config with the wrong type ("User": []); p rolls back
     throw Error("image " + (rec.names.empty() ? rec.id : rec.names[0]) +
                     ": malformed config: " + json_error_text(e.what()),
                 EINVAL, ErrorKind::invalid);
-  } catch (...) {
-    p.discard();
-    throw;
   }
   return p;
 }
@@ -327,61 +332,37 @@ namespace {
 int launch(const std::string& state_root, const std::string& cdir, const std::string& id,
            bool detach, bool interactive,
            const std::function<int(runtime::Runtime&, const runtime::CreateOptions&)>& booted) {
-  if (!interactive && !detach) {
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull >= 0) {
-      ::dup2(devnull, 0);
-      ::close(devnull);
-    }
-  }
+  if (!interactive && !detach) ::dup2(open_dev_null().get(), 0);
   runtime::Runtime rt(state_root);
   runtime::CreateOptions opts = create_options(cdir);
-  int status;
   // -d: the payload inherits racker's stdout/stderr; point them at the container's log
-  int saved_out = -1, saved_err = -1;
+  std::optional<Redirect> out, err;
   if (detach) {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    int logfd = ::open((cdir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (logfd < 0) throw_errno("open " + cdir + "/log");
-    saved_out = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
-    saved_err = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
-    ::dup2(logfd, 1);
-    ::dup2(logfd, 2);
-    ::close(logfd);
+    UniqueFd log = open_log(cdir + "/log");
+    out.emplace(1, log.get());
+    err.emplace(2, log.get());
   }
-  auto restore_stdio = [&] {
-    for (auto [saved, fd] : {std::pair{&saved_out, 1}, std::pair{&saved_err, 2}}) {
-      if (*saved < 0) continue;
-      ::dup2(*saved, fd);
-      ::close(*saved);
-      *saved = -1;
-    }
-  };
   try {
-    status = booted ? booted(rt, opts) : rt.run(id, opts, detach);
-    restore_stdio();
+    return booted ? booted(rt, opts) : rt.run(id, opts, detach);
   } catch (const Error& e) {
-    restore_stdio();
     if (e.err() == EINTR && boot::interrupting_signal())
       throw Error::interrupted(e.what(), boot::interrupting_signal());
     throw;
   }
-  return status;
 }
 
 // After a foreground run: network and overlay released, the exit status recorded (or, with
 // --rm, the container removed).
 void finish(PreparedContainer& p, int status, bool remove) {
-  if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
-  ::umount2(p.rootfs.c_str(), MNT_DETACH);
-  p.mounted = false;
   if (remove) {
-    remove_tree(p.cdir);
-  } else {
-    p.record.exit_code = status;
-    ContainerStore(p.store_root).save(p.record);
+    p.discard();
+    return;
   }
+  p.keep_files = true;  // should the record not be saved, the container still stays
+  p.release_mount_and_network();
+  p.record.exit_code = status;
+  ContainerStore(p.store_root).save(p.record);
+  p.commit();
 }
 
 }  // namespace
@@ -404,13 +385,13 @@ int run_container(const RunRequest& req) {
   PreparedContainer p = prepare_container(req, rec, id);
   const std::string& cdir = p.cdir;
   UniqueFd notify;  // the boot's notify socket
-  try {
+  {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     if (boot) {
       // command.json: also the base of `racker exec` in this container (exec_cp.cpp)
       runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
       std::string init = boot::find_init(p.rootfs);
-      notify.reset(boot::prepare_spec(p.built.config, cdir, init));
+      notify = boot::prepare_spec(p.built.config, cdir, init);
       p.record.booted = true;
       if (req.detach) {
         p.record.command = {init};
@@ -420,22 +401,19 @@ int run_container(const RunRequest& req) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
         if (!req.detach) return boot::run_booted(rt, p.id, opts, cdir, notify.get(), boot_exec, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.id, opts, cdir, notify.get(), bo);
-        if (b.pidfd >= 0) ::close(b.pidfd);
+        boot::start_and_wait(rt, p.id, opts, cdir, notify.get(), bo);  // its pidfd closed
         return 0;  // up; it keeps running without us
       };
     }
     write_container_files(p);
     int status = launch(req.state_root, cdir, p.id, req.detach, req.interactive, booted);
     if (req.detach) {
+      p.commit();  // it runs on: racker stop / rm (and the monitor) own it now
       std::printf("%s\n", p.id.c_str());
       return 0;
     }
     finish(p, status, req.remove);
     return status;
-  } catch (...) {
-    p.discard();
-    throw;
   }
 }
 
@@ -448,21 +426,19 @@ std::string create_container(const RunRequest& req) {
   foreground.detach = false;  // booted as racker run would boot it (start -a or start)
   bool boot = decide_boot(foreground, rec);
   PreparedContainer p = prepare_container(req, rec);
-  try {
-    p.record.never_started = true;
-    p.record.interactive = req.interactive;
-    if (boot) {
-      // the command (default: the image's Cmd) runs inside the booted system with start -a
-      booted_command(p, req.flags, p.cdir + "/command.json");
-      ::close(boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs)));
-      p.record.booted = true;
-      p.record.boot_timeout_s = req.boot_timeout_s;
-    }
-    write_container_files(p);
-  } catch (...) {
-    p.discard();
-    throw;
+  p.record.never_started = true;
+  p.record.interactive = req.interactive;
+  if (boot) {
+    // the command (default: the image's Cmd) runs inside the booted system with start -a
+    booted_command(p, req.flags, p.cdir + "/command.json");
+    boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs));  // socket closed
+    p.record.booted = true;
+    p.record.boot_timeout_s = req.boot_timeout_s;
   }
+  write_container_files(p);
+  p.keep_files = true;  // made: its overlay is mounted again by racker start
+  p.release_mount_and_network();
+  p.commit();
   return p.id;
 }
 
@@ -474,6 +450,7 @@ int start_container(const std::string& store_root, const std::string& state_root
     return 0;                                                        // docker: nothing to do
   if (c.has_state) runtime::Runtime(state_root).remove(c.id, true);  // an exited -d run
   PreparedContainer p;
+  p.keep_files = true;  // should starting it fail, it stays as it was (created or exited)
   p.id = c.id;
   p.name = c.name();
   p.store_root = store_root;
@@ -502,12 +479,12 @@ int start_container(const std::string& store_root, const std::string& state_root
   p.record.never_started = false;
   p.record.exit_code.reset();
   store.save(p.record);
-  try {
+  {
     std::function<int(runtime::Runtime&, const runtime::CreateOptions&)> booted;
     UniqueFd notify;  // the boot's notify socket
     if (p.record.booted) {
       // an OS container: boot it; with -a run its command inside and shut down, as racker run
-      notify.reset(boot::bind_notify_socket(p.cdir));
+      notify = boot::bind_notify_socket(p.cdir);
       runtime::ExecOptions cmd;
       cmd.process_file = p.cdir + "/command.json";
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
@@ -517,20 +494,17 @@ int start_container(const std::string& store_root, const std::string& state_root
         boot::BootOptions bo;
         bo.ready_timeout_ms = p.record.boot_timeout_s * 1000;
         if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify.get(), cmd, bo);
-        boot::Booted b = boot::start_and_wait(rt, p.id, opts, p.cdir, notify.get(), bo);
-        if (b.pidfd >= 0) ::close(b.pidfd);
+        boot::start_and_wait(rt, p.id, opts, p.cdir, notify.get(), bo);  // its pidfd closed
         return 0;
       };
     }
     int status = launch(state_root, p.cdir, p.id, !attach, attach && interactive, booted);
-    if (!attach) return 0;
+    if (!attach) {
+      p.commit();  // it runs on
+      return 0;
+    }
     finish(p, status, false);
     return status;
-  } catch (...) {
-    // leave the container as it was (created or exited), but not its mount and network
-    if (!p.net_state_root.empty()) net::teardown(p.net_state_root, p.id);
-    ::umount2(p.rootfs.c_str(), MNT_DETACH);
-    throw;
   }
 }
 

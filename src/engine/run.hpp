@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -46,7 +47,10 @@ std::string create_container(const RunRequest& req);
 int start_container(const std::string& store_root, const std::string& state_root,
                     const std::string& name_or_id, bool attach, bool interactive);
 
-// The steps of run_container that OsContainer shares (engine-internal).
+// The steps of run_container that OsContainer shares (engine-internal). Until commit(), it
+// rolls back what it made when it goes (an exception of any type on the way): everything of a
+// new container, or, with keep_files (an existing container started again), its mount and
+// network only.
 struct PreparedContainer {
   std::string id, name, cdir, rootfs;
   std::string store_root;  // the ContainerStore it belongs to
@@ -56,11 +60,41 @@ struct PreparedContainer {
   ContainerRecord record;  // its meta.json
   uint32_t uid = 0, gid = 0;
   bool mounted = false;
+  bool keep_files = false;
   // set when it has a network namespace of its own (engine/network.hpp), which discard() and
   // the end of a foreground run tear down: the runtime state root it was made under
   std::string net_state_root;
-  // Unmounts the rootfs and removes the container directory (never throws).
+
+  PreparedContainer() = default;
+  PreparedContainer(PreparedContainer&&) = default;
+  PreparedContainer& operator=(PreparedContainer&&) = default;
+  ~PreparedContainer();
+
+  // What it made belongs to the caller (a running container, a kept one) from here on.
+  void commit() { armed_.disarm(); }
+  // Releases the network and the overlay mount; with keep_files that is all, else the
+  // container directory goes too. Never throws; idempotent.
   void discard();
+  // The network and the overlay mount released (what a container that ended needs no more).
+  void release_mount_and_network();
+
+ private:
+  // true until commit() or discard(); a moved-from object has nothing to roll back
+  class Duty {
+   public:
+    Duty() = default;
+    Duty(Duty&& o) noexcept : armed_(std::exchange(o.armed_, false)) {}
+    Duty& operator=(Duty&& o) noexcept {
+      armed_ = std::exchange(o.armed_, false);
+      return *this;
+    }
+    explicit operator bool() const { return armed_; }
+    void disarm() { armed_ = false; }
+
+   private:
+    bool armed_ = true;
+  };
+  Duty armed_;
 };
 
 // The image named by req.image: from the store, or pulled (req.pull).
