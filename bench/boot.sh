@@ -4,11 +4,8 @@
 # systemd-nspawn --boot + nsenter probe + SIGRTMIN+3 on a copy of the same root filesystem, and
 # print per-tool medians of boot-to-ready, probe and shutdown (racker's from RACKER_TIMINGS=1).
 #   [RACKER=path/to/racker] bench/boot.sh [N]
-set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-dpkg -s systemd-container >/dev/null 2>&1 ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh" systemd-container
 racker=${RACKER:-$top/build/racker}
 [ -x "$racker" ] || "$top/scripts/build.sh"
 work=$(mktemp -d /var/tmp/racker-bench-boot.XXXXXX)

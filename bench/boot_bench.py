@@ -122,6 +122,18 @@ def nspawn_cycle(rootfs):
             "shutdown": (t_end - t_probe) * 1000, "total": (t_end - t0) * 1000}
 
 
+def alternate(tools, n):
+    """Runs each of tools (name -> function returning one run's timings) once to warm up, then
+    n times each, alternating (drift on the machine hits all alike): name -> [timings]."""
+    runs = {k: [] for k in tools}
+    for fn in tools.values():  # warm-up
+        fn()
+    for _ in range(n):
+        for k, fn in tools.items():
+            runs[k].append(fn())
+    return runs
+
+
 def med(runs, key):
     v = [r[key] for r in runs if key in r]
     return statistics.median(v) if v else None
@@ -134,12 +146,7 @@ def main():
     n = int(sys.argv[5]) if len(sys.argv) > 5 else 10
     tools = {"racker run --boot": lambda: racker_cycle(racker, store, image),
              "nspawn --boot + nsenter": lambda: nspawn_cycle(rootfs)}
-    runs = {k: [] for k in tools}
-    for fn in tools.values():  # warm-up
-        fn()
-    for _ in range(n):
-        for k, fn in tools.items():
-            runs[k].append(fn())
+    runs = alternate(tools, n)
     print(f"boot to ready + one probe (systemctl is-active systemd-journald) + shutdown, {n} runs "
           "each, alternating; medians in ms")
     print(f"{'tool':<26}" + "".join(f"{p:>10}" for p in PHASES) + f"{'total':>10}"

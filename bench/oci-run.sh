@@ -1,12 +1,8 @@
 #!/bin/bash
 # Benchmark racker-oci run vs runc run vs crun run of /bin/true (see oci_run.py).
 #   bench/oci-run.sh [N]      (as root; installs runc and crun from Debian if missing)
-set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-for p in runc crun time; do
-  dpkg -s $p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p
-done
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh" runc crun time
 [ -x "$top/build/racker-oci" ] || "$top/scripts/build.sh"
 bundle=/var/tmp/racker-bench-bundle
 "$top/scripts/make-busybox-bundle.sh" "$top/build/racker-oci" "$bundle" /bin/true

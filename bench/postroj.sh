@@ -3,11 +3,8 @@
 # alternate `postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald` against
 # systemd-nspawn --boot + nsenter probe + SIGRTMIN+3 on a copy of the same root filesystem.
 #   [POSTROJ=path/to/postroj] bench/postroj.sh [N]
-set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-dpkg -s systemd-container >/dev/null 2>&1 ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh" systemd-container
 postroj=${POSTROJ:-$top/build/postroj}
 racker=${RACKER:-$(dirname "$postroj")/racker}
 [ -x "$postroj" ] || "$top/scripts/build.sh"

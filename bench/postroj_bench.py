@@ -6,12 +6,11 @@ done with systemd-nspawn --boot + nsenter (boot_bench.nspawn_cycle), alternating
     bench/postroj_bench.py POSTROJ STORE ROOTFS_COPY [N]
 """
 import re
-import statistics
 import subprocess
 import sys
 import time
 
-from boot_bench import nspawn_cycle
+from boot_bench import alternate, med, nspawn_cycle
 
 PHASE = re.compile(r"ok\s+(\d+(?:\.\d+)?) (ms|s)\s+(boot|unit) ")
 TEARDOWN = re.compile(r"teardown (\d+) ms")
@@ -41,14 +40,7 @@ def main():
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     tools = {"postroj pkgprobe": lambda: postroj_cycle(postroj, store),
              "nspawn --boot + nsenter": lambda: nspawn_cycle(rootfs)}
-    runs = {k: [] for k in tools}
-    for fn in tools.values():  # warm-up
-        fn()
-    for _ in range(n):
-        for k, fn in tools.items():
-            runs[k].append(fn())
-    med = lambda rs, k: statistics.median([r[k] for r in rs if k in r]) if any(
-        k in r for r in rs) else None
+    runs = alternate(tools, n)
     print(f"warm pkgprobe cycle (boot, systemctl is-active systemd-journald, teardown), {n} runs "
           "each, alternating; medians in ms")
     print(f"{'tool':<26}{'boot':>10}{'probe':>10}{'teardown':>10}{'total':>10}{'min':>8}{'max':>8}")

@@ -3,12 +3,8 @@
 # cached), then racker pull vs skopeo copy + umoci unpack (+ podman pull if installed),
 # alternating, on tmpfs (/dev/shm) and once into a fresh directory on disk.
 #   bench/pull.sh [N]
-set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-for p in mmdebstrap time; do
-  dpkg -s $p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p
-done
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh" mmdebstrap time
 [ -x "$top/build/racker" ] || "$top/scripts/build.sh"
 work=$(mktemp -d /var/tmp/racker-bench-pull.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -3,12 +3,8 @@
 # run (same rootfs as a bundle) vs podman run --rm (bridge, and --network none) vs
 # systemd-nspawn, alternating. The image comes from a local docker-registry, pulled once.
 #   [RACKER=path/to/racker] bench/run.sh [N]
-set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-for p in runc podman systemd-container; do
-  dpkg -s $p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p
-done
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh" runc podman systemd-container
 racker=${RACKER:-$top/build/racker}
 [ -x "$racker" ] || "$top/scripts/build.sh"
 work=$(mktemp -d /var/tmp/racker-bench-run.XXXXXX)

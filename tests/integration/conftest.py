@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -132,6 +133,27 @@ def wait_until(predicate, timeout=5.0, interval=0.01, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def read_pty(fd, timeout=5, on_output=None):
+    """The bytes the pty master fd yields until its slave side is closed or timeout seconds have
+    passed; on_output(all so far) is called after each chunk."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if not r:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the slave side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+        if on_output:
+            on_output(out)
+    return out
 
 
 def require(feature):

@@ -64,6 +64,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def kill_process_group(proc):
+    """SIGKILLs the process group proc leads (if proc still runs) and reaps proc."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def missing_tools(tls=False, auth=False, zstd=False):
     """Names of the host tools a registry/image with these features needs and lacks."""
     need = [REGISTRY_BIN]
@@ -121,26 +131,32 @@ class Dir(Entry):
         tf.addfile(self._info(tarfile.DIRTYPE))
 
 
-class Symlink(Entry):
-    def __init__(self, path, target, **kw):
-        super().__init__(path, 0o777, **kw)
-        self.target = target
+class _Link(Entry):
+    """A tar member of type TYPE that names another path, target."""
+    TYPE = None
 
-    def add_to(self, tf):
-        ti = self._info(tarfile.SYMTYPE)
-        ti.linkname = self.target
-        tf.addfile(ti)
-
-
-class Hardlink(Entry):
-    def __init__(self, path, target, mode=0o644, **kw):
+    def __init__(self, path, target, mode, **kw):
         super().__init__(path, mode, **kw)
         self.target = target
 
     def add_to(self, tf):
-        ti = self._info(tarfile.LNKTYPE)
+        ti = self._info(self.TYPE)
         ti.linkname = self.target
         tf.addfile(ti)
+
+
+class Symlink(_Link):
+    TYPE = tarfile.SYMTYPE
+
+    def __init__(self, path, target, **kw):
+        super().__init__(path, target, 0o777, **kw)
+
+
+class Hardlink(_Link):
+    TYPE = tarfile.LNKTYPE
+
+    def __init__(self, path, target, mode=0o644, **kw):
+        super().__init__(path, target, mode, **kw)
 
 
 def Whiteout(path):
@@ -386,13 +402,8 @@ class Registry:
         raise RuntimeError(f"docker-registry did not start; log:\n{self.log.read_text()[-3000:]}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.proc:
-            self.proc.wait()
+            kill_process_group(self.proc)
         self.proc = None
 
     def __enter__(self):

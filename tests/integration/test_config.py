@@ -4,7 +4,6 @@ checks) and, for cgroups and hooks, from the host."""
 import json
 import os
 import re
-import select
 import socket
 import subprocess
 import time
@@ -12,7 +11,7 @@ import time
 import pytest
 
 from conftest import (cgroup_dirs_named, cgroup_dirs_of, cgroup_mounts, drop_namespace,
-                      pid_alive, require, wait_until)
+                      pid_alive, read_pty, require, wait_until)
 
 
 def writable_root(c):
@@ -572,15 +571,21 @@ def hook(out_dir, name, extra=""):
                      f"/bin/cat > {out_dir}/{name}.json; echo {name} >> {out_dir}/order; {extra}"]}
 
 
-def test_hooks_state_and_order(racker, make_bundle, tmp_path):
-    out = tmp_path / "hooks"
+def bundle_with_recording_hooks(make_bundle, args, out):
+    """A bundle running args whose prestart, createRuntime, poststart and poststop hooks each
+    record the state they get and their turn in out (see hook())."""
     out.mkdir()
 
     def edit(c):
         c["hooks"] = {k: [hook(out, k)] for k in ("prestart", "createRuntime", "poststart",
                                                   "poststop")}
 
-    b = make_bundle(["sleep", "30"], edit=edit)
+    return make_bundle(args, edit=edit)
+
+
+def test_hooks_state_and_order(racker, make_bundle, tmp_path):
+    out = tmp_path / "hooks"
+    b = bundle_with_recording_hooks(make_bundle, ["sleep", "30"], out)
     cid, _ = racker.create(b)
     pid = racker.state(cid)["pid"]
     assert (out / "order").read_text().split() == ["prestart", "createRuntime"]
@@ -651,13 +656,7 @@ def test_hook_args_and_env(racker, make_bundle, tmp_path):
 
 def test_hooks_run_also_for_run(racker, make_bundle, tmp_path):
     out = tmp_path / "hooks"
-    out.mkdir()
-
-    def edit(c):
-        c["hooks"] = {k: [hook(out, k)] for k in ("prestart", "createRuntime", "poststart",
-                                                  "poststop")}
-
-    b = make_bundle(["true"], edit=edit)
+    b = bundle_with_recording_hooks(make_bundle, ["true"], out)
     r = racker.run(b)
     assert r.returncode == 0, r
     assert (out / "order").read_text().split() == ["prestart", "createRuntime", "poststart",
@@ -871,44 +870,32 @@ def recv_pty_master(listener, timeout=5):
     return fds[0]
 
 
-def read_all(fd, timeout=5):
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if not r:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the slave side is closed
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out.decode(errors="replace")
-
-
-def test_terminal_with_console_socket(racker, make_bundle, short_tmp):
-    require("pty")
-    sock_path = str(short_tmp / "console.sock")
+def run_on_console_socket(racker, bundle, sock_path):
+    """Creates a container of bundle (process.terminal set) with --console-socket sock_path,
+    takes the pty master racker sends there, starts the container and reads the terminal until
+    it closes: (container id, what was written to it)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
+    listener.bind(str(sock_path))
     listener.listen(1)
-    b = make_bundle(["sh", "-c", "tty; test -t 0 && test -t 1 && echo isatty; sleep 0.3"],
-                    edit=lambda c: c["process"].update(terminal=True))
     cid = racker.new_id()
     try:
-        r = racker("create", "--console-socket", sock_path, "--bundle", b.path, cid)
-        assert r.returncode == 0, r
+        racker.ok("create", "--console-socket", str(sock_path), "--bundle", bundle.path, cid)
         master = recv_pty_master(listener)
         try:
             assert os.isatty(master)
             racker.ok("start", cid)
-            out = read_all(master)
+            return cid, read_pty(master).decode(errors="replace")
         finally:
             os.close(master)
     finally:
         listener.close()
+
+
+def test_terminal_with_console_socket(racker, make_bundle, short_tmp):
+    require("pty")
+    b = make_bundle(["sh", "-c", "tty; test -t 0 && test -t 1 && echo isatty; sleep 0.3"],
+                    edit=lambda c: c["process"].update(terminal=True))
+    cid, out = run_on_console_socket(racker, b, short_tmp / "console.sock")
     lines = [line.strip() for line in out.splitlines()]
     assert lines[0] in ("/dev/pts/0", "/dev/console"), out
     assert lines[1] == "isatty"
@@ -927,25 +914,11 @@ def test_terminal_detached_without_console_socket_fails(racker, make_bundle):
 
 def test_terminal_console_size(racker, make_bundle, short_tmp):
     require("pty")
-    sock_path = str(short_tmp / "c.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
 
     def edit(c):
         c["process"]["terminal"] = True
         c["process"]["consoleSize"] = {"height": 33, "width": 111}
 
     b = make_bundle(["stty", "size"], edit=edit)
-    cid = racker.new_id()
-    try:
-        racker.ok("create", "--console-socket", sock_path, "--bundle", b.path, cid)
-        master = recv_pty_master(listener)
-        try:
-            racker.ok("start", cid)
-            out = read_all(master)
-        finally:
-            os.close(master)
-    finally:
-        listener.close()
+    _, out = run_on_console_socket(racker, b, short_tmp / "c.sock")
     assert out.strip() == "33 111"

@@ -49,6 +49,15 @@ def detach(ctx, n, *cmd):
     return cid
 
 
+def detach_trapping(ctx, prefix, sig, action):
+    """A detached sh, named after prefix, that runs action on sig and idles until then, once it
+    has had time to set its trap: (name, id)."""
+    n = name(ctx, prefix)
+    cid = detach(ctx, n, "sh", "-c", f"trap '{action}' {sig}; while :; do sleep 0.1; done")
+    time.sleep(0.3)
+    return n, cid
+
+
 def ps_json(ctx, *flags):
     return json.loads(ok(ctx, "ps", "--format", "json", *flags).stdout)
 
@@ -211,9 +220,7 @@ def test_stop_falls_back_to_sigkill(ctx):
 
 
 def test_stop_graceful(ctx):
-    n = name(ctx, "stop-trap")
-    cid = detach(ctx, n, "sh", "-c", "trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done")
-    time.sleep(0.3)
+    n, cid = detach_trapping(ctx, "stop-trap", "TERM", "echo bye; exit 0")
     t0 = time.monotonic()
     ok(ctx, "stop", n)
     assert time.monotonic() - t0 < 5
@@ -223,9 +230,7 @@ def test_stop_graceful(ctx):
 
 
 def test_kill_signal(ctx):
-    n = name(ctx, "kill")
-    cid = detach(ctx, n, "sh", "-c", "trap 'echo got-usr1; exit 0' USR1; while :; do sleep 0.1; done")
-    time.sleep(0.3)
+    n, cid = detach_trapping(ctx, "kill", "USR1", "echo got-usr1; exit 0")
     assert ok(ctx, "kill", "-s", "USR1", n).stdout == f"{n}\n"
     wait_until(lambda: "got-usr1" in ok(ctx, "logs", n).stdout, what="USR1 handled")
     wait_until(lambda: status_of(ctx, n).startswith("Exited"), what="container exit")

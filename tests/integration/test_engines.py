@@ -166,6 +166,20 @@ def host_cgroup_value(pid, controller, name):
 # --- the private namespace and the daemons -----------------------------------------------------
 
 
+def pids_where(pred):
+    """The pids of the processes for which pred(pid) holds; one that is gone (OSError) does not."""
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            if pred(int(e)):
+                out.append(int(e))
+        except OSError:
+            pass
+    return out
+
+
 class Stack:
     """The scratch directory, the mount-namespace holder and every daemon started in it."""
 
@@ -231,28 +245,12 @@ class Stack:
             return ""
 
     def pids_in_ns(self):
-        out = []
-        for e in os.listdir("/proc"):
-            if e.isdigit() and int(e) != self.holder:
-                try:
-                    if os.readlink(f"/proc/{e}/ns/mnt") == self.ns:
-                        out.append(int(e))
-                except OSError:
-                    pass
-        return out
+        return pids_where(
+            lambda pid: pid != self.holder and os.readlink(f"/proc/{pid}/ns/mnt") == self.ns)
 
     def pids_in_cgroups(self):
         """Processes below one of this module's cgroup parents (containers, conmon)."""
-        out = []
-        for e in os.listdir("/proc"):
-            if not e.isdigit():
-                continue
-            try:
-                if f"/{self.tag}-" in Path(f"/proc/{e}/cgroup").read_text():
-                    out.append(int(e))
-            except OSError:
-                pass
-        return out
+        return pids_where(lambda pid: f"/{self.tag}-" in Path(f"/proc/{pid}/cgroup").read_text())
 
     def cgroup_dirs(self):
         found = []
@@ -460,6 +458,29 @@ class Engine:
         return f"rk-{case}-{uuid.uuid4().hex[:8]}"
 
 
+def docker_style_flags(o, read_only, cap_drop):
+    """The `run` flags docker and podman share for a case's options o; read_only: the flags for
+    a read-only rootfs, cap_drop: how the engine spells "all capabilities"."""
+    f = []
+    if o.get("interactive"):
+        f.append("-i")
+    if o.get("tty"):
+        f += ["-i", "-t"]
+    if o.get("volume"):
+        f += ["-v", "{}:{}".format(*o["volume"])]
+    if o.get("user"):
+        f += ["--user", o["user"]]
+    if o.get("read_only"):
+        f += read_only
+    if o.get("memory"):
+        f += ["--memory", str(o["memory"])]
+    if o.get("pids_limit"):
+        f += ["--pids-limit", str(o["pids_limit"])]
+    if o.get("cap_drop_all"):
+        f += ["--cap-drop", cap_drop]
+    return f
+
+
 class Docker(Engine):
     name = "docker"
     supports = {"run", "default", "exec", "stop", "kill", "rm", "stdin", "tty", "volume",
@@ -479,24 +500,9 @@ class Docker(Engine):
         return [DOCKER_CLI, "-H", f"unix://{self.sock}", *map(str, args)]
 
     def run_flags(self, rt, o):
-        f = ["--network", "none", "--runtime", self.RT[rt]]
-        if o.get("interactive"):
-            f.append("-i")
-        if o.get("tty"):
-            f += ["-i", "-t"]
-        if o.get("volume"):
-            f += ["-v", "{}:{}".format(*o["volume"])]
-        if o.get("user"):
-            f += ["--user", o["user"]]
-        if o.get("read_only"):
-            f += ["--read-only", "--tmpfs", "/tmp"]
-        if o.get("memory"):
-            f += ["--memory", str(o["memory"])]
-        if o.get("pids_limit"):
-            f += ["--pids-limit", str(o["pids_limit"])]
-        if o.get("cap_drop_all"):
-            f += ["--cap-drop", "ALL"]
-        return f
+        return ["--network", "none", "--runtime", self.RT[rt],
+                *docker_style_flags(o, read_only=["--read-only", "--tmpfs", "/tmp"],
+                                    cap_drop="ALL")]
 
     def run(self, rt, cmd, input=None, **o):
         """A foreground `docker run --rm`: Res with the container's exit status."""
@@ -591,25 +597,10 @@ class Podman(Engine):
         return run_cmd(self.argv(rt, *args), env=self.env, **kw)
 
     def run_flags(self, o):
-        f = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
-             "--cgroup-parent", self.cgroup_parent]
-        if o.get("interactive"):
-            f.append("-i")
-        if o.get("tty"):
-            f += ["-i", "-t"]
-        if o.get("volume"):
-            f += ["-v", "{}:{}".format(*o["volume"])]
-        if o.get("user"):
-            f += ["--user", o["user"]]
-        if o.get("read_only"):
-            f += ["--read-only"]  # read-only-tmpfs: /tmp, /var/tmp, /run with tmpcopyup
-        if o.get("memory"):
-            f += ["--memory", str(o["memory"])]
-        if o.get("pids_limit"):
-            f += ["--pids-limit", str(o["pids_limit"])]
-        if o.get("cap_drop_all"):
-            f += ["--cap-drop", "all"]
-        return f
+        return ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+                "--cgroup-parent", self.cgroup_parent,
+                # read-only-tmpfs: /tmp, /var/tmp, /run with tmpcopyup
+                *docker_style_flags(o, read_only=["--read-only"], cap_drop="all")]
 
     def run(self, rt, cmd, input=None, **o):
         argv = self.argv(rt, "run", "--rm", *self.run_flags(o), IMAGE, *cmd)

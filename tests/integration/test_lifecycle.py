@@ -22,6 +22,13 @@ def started(racker, make_bundle, args=SLEEP, edit=None):
     return cid, b, r
 
 
+def stopped(racker, make_bundle):
+    """The id of a container that was started and whose payload (true) has exited."""
+    cid, _, _ = started(racker, make_bundle, ["true"])
+    racker.wait_status(cid, "stopped")
+    return cid
+
+
 # --- run -------------------------------------------------------------------------------------
 
 
@@ -211,8 +218,7 @@ def test_run_without_pid_namespace_leaves_no_orphans(racker, make_bundle):
 
 
 def test_kill_stopped_container_fails(racker, make_bundle):
-    cid, _, _ = started(racker, make_bundle, ["true"])
-    racker.wait_status(cid, "stopped")
+    cid = stopped(racker, make_bundle)
     r = racker("kill", cid, "KILL")
     assert r.returncode == 1
     assert r.stderr == f'racker-oci: container "{cid}" is not running\n'
@@ -473,8 +479,7 @@ def test_exec_pid_file_and_detach(racker, running, tmp_path):
 
 
 def test_exec_in_stopped_container_fails(racker, make_bundle):
-    cid, _, _ = started(racker, make_bundle, ["true"])
-    racker.wait_status(cid, "stopped")
+    cid = stopped(racker, make_bundle)
     r = racker("exec", cid, "true")
     assert r.returncode == 1
     assert r.stderr == f'racker-oci: cannot exec in container "{cid}": it is stopped\n'

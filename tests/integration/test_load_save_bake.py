@@ -188,6 +188,15 @@ def tree(root):
     return out
 
 
+def assert_loads(ctx, archive, name, image):
+    """`racker load -i archive` loads image (its config and manifest digests) as name, alone."""
+    r = ctx.ok("load", "-i", archive)
+    assert r.stdout == f"Loaded image: {name}\n", r
+    img = ctx.image_named(name)
+    assert img["Id"] == image.config_digest
+    assert img["Digest"] == image.manifest_digest
+
+
 def check_busybox_layers(ctx, image, bb_rootfs, root=None):
     c1, c2 = chain_ids(image.diff_ids)
     fs1, fs2 = ctx.layer_fs(c1, root), ctx.layer_fs(c2, root)
@@ -276,11 +285,7 @@ def test_load_from_stdin_compressed(ctx, bb_plain, bb_rootfs):
 
 def test_load_oci_layout_dir(ctx, bb_gzip, bb_rootfs):
     d = oci_dir(ctx.tmp / "layout", bb_gzip, ["localhost:5000/test/oci:2"])
-    r = ctx.ok("load", "-i", d)
-    assert r.stdout == "Loaded image: localhost:5000/test/oci:2\n", r
-    img = ctx.image_named("localhost:5000/test/oci:2")
-    assert img["Id"] == bb_gzip.config_digest
-    assert img["Digest"] == bb_gzip.manifest_digest
+    assert_loads(ctx, d, "localhost:5000/test/oci:2", bb_gzip)
     assert ctx.blobs() == bb_gzip.blobs  # the blobs exactly as in the layout
     check_busybox_layers(ctx, bb_gzip, bb_rootfs)
     ctx.assert_consistent()
@@ -293,11 +298,7 @@ def test_load_oci_archive_multi_platform(ctx, bb_gzip, bb_rootfs):
     other = Image([Layer([File("wrong-arch", b"!")])], architecture=other_arch)
     idx = Index([other, bb_gzip])
     ar = oci_archive(ctx.tmp / "oci.tar", idx, ["docker.io/test/multi:1"])
-    r = ctx.ok("load", "-i", ar)
-    assert r.stdout == "Loaded image: docker.io/test/multi:1\n", r
-    img = ctx.image_named("docker.io/test/multi:1")
-    assert img["Id"] == bb_gzip.config_digest
-    assert img["Digest"] == bb_gzip.manifest_digest
+    assert_loads(ctx, ar, "docker.io/test/multi:1", bb_gzip)
     assert other.layers[0].digest not in ctx.blobs()
     check_busybox_layers(ctx, bb_gzip, bb_rootfs)
 

@@ -93,6 +93,19 @@ def assert_released(short_id):
                what=f"network of {short_id} released: {network_of(short_id)}")
 
 
+def assert_held(short_id, *kinds):
+    """The host holds something of each kind (a key of network_of) for the container."""
+    held = network_of(short_id)
+    assert all(held[k] for k in kinds), held
+
+
+def assert_rm_f_releases(ctx, name, short_id):
+    """`racker rm -f name` succeeds and leaves nothing of the container's network behind."""
+    r = ctx("rm", "-f", name)
+    assert r.returncode == 0, r
+    assert_released(short_id)
+
+
 def require_uplink(ctx):
     """Runs one container and returns (gateway, prefix, mtu); skips when this host gives
     containers no uplink (no bridge support or no permission): they then have loopback only."""
@@ -242,27 +255,19 @@ def test_released_after_failed_start(ctx):
     r = ctx("create", ctx.images.bb, "/no/such/binary")
     assert r.returncode == 0, r
     cid = r.stdout.strip()
-    held = network_of(cid[:12])
-    assert held["netns"] and held["leases"] and held["veth"], held
+    assert_held(cid[:12], "netns", "leases", "veth")
     r = ctx("start", "-a", cid)
     assert r.returncode != 0, r
     assert_released(cid[:12])
-    r = ctx("rm", "-f", cid)
-    assert r.returncode == 0, r
-    assert_released(cid[:12])
+    assert_rm_f_releases(ctx, cid, cid[:12])
 
 
 def test_detached_then_rm_f(ctx):
     require_uplink(ctx)
     n = unique("netd")
-    r = ctx.run("-d", "--name", n, ctx.images.bb, "sleep", "1000")
-    assert r.returncode == 0, r
-    cid = r.stdout.strip()
-    held = network_of(cid[:12])
-    assert held["veth"] and held["netns"] and held["leases"] and held["attach"], held
-    r = ctx("rm", "-f", n)
-    assert r.returncode == 0, r
-    assert_released(cid[:12])
+    cid = ctx.ok("-d", "--name", n, ctx.images.bb, "sleep", "1000").stdout.strip()
+    assert_held(cid[:12], "veth", "netns", "leases", "attach")
+    assert_rm_f_releases(ctx, n, cid[:12])
 
 
 def test_rm_after_racker_killed(ctx):
@@ -280,9 +285,7 @@ def test_rm_after_racker_killed(ctx):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert network_of(cid[:12])["netns"], "a killed racker releases nothing"
-    r = ctx("rm", "-f", n)
-    assert r.returncode == 0, r
-    assert_released(cid[:12])
+    assert_rm_f_releases(ctx, n, cid[:12])
 
 
 def test_concurrent_runs_get_distinct_addresses(ctx):
@@ -308,9 +311,7 @@ def test_orphaned_lease_released_by_the_next_run(ctx):
     container's lease."""
     gw, prefix, _ = require_uplink(ctx)
     n = unique("netl")
-    r = ctx.run("-d", "--name", n, ctx.images.bb, "sleep", "1000")
-    assert r.returncode == 0, r
-    live = r.stdout.strip()
+    live = ctx.ok("-d", "--name", n, ctx.images.bb, "sleep", "1000").stdout.strip()
     held = network_of(live[:12])["leases"]
     assert held, network_of(live[:12])
     base = int.from_bytes(socket.inet_aton(gw), "big") & (0xFFFFFFFF << (32 - prefix))
@@ -339,6 +340,4 @@ def test_orphaned_lease_released_by_the_next_run(ctx):
         for p, text in planted:  # only what is still ours
             if p.exists() and p.read_text() == text:
                 p.unlink()
-        r = ctx("rm", "-f", n)
-    assert r.returncode == 0, r
-    assert_released(live[:12])
+        assert_rm_f_releases(ctx, n, live[:12])

@@ -147,18 +147,20 @@ def test_second_pull_transfers_no_blob(ctx, bb_image):
 # --- 3. a layer shared by two images ------------------------------------------------------------
 
 
-def two_images(base):
+def two_images(ctx, base):
+    """A registry (trusted as insecure) serving test/a:1 and test/b:1, two images on layer base
+    with one layer each of their own: (registry, a, b)."""
     a = Image([base, Layer([File("only-a", b"a\n")])], env=["WHO=a"])
     b = Image([base, Layer([File("only-b", b"b\n")])], env=["WHO=b"])
-    return a, b
-
-
-def test_shared_layer_stored_once(ctx, bb_base):
-    a, b = two_images(bb_base)
     reg = ctx.registry()
     reg.push_image("test/a", "1", a)
     reg.push_image("test/b", "1", b)
     ctx.insecure_conf(reg)
+    return reg, a, b
+
+
+def test_shared_layer_stored_once(ctx, bb_base):
+    reg, a, b = two_images(ctx, bb_base)
     since = reg.log_offset()
     ctx.ok("pull", f"{reg.host}/test/a:1")
     r = ctx.ok("pull", f"{reg.host}/test/b:1")
@@ -660,11 +662,7 @@ def test_hardlink_to_host_file(ctx, variant):
 
 
 def test_rmi_and_prune(ctx, bb_base):
-    a, b = two_images(bb_base)
-    reg = ctx.registry()
-    reg.push_image("test/a", "1", a)
-    reg.push_image("test/b", "1", b)
-    ctx.insecure_conf(reg)
+    reg, a, b = two_images(ctx, bb_base)
     ra, rb = f"{reg.host}/test/a:1", f"{reg.host}/test/b:1"
     ctx.ok("pull", ra)
     ctx.ok("pull", rb)

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, unescape_mountinfo,
-                      wait_until)
+from conftest import (cgroup_mounts, proc_cgroups, processes_mentioning, read_pty,
+                      unescape_mountinfo, wait_until)
 from racker_ctx import (STATE_ROOT, RackerCtx, bb_rootfs, racker_snapshot,  # noqa: F401
                         state_entries_for)
 from registry_util import File, Image, Index, Layer, Registry, sha256
@@ -197,19 +197,24 @@ def empty_ctx(racker_exe, images, tmp_path):
     yield from _checked(c, tmp_path)
 
 
-def container_procs(ctx):
-    """(pid, /proc/PID/cmdline) of each process in the cgroups of the store's containers."""
+def container_pids(ctx):
+    """The pid of each process in the cgroups of the store's containers (a cgroup that is gone
+    has none)."""
     for cid in ctx.container_ids():
         for d in cgroup_dirs_for(cid):
             try:
-                pids = [int(x) for x in Path(d, "cgroup.procs").read_text().split()]
+                yield from [int(x) for x in Path(d, "cgroup.procs").read_text().split()]
             except OSError:
                 continue
-            for pid in pids:
-                try:
-                    yield pid, Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    pass
+
+
+def container_procs(ctx):
+    """(pid, /proc/PID/cmdline) of each process in the cgroups of the store's containers."""
+    for pid in container_pids(ctx):
+        try:
+            yield pid, Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            pass
 
 
 def kill_containers(ctx):
@@ -698,20 +703,14 @@ def run_in_pty(ctx, *args, timeout=10, signal_at=None):
             os.execve(ctx.binary, ctx.argv(args), ctx.env)
         finally:
             os._exit(255)
-    out = b""
-    deadline = time.monotonic() + timeout
+    def send_signal(out):
+        nonlocal signal_at
+        if signal_at and signal_at[0] in out:
+            os.kill(pid, signal_at[1])
+            signal_at = None
+
     try:
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the slave side is closed
-                break
-            if not chunk:
-                break
-            out += chunk
-            if signal_at and signal_at[0] in out:
-                os.kill(pid, signal_at[1])
-                signal_at = None
+        out = read_pty(fd, timeout, send_signal)
     finally:
         os.close(fd)
     for _ in range(int(timeout * 100)):
@@ -862,29 +861,23 @@ def test_proc_self_exe_payload_cannot_touch_racker(ctx):
     seen = {}  # pid -> exe link of the container's processes while it runs
     deadline = time.monotonic() + 5
     while p.poll() is None and time.monotonic() < deadline:
-        for cid in ctx.container_ids():
-            for d in cgroup_dirs_for(cid):
-                try:
-                    pids = [int(x) for x in Path(d, "cgroup.procs").read_text().split()]
-                except OSError:
-                    continue
-                for pid in pids:
-                    try:
-                        # command line first: read after it, the binary is never older than
-                        # the command line (a fork that executes in between would otherwise
-                        # pair racker's binary with the payload's command line)
-                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                        exe = os.stat(f"/proc/{pid}/exe")
-                        seen[pid] = os.readlink(f"/proc/{pid}/exe")
-                    except OSError:
-                        continue
-                    # The container's init is a fork of racker until it executes the payload
-                    # (non-dumpable meanwhile): same binary, same command line. Anything else
-                    # running racker's binary would be the escape.
-                    if cmdline.split(b"\0")[:-1] == [os.fsencode(str(a)) for a in p.args]:
-                        continue
-                    assert (exe.st_dev, exe.st_ino) != (st.st_dev, st.st_ino), (
-                        f"the container's process {pid} runs racker's own binary")
+        for pid in container_pids(ctx):
+            try:
+                # command line first: read after it, the binary is never older than the command
+                # line (a fork that executes in between would otherwise pair racker's binary
+                # with the payload's command line)
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                exe = os.stat(f"/proc/{pid}/exe")
+                seen[pid] = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            # The container's init is a fork of racker until it executes the payload
+            # (non-dumpable meanwhile): same binary, same command line. Anything else running
+            # racker's binary would be the escape.
+            if cmdline.split(b"\0")[:-1] == [os.fsencode(str(a)) for a in p.args]:
+                continue
+            assert (exe.st_dev, exe.st_ino) != (st.st_dev, st.st_ino), (
+                f"the container's process {pid} runs racker's own binary")
         time.sleep(0.02)
     if p.poll() is None:
         pids = kill_containers(ctx)  # racker then cleans up after its container

@@ -18,9 +18,7 @@ and serves until killed); every request is logged as one JSON line to workdir/re
 
 import base64
 import json
-import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +26,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from registry_util import kill_process_group
 
 
 def b64url(data):
@@ -178,13 +178,8 @@ class TokenService:
         return self.proc.stdout.readline().decode()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.proc:
-            self.proc.wait()
+            kill_process_group(self.proc)
             self.proc.stdout.close()
         self.proc = None
 

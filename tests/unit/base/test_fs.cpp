@@ -15,8 +15,11 @@
 #include "base/file_lock.hpp"
 #include "base/fs.hpp"
 #include "base/strings.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
+using test::FdLimit;
+using test::open_fds;
 
 namespace {
 
@@ -36,27 +39,6 @@ std::vector<std::string> list_dir(const std::string& dir) {
 std::string scratch_parent() {
   return access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
 }
-
-size_t open_fds() {
-  return list_dir("/proc/self/fd").size();
-}
-
-// Lowers the soft RLIMIT_NOFILE for its lifetime.
-class FdLimit {
- public:
-  explicit FdLimit(rlim_t soft) {
-    EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &old_), 0);
-    rlimit l = old_;
-    l.rlim_cur = soft;
-    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &l), 0);
-  }
-  ~FdLimit() { EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &old_), 0); }
-  FdLimit(const FdLimit&) = delete;
-  FdLimit& operator=(const FdLimit&) = delete;
-
- private:
-  rlimit old_{};
-};
 
 }  // namespace
 

@@ -21,6 +21,7 @@
 #include "image/archive.hpp"
 #include "image/digest.hpp"
 #include "image/tar.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
@@ -74,13 +75,9 @@ std::string config_for(const std::vector<std::string>& layers_uncompressed) {
 class ArchiveTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/racker-archive-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     opts_.platform = "linux/amd64";
     opts_.spool_dir = dir_ + "/spool";
   }
-  void TearDown() override { remove_tree(dir_); }
 
   std::string write_tar(const Members& members, const std::string& name = "a.tar") {
     std::string path = dir_ + "/" + name;
@@ -114,12 +111,7 @@ class ArchiveTest : public ::testing::Test {
 
   // The message open() fails with.
   std::string error_of(const std::string& path) {
-    try {
-      open(path);
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
+    return test::error_of([&] { open(path); });
   }
 
   // A docker-archive (legacy layout) of one image with the given layer blobs.
@@ -196,7 +188,8 @@ class ArchiveTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_;
+  test::TempDir tmp_{"racker-archive"};
+  const std::string dir_ = tmp_.path();
   ImageArchive::Options opts_;
 };
 

@@ -3,12 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "image/auth.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
@@ -19,28 +19,13 @@ namespace {
 class AuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/racker-auth-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    for (const char* name : {"HOME", "XDG_RUNTIME_DIR", "REGISTRY_AUTH_FILE"}) {
-      const char* v = getenv(name);
-      saved_[name] = v ? std::optional<std::string>(v) : std::nullopt;
-    }
-    setenv("HOME", (dir_ + "/home").c_str(), 1);
-    setenv("XDG_RUNTIME_DIR", (dir_ + "/run").c_str(), 1);
-    unsetenv("REGISTRY_AUTH_FILE");
+    env_.set("HOME", dir_ + "/home");
+    env_.set("XDG_RUNTIME_DIR", dir_ + "/run");
+    env_.unset("REGISTRY_AUTH_FILE");
   }
-  void TearDown() override {
-    for (const auto& [name, v] : saved_) {
-      if (v)
-        setenv(name.c_str(), v->c_str(), 1);
-      else
-        unsetenv(name.c_str());
-    }
-    remove_tree(dir_);
-  }
-  std::string dir_;
-  std::map<std::string, std::optional<std::string>> saved_;
+  test::TempDir tmp_{"racker-auth"};
+  const std::string dir_ = tmp_.path();
+  test::ScopedEnv env_;
 };
 
 }  // namespace
@@ -118,12 +103,8 @@ TEST_F(AuthTest, ExplicitAuthfileAndUnknownFieldsSurvive) {
   EXPECT_TRUE(lookup_credentials("mine:2").empty());  // not in the default file
 
   write_file_atomic(file, "{not json");
-  try {
-    lookup_credentials("mine:2", file);
-    FAIL() << "invalid JSON accepted";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "parse " + file + ": not a valid JSON object");
-  }
+  EXPECT_EQ(test::error_of([&] { lookup_credentials("mine:2", file); }),
+            "parse " + file + ": not a valid JSON object");
 }
 
 TEST_F(AuthTest, DockerConfigFallbackAndHubAliases) {

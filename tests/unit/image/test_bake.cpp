@@ -19,6 +19,7 @@
 #include "image/decompress.hpp"
 #include "image/digest.hpp"
 #include "image/tar.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
@@ -62,13 +63,8 @@ std::vector<std::string> paths_of(const std::vector<TarEntry>& entries) {
 
 class BakeLayerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/racker-bake-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { remove_tree(dir_); }
-  std::string dir_;
+  test::TempDir tmp_{"racker-bake"};
+  const std::string dir_ = tmp_.path();
 };
 
 }  // namespace
@@ -236,24 +232,14 @@ TEST_F(BakeLayerTest, UbuntuWithoutKeyringFailsClearly) {
   BakeOptions u;
   u.distro = "ubuntu";
   u.mmdebstrap = "/nonexistent/mmdebstrap";
-  try {
-    bake_image(content, images, u);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "bake ubuntu noble: the Ubuntu archive keyring " + std::string(kUbuntuKeyring) +
-                  " is missing: install ubuntu-keyring (Debian bookworm's archive does not have "
-                  "it, so Ubuntu images cannot be baked on such a host yet)");
-  }
+  EXPECT_EQ(test::error_of([&] { bake_image(content, images, u); }),
+            "bake ubuntu noble: the Ubuntu archive keyring " + std::string(kUbuntuKeyring) +
+                " is missing: install ubuntu-keyring (Debian bookworm's archive does not have "
+                "it, so Ubuntu images cannot be baked on such a host yet)");
   BakeOptions d = debian();
   d.mmdebstrap = "/nonexistent/mmdebstrap";
   d.cache_dir = dir_ + "/cache";
-  try {
-    bake_image(content, images, d);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "bake debian bookworm: /nonexistent/mmdebstrap not found (apt-get install "
-              "mmdebstrap)");
-  }
+  EXPECT_EQ(test::error_of([&] { bake_image(content, images, d); }),
+            "bake debian bookworm: /nonexistent/mmdebstrap not found (apt-get install "
+            "mmdebstrap)");
 }

@@ -13,6 +13,7 @@
 #include "base/fs.hpp"
 #include "image/content_store.hpp"
 #include "image/digest.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
@@ -21,16 +22,11 @@ namespace {
 
 class ContentStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/racker-cs-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { remove_tree(dir_); }
   std::string partial(const std::string& digest) {
     return dir_ + "/ingest/" + digest.substr(7) + ".partial";
   }
-  std::string dir_;
+  test::TempDir tmp_{"racker-cs"};
+  const std::string dir_ = tmp_.path();
 };
 
 std::string blob_of(size_t n, char seed) {
@@ -74,13 +70,8 @@ TEST_F(ContentStoreTest, PutReadHasListRemove) {
 TEST_F(ContentStoreTest, PutBlobMismatchIsNeverStored) {
   ContentStore cs(dir_);
   std::string wrong = sha256_digest("other");
-  try {
-    cs.put_blob("data", wrong);
-    FAIL() << "mismatch accepted";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "digest mismatch for " + wrong + ": got " + sha256_digest("data"));
-  }
+  EXPECT_EQ(test::error_of([&] { cs.put_blob("data", wrong); }),
+            "digest mismatch for " + wrong + ": got " + sha256_digest("data"));
   EXPECT_FALSE(cs.has(wrong));
   EXPECT_FALSE(cs.has(sha256_digest("data")));
   EXPECT_TRUE(cs.list_blobs().empty());
@@ -166,13 +157,8 @@ TEST_F(ContentStoreTest, DigestMismatchDeletesThePartial) {
   auto in = cs.begin_ingest(d, 14);
   ASSERT_TRUE(in);
   in->write("a lying server", 14);
-  try {
-    in->commit();
-    FAIL() << "commit accepted the wrong bytes";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "digest mismatch for " + d + ": got " + sha256_digest("a lying server"));
-  }
+  EXPECT_EQ(test::error_of([&] { in->commit(); }),
+            "digest mismatch for " + d + ": got " + sha256_digest("a lying server"));
   EXPECT_FALSE(cs.has(d));
   EXPECT_FALSE(path_exists(partial(d)));
   EXPECT_TRUE(cs.list_blobs().empty());
@@ -185,12 +171,8 @@ TEST_F(ContentStoreTest, SizeMismatch) {
   {
     auto in = cs.begin_ingest(d, 5);
     in->write("123", 3);
-    try {
-      in->commit();
-      FAIL() << "short blob committed";
-    } catch (const Error& e) {
-      EXPECT_EQ(std::string(e.what()), "size mismatch for " + d + ": expected 5 bytes, got 3");
-    }
+    EXPECT_EQ(test::error_of([&] { in->commit(); }),
+              "size mismatch for " + d + ": expected 5 bytes, got 3");
   }
   EXPECT_FALSE(path_exists(partial(d)));
   {

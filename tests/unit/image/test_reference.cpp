@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
 #include "base/error.hpp"
 #include "image/reference.hpp"
@@ -183,54 +184,42 @@ TEST(Reference, FamiliarKeepsDockerHubBeforeAHostLikeComponent) {
   EXPECT_EQ(parse_reference("foo/bar.baz").familiar(), "foo/bar.baz:latest");
 }
 
+// Each malformed input with the reason its message gives after "invalid reference \"INPUT\": ".
 TEST(Reference, Errors) {
-  EXPECT_EQ(error_of("Debian:x"),
-            "invalid reference \"Debian:x\": repository name must be lowercase");
-  EXPECT_EQ(error_of("debian:"), "invalid reference \"debian:\": empty tag");
-  EXPECT_EQ(error_of("a@sha256:12"),
-            "invalid reference \"a@sha256:12\": invalid digest \"sha256:12\"");
-  EXPECT_EQ(error_of(""), "invalid reference \"\": empty reference");
-  EXPECT_EQ(error_of("docker://"), "invalid reference \"docker://\": empty reference");
-  EXPECT_EQ(error_of("a@"), "invalid reference \"a@\": empty digest");
-  EXPECT_EQ(error_of("a@md5:abc"), "invalid reference \"a@md5:abc\": invalid digest \"md5:abc\"");
-  EXPECT_EQ(error_of("a@sha256:" + std::string(64, 'A')),
-            "invalid reference \"a@sha256:" + std::string(64, 'A') +
-                "\": invalid digest \"sha256:" + std::string(64, 'A') + "\"");
-  EXPECT_EQ(error_of("a:-x"), "invalid reference \"a:-x\": invalid tag \"-x\"");
-  EXPECT_EQ(error_of("a:b/c"), "invalid reference \"a:b/c\": invalid registry host \"a:b\"");
-  EXPECT_EQ(error_of("a:b:c"), "invalid reference \"a:b:c\": invalid tag \"b:c\"");
-  EXPECT_EQ(error_of(":tag"), "invalid reference \":tag\": empty repository name");
-  EXPECT_EQ(error_of("localhost/"), "invalid reference \"localhost/\": empty repository name");
-  EXPECT_EQ(error_of("a//b"), "invalid reference \"a//b\": empty repository name component");
-  EXPECT_EQ(error_of("a/"), "invalid reference \"a/\": empty repository name component");
-  EXPECT_EQ(error_of("foo/Bar"),
-            "invalid reference \"foo/Bar\": repository name must be lowercase");
-  EXPECT_EQ(error_of("a/-b"),
-            "invalid reference \"a/-b\": invalid repository name component \"-b\"");
-  EXPECT_EQ(error_of("a_/b"),
-            "invalid reference \"a_/b\": invalid repository name component \"a_\"");
-  EXPECT_EQ(error_of("a___b"),
-            "invalid reference \"a___b\": invalid repository name component \"a___b\"");
-  EXPECT_EQ(error_of("a..b"),
-            "invalid reference \"a..b\": invalid repository name component \"a..b\"");
-  EXPECT_EQ(error_of("a b"),
-            "invalid reference \"a b\": invalid repository name component \"a b\"");
-  EXPECT_EQ(error_of("-host.com/x"),
-            "invalid reference \"-host.com/x\": invalid registry host \"-host.com\"");
-  // A first component with a '.' is a host, where '_' is not allowed.
-  EXPECT_EQ(error_of("a_b.c/x"), "invalid reference \"a_b.c/x\": invalid registry host \"a_b.c\"");
-  EXPECT_EQ(error_of("host..com/x"),
-            "invalid reference \"host..com/x\": invalid registry host \"host..com\"");
-  EXPECT_EQ(error_of("host.com:/x"),
-            "invalid reference \"host.com:/x\": invalid registry host \"host.com:\"");
-  EXPECT_EQ(error_of("host.com:50a/x"),
-            "invalid reference \"host.com:50a/x\": invalid registry host \"host.com:50a\"");
-  EXPECT_EQ(error_of("[::g]:5000/x"),
-            "invalid reference \"[::g]:5000/x\": invalid registry host \"[::g]:5000\"");
-  EXPECT_EQ(error_of("[]:5000/x"),
-            "invalid reference \"[]:5000/x\": invalid registry host \"[]:5000\"");
-  EXPECT_EQ(error_of("[]/x"),
-            "invalid reference \"[]/x\": invalid repository name component \"[]\"");
-  EXPECT_EQ(error_of(kHex),
-            "invalid reference \"" + kHex + "\": cannot specify 64-byte hexadecimal strings");
+  const std::string upper_digest = "sha256:" + std::string(64, 'A');
+  const std::pair<std::string, std::string> cases[] = {
+      {"Debian:x", "repository name must be lowercase"},
+      {"debian:", "empty tag"},
+      {"a@sha256:12", "invalid digest \"sha256:12\""},
+      {"", "empty reference"},
+      {"docker://", "empty reference"},
+      {"a@", "empty digest"},
+      {"a@md5:abc", "invalid digest \"md5:abc\""},
+      {"a@" + upper_digest, "invalid digest \"" + upper_digest + "\""},
+      {"a:-x", "invalid tag \"-x\""},
+      {"a:b/c", "invalid registry host \"a:b\""},
+      {"a:b:c", "invalid tag \"b:c\""},
+      {":tag", "empty repository name"},
+      {"localhost/", "empty repository name"},
+      {"a//b", "empty repository name component"},
+      {"a/", "empty repository name component"},
+      {"foo/Bar", "repository name must be lowercase"},
+      {"a/-b", "invalid repository name component \"-b\""},
+      {"a_/b", "invalid repository name component \"a_\""},
+      {"a___b", "invalid repository name component \"a___b\""},
+      {"a..b", "invalid repository name component \"a..b\""},
+      {"a b", "invalid repository name component \"a b\""},
+      {"-host.com/x", "invalid registry host \"-host.com\""},
+      // A first component with a '.' is a host, where '_' is not allowed.
+      {"a_b.c/x", "invalid registry host \"a_b.c\""},
+      {"host..com/x", "invalid registry host \"host..com\""},
+      {"host.com:/x", "invalid registry host \"host.com:\""},
+      {"host.com:50a/x", "invalid registry host \"host.com:50a\""},
+      {"[::g]:5000/x", "invalid registry host \"[::g]:5000\""},
+      {"[]:5000/x", "invalid registry host \"[]:5000\""},
+      {"[]/x", "invalid repository name component \"[]\""},
+      {kHex, "cannot specify 64-byte hexadecimal strings"},
+  };
+  for (const auto& [input, reason] : cases)
+    EXPECT_EQ(error_of(input), "invalid reference \"" + input + "\": " + reason);
 }

@@ -8,9 +8,11 @@
 #include "base/fs.hpp"
 #include "image/reference.hpp"
 #include "image/registries.hpp"
+#include "test_support.hpp"
 
 using racker::Error;
 using namespace racker::image;
+namespace test = racker::test;
 
 namespace {
 
@@ -412,13 +414,8 @@ location = "bmirror.com"
 
 TEST(PullSources, BadLocationIsReportedAtUse) {
   RegistriesConf conf = parse("[[registry]]\nprefix = \"a.com\"\nlocation = \"nodots\"\n");
-  try {
-    pull_sources(conf, parse_reference("a.com/x"));
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_STREQ(e.what(),
-                 "registries.conf: location \"nodots\" does not start with a registry host");
-  }
+  EXPECT_EQ(test::error_of([&] { pull_sources(conf, parse_reference("a.com/x")); }),
+            "registries.conf: location \"nodots\" does not start with a registry host");
 }
 
 TEST(ResolveName, QualifiedNameIsItself) {
@@ -473,31 +470,15 @@ unqualified-search-registries = ["quay.io"]
 
 TEST(ResolveName, InvalidInput) {
   RegistriesConf conf;
-  try {
-    resolve_name(conf, "Debian:x");
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "invalid reference \"Debian:x\": repository name must be lowercase");
-  }
+  EXPECT_EQ(test::error_of([&] { resolve_name(conf, "Debian:x"); }),
+            "invalid reference \"Debian:x\": repository name must be lowercase");
 }
 
 class LoadRegistriesConf : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/racker-unit-registries-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
     racker::mkdir_p(root_ + "/etc/containers/registries.conf.d");
-    const char* env = getenv("RACKER_REGISTRIES_CONF");
-    if (env) saved_env_ = env;
-    unsetenv("RACKER_REGISTRIES_CONF");
-  }
-  void TearDown() override {
-    racker::remove_tree(root_);
-    if (saved_env_)
-      setenv("RACKER_REGISTRIES_CONF", saved_env_->c_str(), 1);
-    else
-      unsetenv("RACKER_REGISTRIES_CONF");
+    env_.unset("RACKER_REGISTRIES_CONF");
   }
   void write(const std::string& rel, std::string_view text) {
     racker::write_file_atomic(root_ + "/" + rel, text);
@@ -507,8 +488,9 @@ class LoadRegistriesConf : public ::testing::Test {
     return "etc/containers/registries.conf.d/" + name;
   }
 
-  std::string root_;
-  std::optional<std::string> saved_env_;
+  test::TempDir tmp_{"racker-unit-registries"};
+  const std::string root_ = tmp_.path();
+  test::ScopedEnv env_;
 };
 
 TEST_F(LoadRegistriesConf, NothingPresentIsEmpty) {
@@ -587,14 +569,9 @@ TEST_F(LoadRegistriesConf, DropInMustBeVersion2) {
   write(main_conf(), "[registries.search]\nregistries = [\"docker.io\"]\n");
   EXPECT_EQ(load_registries_conf("", root_).unqualified_search_registries, (Strings{"docker.io"}));
   write(drop_in("a.conf"), "[registries.search]\nregistries = [\"quay.io\"]\n");
-  try {
-    load_registries_conf("", root_);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()),
-              root_ + "/" + drop_in("a.conf") +
-                  ":1: registries: drop-in files must use the version 2 format");
-  }
+  EXPECT_EQ(test::error_of([&] { load_registries_conf("", root_); }),
+            root_ + "/" + drop_in("a.conf") +
+                ":1: registries: drop-in files must use the version 2 format");
 }
 
 TEST_F(LoadRegistriesConf, ErrorsNameTheFile) {

@@ -23,21 +23,17 @@
 #include "image/content_store.hpp"
 #include "image/digest.hpp"
 #include "image/registry_client.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
+using racker::test::error_of;
 
 namespace {
 
 const char* kRegistry = "/usr/bin/docker-registry";
 const char* kHtpasswd = "/usr/bin/htpasswd";
 const char* kOpenssl = "/usr/bin/openssl";
-
-std::string make_tempdir() {
-  char tmpl[] = "/tmp/racker-reg-XXXXXX";
-  if (!mkdtemp(tmpl)) throw_errno("mkdtemp");
-  return tmpl;
-}
 
 std::string pattern(size_t n, unsigned seed) {
   std::string s(n, '\0');
@@ -49,15 +45,20 @@ std::string pattern(size_t n, unsigned seed) {
   return s;
 }
 
-int free_port() {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+// Binds the socket fd to 127.0.0.1 on a port the kernel picks, and returns that port.
+int bind_loopback(int fd) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw_errno("bind");
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw_errno("bind");
   socklen_t len = sizeof a;
-  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   return ntohs(a.sin_port);
+}
+
+int free_port() {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return bind_loopback(fd.get());
 }
 
 bool port_open(int port) {
@@ -98,13 +99,14 @@ std::string run_capture(const std::vector<std::string>& argv) {
 
 // A docker-registry child process on 127.0.0.1:<free port>, killed with us at the latest.
 struct LocalRegistry {
+  std::optional<test::TempDir> tmp;
   std::string dir;
   int port = 0;
   pid_t pid = -1;
 
   // tls: a directory with server.crt/server.key to serve https with.
   void start(const std::string& htpasswd_line = "", const std::string& tls = "") {
-    dir = make_tempdir();
+    dir = tmp.emplace("racker-reg").path();
     port = free_port();
     std::string cfg =
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
@@ -148,7 +150,7 @@ struct LocalRegistry {
       waitpid(pid, nullptr, 0);
       pid = -1;
     }
-    if (!dir.empty()) remove_tree(dir);
+    tmp.reset();
     dir.clear();
   }
 
@@ -192,15 +194,6 @@ struct TestImage {
   }
 };
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 Endpoint insecure(const std::string& host) {
   return Endpoint{.host = host, .insecure = true, .tls_verify = false, .certs_dir = ""};
 }
@@ -236,33 +229,30 @@ class RealRegistry : public ::testing::Test {
     if (access(kHtpasswd, X_OK) == 0)
       authed_.start(run_capture({kHtpasswd, "-Bbn", "user", "pass"}));
     if (access(kOpenssl, X_OK) == 0) {
-      tls_dir_ = make_tempdir();
+      const std::string& dir = tls_dir_.emplace("racker-reg").path();
       run_capture({kOpenssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                   "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", tls_dir_ + "/server.key",
-                   "-out", tls_dir_ + "/server.crt"});
-      tls_.start("", tls_dir_);
+                   "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir + "/server.key", "-out",
+                   dir + "/server.crt"});
+      tls_.start("", dir);
     }
   }
   static void TearDownTestSuite() {
     open_.stop();
     authed_.stop();
     tls_.stop();
-    if (!tls_dir_.empty()) remove_tree(tls_dir_);
+    tls_dir_.reset();
   }
   void SetUp() override {
     if (access(kRegistry, X_OK) != 0) GTEST_SKIP() << kRegistry << " is not installed";
-    dir_ = make_tempdir();
-  }
-  void TearDown() override {
-    if (!dir_.empty()) remove_tree(dir_);
   }
   static LocalRegistry open_, authed_, tls_;
-  static std::string tls_dir_;
-  std::string dir_;
+  static std::optional<test::TempDir> tls_dir_;
+  test::TempDir tmp_{"racker-reg"};
+  const std::string dir_ = tmp_.path();
 };
 LocalRegistry RealRegistry::open_, RealRegistry::authed_, RealRegistry::tls_;
-std::string RealRegistry::tls_dir_;
+std::optional<test::TempDir> RealRegistry::tls_dir_;
 
 TEST_F(RealRegistry, PushThenPullManifestAndBlobs) {
   RegistryClient c(insecure(open_.host()), {});
@@ -390,7 +380,7 @@ TEST_F(RealRegistry, TlsVerificationAndCertsDir) {
 
   // certs.d/<host>/ca.crt makes it trusted (on top of the system CAs).
   mkdir_p(dir_ + "/certs.d");
-  write_file_atomic(dir_ + "/certs.d/ca.crt", read_file(tls_dir_ + "/server.crt"));
+  write_file_atomic(dir_ + "/certs.d/ca.crt", read_file(tls_dir_->path() + "/server.crt"));
   RegistryClient trusted(Endpoint{.host = tls_.host(),
                                   .insecure = false,
                                   .tls_verify = true,
@@ -425,13 +415,7 @@ class ScriptedServer {
   using Handler = std::function<std::string(const HttpRequest&)>;
   explicit ScriptedServer(Handler h) : handler_(std::move(h)) {
     fd_.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw_errno("bind");
-    socklen_t len = sizeof a;
-    getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    port_ = bind_loopback(fd_.get());
     listen(fd_.get(), 16);
     thread_ = std::thread([this] { loop(); });
   }
@@ -535,9 +519,8 @@ TEST(ScriptedRegistry, RetriesAndResumesAfterResetsAnd503) {
       }
     }
   });
-  char tmpl[] = "/tmp/racker-reg-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  ContentStore cs(tmpl);
+  test::TempDir tmp("racker-reg");
+  ContentStore cs(tmp.path());
   RegistryClient c(insecure(s.host()), {});
   c.set_policy(fast_policy());
   EXPECT_EQ(pull_blob(c, cs, "lib/x", digest, blob.size()), blob);  // each byte seen once
@@ -548,16 +531,14 @@ TEST(ScriptedRegistry, RetriesAndResumesAfterResetsAnd503) {
   EXPECT_EQ(reqs[1].headers["range"], "bytes=40000-");
   EXPECT_EQ(reqs[2].headers["range"], "bytes=40000-");
   EXPECT_EQ(reqs[2].target, "/v2/lib/x/blobs/" + digest);
-  remove_tree(tmpl);
 }
 
 TEST(ScriptedRegistry, ServerIgnoringRangeRestartsTheIngest) {
   std::string blob = pattern(50000, 8);
   std::string digest = sha256_digest(blob);
   ScriptedServer s([&](const HttpRequest&) { return response(200, "OK", {}, blob); });
-  char tmpl[] = "/tmp/racker-reg-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  ContentStore cs(tmpl);
+  test::TempDir tmp("racker-reg");
+  ContentStore cs(tmp.path());
   auto in = cs.begin_ingest(digest, blob.size());
   in->write(blob.data(), 1000);
   RegistryClient c(insecure(s.host()), {});
@@ -569,7 +550,6 @@ TEST(ScriptedRegistry, ServerIgnoringRangeRestartsTheIngest) {
   EXPECT_EQ(s.requests().at(0).headers["range"], "bytes=1000-");
   in->commit();
   EXPECT_EQ(read_file(cs.blob_path(digest)), blob);
-  remove_tree(tmpl);
 }
 
 TEST(ScriptedRegistry, PersistentFailureGivesUpWithTheLastError) {
@@ -607,9 +587,8 @@ TEST(ScriptedRegistry, BearerTokenAndRedirectWithoutAuthorization) {
     return response(307, "Temporary Redirect",
                     {"Location: http://" + storage.host() + "/bucket/blob?sig=1"}, "");
   });
-  char tmpl[] = "/tmp/racker-reg-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  ContentStore cs(tmpl);
+  test::TempDir tmp("racker-reg");
+  ContentStore cs(tmp.path());
   RegistryClient c(insecure(reg.host()), {"user", "pass"});
   c.set_policy(fast_policy());
   EXPECT_EQ(pull_blob(c, cs, "lib/x", digest, blob.size()), blob);
@@ -631,7 +610,6 @@ TEST(ScriptedRegistry, BearerTokenAndRedirectWithoutAuthorization) {
             "GET http://" + tokens.host() +
                 "/token?service=test&scope=repository%3Alib%2Fx%3Apull: 401 unauthorized: "
                 "invalid username or password");
-  remove_tree(tmpl);
 }
 
 TEST(ScriptedRegistry, Schema1IsRefused) {

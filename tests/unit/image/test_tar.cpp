@@ -26,6 +26,7 @@
 #include "image/decompress.hpp"
 #include "image/tar.hpp"
 #include "image/unpack.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
 using namespace racker::image;
@@ -163,12 +164,9 @@ TEST_F(TarTest, WriterReaderRoundTripOfEveryEntryType) {
 
 TEST_F(TarTest, WriterChecksTheDataItIsGiven) {
   TarWriter w([](const void*, size_t) {});
-  try {
-    w.add_file("./f", 10, [](const TarWriter::Sink& s) { s("abc", 3); });
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "./f: 3 bytes instead of 10");
-  }
+  EXPECT_EQ(
+      test::error_of([&] { w.add_file("./f", 10, [](const TarWriter::Sink& s) { s("abc", 3); }); }),
+      "./f: 3 bytes instead of 10");
 }
 
 namespace {
@@ -300,10 +298,6 @@ TEST_F(TarTest, WriteTreeThenUnpackGivesTheSameTree) {
 }
 
 TEST_F(TarTest, WriteTreeErrorNamesThePath) {
-  try {
-    tar_of([&](TarWriter& w) { write_tree(w, dir_ + "/absent"); });
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "open " + dir_ + "/absent: No such file or directory");
-  }
+  EXPECT_EQ(test::error_of([&] { tar_of([&](TarWriter& w) { write_tree(w, dir_ + "/absent"); }); }),
+            "open " + dir_ + "/absent: No such file or directory");
 }

@@ -29,8 +29,11 @@
 #include "base/fs.hpp"
 #include "image/digest.hpp"
 #include "image/unpack.hpp"
+#include "test_support.hpp"
 
 using namespace racker;
+using test::FdLimit;
+using test::open_fds;
 using namespace racker::image;
 
 namespace {
@@ -184,32 +187,6 @@ bool exists(const std::string& p) {
   struct stat st;
   return lstat(p.c_str(), &st) == 0;
 }
-
-size_t open_fds() {
-  size_t n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d)) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-// Lowers the soft RLIMIT_NOFILE for its lifetime.
-class FdLimit {
- public:
-  explicit FdLimit(rlim_t soft) {
-    EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &old_), 0);
-    rlimit l = old_;
-    l.rlim_cur = soft;
-    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &l), 0);
-  }
-  ~FdLimit() { EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &old_), 0); }
-  FdLimit(const FdLimit&) = delete;
-  FdLimit& operator=(const FdLimit&) = delete;
-
- private:
-  rlimit old_{};
-};
 
 std::string xattr_of(const std::string& p, const char* name) {
   char buf[256];

@@ -8,6 +8,7 @@
 
 #include "base/error.hpp"
 #include "probe/catalog.hpp"
+#include "test_support.hpp"
 
 using racker::Error;
 using racker::probe::Catalog;
@@ -15,12 +16,7 @@ using racker::probe::Catalog;
 namespace {
 
 std::string err_of(const std::string& json) {
-  try {
-    Catalog::parse(json, "cat.json");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return racker::test::error_of([&] { Catalog::parse(json, "cat.json"); });
 }
 
 std::string one(const std::string& entry) {

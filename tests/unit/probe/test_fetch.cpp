@@ -9,38 +9,26 @@
 #include "base/fs.hpp"
 #include "probe/fetch.hpp"
 #include "test_server.hpp"
+#include "test_support.hpp"
 
 using racker::Error;
 using namespace racker::probe;
+using racker::test::error_of;
 
 namespace {
 
 class FetchTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char t[] = "/tmp/probe-fetch-XXXXXX";
-    ASSERT_NE(::mkdtemp(t), nullptr);
-    dir_ = t;
-    opts_.cache_dir = dir_ + "/cache";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { opts_.cache_dir = dir_ + "/cache"; }
   static std::string body(size_t n) {
     std::string s;
     for (size_t i = 0; i < n; ++i) s += static_cast<char>('a' + (i * 7) % 26);
     return s;
   }
-  std::string dir_;
+  racker::test::TempDir tmp_{"probe-fetch"};
+  const std::string dir_ = tmp_.path();
   FetchOptions opts_;
 };
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include "probe/netcheck.hpp"
 #include "probe/pkgprobe.hpp"
 #include "test_server.hpp"
+#include "test_support.hpp"
 
 using racker::Error;
 using namespace racker::probe;
@@ -11,12 +12,7 @@ using namespace racker::probe;
 namespace {
 
 std::string error_of(const std::string& url) {
-  try {
-    parse_check_url(url);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return racker::test::error_of([&] { parse_check_url(url); });
 }
 
 }  // namespace
