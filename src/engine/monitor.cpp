@@ -71,6 +71,12 @@ RunMonitor::~RunMonitor() {
   (void)!::write(pipe_.get(), "done", 4);
 }
 
+void RunMonitor::hand_over() {
+  if (!pipe_) return;
+  (void)!::write(pipe_.get(), "hand", 4);
+  pipe_.reset();
+}
+
 void clean_up_after(const std::string& store_root, const std::string& state_root,
                     const std::string& id, bool remove) {
   ContainerStore store(store_root, state_root);
@@ -89,6 +95,7 @@ int monitor_main(int fd, pid_t parent, const std::string& store_root, const std:
   // racker's end of the pipe may live on in a container init that racker forked and that
   // never got to exec (it waits to be started): racker's own exit is what counts
   UniqueFd racker(static_cast<int>(::syscall(SYS_pidfd_open, parent, 0)));
+  bool handed_over = false;
   {
     UniqueFd pipe(fd);
     (void)::fcntl(pipe.get(), F_SETFL, O_NONBLOCK);
@@ -99,8 +106,12 @@ int monitor_main(int fd, pid_t parent, const std::string& store_root, const std:
         return 1;
       }
       // a "done" racker wrote, even just before it went, means it finished the run itself
-      char buf[8];
+      char buf[4];
       ssize_t n = ::read(pipe.get(), buf, sizeof buf);
+      if (n >= 4 && std::string_view(buf, 4) == "hand") {
+        handed_over = true;  // racker run -d --rm: the container is ours now
+        break;
+      }
       if (n > 0) return 0;
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno != EAGAIN) return 1;        // no pipe (not started by racker run)
@@ -112,7 +123,7 @@ int monitor_main(int fd, pid_t parent, const std::string& store_root, const std:
   // docker when the client goes: wait for it.
   ContainerStore store(store_root, state_root);
   ContainerEntry c = store.load(id);
-  if (c.running() && (c.rec.booted || c.status == ContainerStatus::created)) {
+  if (!handed_over && c.running() && (c.rec.booted || c.status == ContainerStatus::created)) {
     try {
       runtime::Runtime(state_root).kill(id, SIGKILL, true);
     } catch (const Error&) {

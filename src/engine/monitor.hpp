@@ -24,6 +24,9 @@ class RunMonitor {
   // racker is done with the container, normally or by an error it handled itself: the
   // monitor leaves without doing anything.
   ~RunMonitor();
+  // racker run -d --rm: racker leaves the running container to the monitor, which removes it
+  // once it has ended (by itself, racker stop or kill), as docker's daemon does.
+  void hand_over();
   RunMonitor(RunMonitor&&) noexcept = default;
   RunMonitor& operator=(RunMonitor&&) noexcept = default;
 
@@ -32,7 +35,8 @@ class RunMonitor {
 };
 
 // The monitor's side (racker container monitor): blocks on fd until racker is done ("done":
-// returns 0) or gone (end of file: waits for the container, cleans up, returns 0).
+// returns 0), hands the container over ("hand": waits for it to end, cleans up) or is gone
+// (end of file: stops a booted system, waits for the container, cleans up, returns 0).
 int monitor_main(int fd, pid_t parent, const std::string& store_root, const std::string& state_root,
                  const std::string& id, bool remove);
 

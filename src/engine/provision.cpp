@@ -204,6 +204,7 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
     write_container_files(p);
     runtime::Runtime rt(o.state_root);
     runtime::CreateOptions copts = create_options(p.cdir);
+    copts.kill_on_interrupt = true;  // Ctrl-C ends provisioning at once (its sh ignores it)
     std::string log_path = p.cdir + "/provision.log";
     int rc = boot::with_stdio_to(log_path, [&] { return rt.run(p.id, copts, false); });
     if (rc != 0)

@@ -409,6 +409,7 @@ int run_container(const RunRequest& req) {
     int status = launch(req.state_root, cdir, p.id, req.detach, req.interactive, booted);
     if (req.detach) {
       p.commit();  // it runs on: racker stop / rm (and the monitor) own it now
+      if (req.remove) monitor.hand_over();  // -d --rm: removed when it ends
       std::printf("%s\n", p.id.c_str());
       return 0;
     }

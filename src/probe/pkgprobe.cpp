@@ -47,6 +47,7 @@ class Steps {
     try {
       c.message = fn(c.detail);
     } catch (const Error& e) {
+      if (e.kind() == ErrorKind::interrupted) throw;  // Ctrl-C: no verdict, postroj exits 128+N
       c.message = e.what();
     } catch (const std::exception& e) {
       c.message = e.what();

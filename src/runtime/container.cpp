@@ -192,7 +192,7 @@ int wait_child_forwarding(pid_t child) {
 
 // Waits for our child pid, forwarding the usual termination signals to `target`.
 // Returns the exit status with 128+N for a signal.
-int wait_forwarding(pid_t child, pid_t target) {
+int wait_forwarding(pid_t child, pid_t target, bool kill_on_interrupt, int* interrupted) {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT, SIGWINCH})
@@ -207,7 +207,12 @@ int wait_forwarding(pid_t child, pid_t target) {
     if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
     if (p[1].revents & POLLIN) {
       struct signalfd_siginfo si;
-      if (::read(sfd, &si, sizeof si) == sizeof si) ::kill(target, static_cast<int>(si.ssi_signo));
+      if (::read(sfd, &si, sizeof si) == sizeof si) {
+        int sig = static_cast<int>(si.ssi_signo);
+        bool ends = sig == SIGINT || sig == SIGTERM || sig == SIGHUP;
+        if (kill_on_interrupt && ends && interrupted) *interrupted = sig;
+        ::kill(target, kill_on_interrupt && ends ? SIGKILL : sig);
+      }
     }
     if (p[0].revents & POLLIN) break;
   }
@@ -561,7 +566,8 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
     relay_pty(c.pty_master.get(), pfd, c.pid);
     if (pfd >= 0) ::close(pfd);
   }
-  status = wait_forwarding(c.pid, c.pid);
+  int interrupted = 0;
+  status = wait_forwarding(c.pid, c.pid, opts.kill_on_interrupt, &interrupted);
   if (!c.rec.has_pid_ns) {
     // without a pid namespace, children of the payload may linger: end them
     try {
@@ -570,6 +576,9 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
     }
   }
   cleanup(id, c.rec, true);
+  if (interrupted)
+    throw Error::interrupted(
+        "container " + id + ": interrupted by signal " + std::to_string(interrupted), interrupted);
   return status;
 }
 

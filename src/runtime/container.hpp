@@ -24,6 +24,10 @@ struct CreateOptions {
   int preserve_fds = 0;
   // the systemd cgroup driver (runc's --systemd-cgroup): a transient scope where systemd runs
   bool systemd_cgroup = false;
+  // run in the foreground: SIGINT/SIGTERM/SIGHUP to us SIGKILL the container and run throws
+  // ErrorKind::interrupted, instead of being forwarded (for a throwaway container whose PID 1,
+  // a shell, ignores them as a namespace's init does)
+  bool kill_on_interrupt = false;
 };
 
 struct ExecOptions {
@@ -79,7 +83,10 @@ class Runtime {
 
 // Waits for a child of ours, forwarding SIGINT/SIGTERM/... to it; 128+N for a signal.
 int wait_child_forwarding(pid_t child);
-int wait_forwarding(pid_t child, pid_t target);
+// With kill_on_interrupt, SIGINT/SIGTERM/SIGHUP SIGKILL target instead, and *interrupted
+// (when given) gets the signal.
+int wait_forwarding(pid_t child, pid_t target, bool kill_on_interrupt = false,
+                    int* interrupted = nullptr);
 
 // "KILL", "SIGKILL", "9" -> 9. Throws racker::Error for unknown names.
 int parse_signal(const std::string& s);

@@ -90,6 +90,32 @@ def test_rm_happens_after_racker_run_is_killed(ctx):
     wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
 
 
+def test_detached_rm_container_goes_when_it_ends(ctx):
+    """racker run -d --rm, as docker's: the container is removed once its payload ends, by
+    itself or through racker stop (the monitor takes it over from racker, then leaves); without
+    --rm a detached container stays, exited."""
+    n = name(ctx, "drm-ends")
+    cid = ok(ctx, "run", "-d", "--rm", "--name", n, ctx.images.bb, "sleep", "1").stdout.strip()
+    assert status_of(ctx, n) == "Up"
+    assert monitor_pids(cid)
+    wait_until(lambda: cid not in ctx.container_ids(), timeout=20, what="the container removed")
+    gone(ctx, cid, n)
+    wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
+    n = name(ctx, "drm-stopped")
+    cid = ok(ctx, "run", "-d", "--rm", "--name", n, ctx.images.bb, "sleep", "60").stdout.strip()
+    ok(ctx, "stop", "-t", "1", n)
+    wait_until(lambda: cid not in ctx.container_ids(), timeout=20, what="the container removed")
+    gone(ctx, cid, n)
+    wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
+    n = name(ctx, "d-kept")
+    cid = detach(ctx, n, "true")
+    assert not monitor_pids(cid)
+    wait_until(lambda: status_of(ctx, n).startswith("Exited"), timeout=10, what="exited")
+    time.sleep(0.5)
+    assert status_of(ctx, n).startswith("Exited")
+    ok(ctx, "rm", n)
+
+
 @pytest.mark.parametrize("delay_ms", [0, 2, 5, 10, 15, 20, 25, 35, 50, 80])
 def test_kill_racker_run_early_leaves_nothing(ctx, delay_ms):
     """kill -9 of `racker run --rm` at an early moment (while it mounts, makes the network,

@@ -17,7 +17,7 @@ from racker_ctx import STATE_ROOT, monitor_pids
 from registry_util import Dir, File, Image, Layer
 from test_boot import IMAGE, booted_inits, racker_cgroups, store  # noqa: F401 (racker_exe: test_run's)
 from test_network import host_links, netns_mounts
-from test_run import (Ctx, _checked, bb_rootfs, images, racker_exe,  # noqa: F401
+from test_run import (PATH_ENV, Ctx, _checked, bb_rootfs, images, racker_exe,  # noqa: F401
                       store_mounts)
 
 
@@ -158,3 +158,55 @@ def test_os_container_run_killed_anywhere(racker_exe, store):  # noqa: F811
     r = subprocess.run(racker("run", "--rm", IMAGE, "echo", "up"), capture_output=True,
                        text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "up\n"), r
+
+
+# a package manager that takes its time: the sleep is how the test finds it on the host
+SLOW_PM = """#!/bin/sh
+mkdir -p /var/log
+echo "$(basename "$0") $*" >> /var/log/fake-pm.log
+exec sleep 61
+"""
+
+
+def sleeping_pms():
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == b"sleep\x0061\x00":
+                    found.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_provisioning_ends_at_once(ctx, bb_rootfs, sig):  # noqa: F811
+    """Ctrl-C (or SIGTERM) while racker provisions systemd into a slim image: the throwaway
+    container's shell, PID 1 of its namespace, ignores the forwarded signal, so racker used to
+    wait for the package manager to finish and then carry on. Now it kills the container, exits
+    128+N at once and leaves nothing: no container, derived image, process or host state."""
+    base = Layer.from_dir(bb_rootfs)
+    img = Image([base, Layer([File("etc/os-release", b"ID=fake\n"),
+                              File("usr/bin/dnf", SLOW_PM.encode(), mode=0o755)])],
+                cmd=["sh"], env=[PATH_ENV])
+    ctx.images.reg.push_image("test/slow-pm", "1", img)
+    ref = f"{ctx.images.reg.host}/test/slow-pm:1"
+    assert ctx("pull", ref).returncode == 0
+    baseline = host_state()
+    p = ctx.popen("run", "--rm", ref, "true")
+    try:
+        wait_until(lambda: sleeping_pms(), timeout=30, what="the package manager running")
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        r = ctx.wait(p, timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert r.returncode == 128 + sig, r
+    assert time.monotonic() - t0 < 10, r
+    assert "interrupted by signal" in r.stderr, r
+    wait_until(lambda: not sleeping_pms(), timeout=10, what="the package manager gone")
+    wait_settled(baseline, ctx.root, "interrupted provisioning")
+    images = ctx("images")
+    assert images.returncode == 0 and "racker.local/provisioned/" not in images.stdout, images

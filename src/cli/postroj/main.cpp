@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::fprintf(stderr, "postroj: %s\n", printable(e.what(), true).c_str());
     if (int sig = engine::OsContainer::interrupted()) return 128 + sig;
-    return 1;
+    return exit_status(e, ExitStyle::plain);  // 128+N for a signal that ended a container
   } catch (const std::exception& e) {
     std::fprintf(stderr, "postroj: %s\n", printable(e.what(), true).c_str());
     return 1;

@@ -12,17 +12,15 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/fs.hpp"
+#include "test_support.hpp"
 
 namespace racker {
 namespace {
 
-struct Scratch {
-  Scratch() {
-    char t[] = "/tmp/racker-fdh-XXXXXX";
-    dir = ::mkdtemp(t);
-  }
-  ~Scratch() { remove_tree(dir); }
-  std::string dir;
+// a scratch directory: dir is its path
+struct Scratch : test::TempDir {
+  Scratch() : TempDir("racker-fdh") {}
+  const std::string& dir = path();
 };
 
 TEST(Redirect, PutsAnFdOverStdoutAndBack) {

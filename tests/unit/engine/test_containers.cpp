@@ -9,6 +9,7 @@
 #include "base/error.hpp"
 #include "base/fs.hpp"
 #include "engine/containers.hpp"
+#include "test_support.hpp"
 
 namespace racker::engine {
 namespace {
@@ -59,8 +60,8 @@ TEST(ContainerRecord, MistypedOrMissingFieldsTakeDefaults) {
 }
 
 TEST(ContainerStore, SavedRecordsAreListedNewestFirstWithTheirStatus) {
-  char tmpl[] = "/tmp/racker-containers-XXXXXX";
-  std::string root = ::mkdtemp(tmpl);
+  test::TempDir tmp("racker-containers");
+  const std::string& root = tmp.path();
   ContainerStore store(root, root + "/state");
   for (auto [hex, name, created] : {std::tuple{'1', "old", "2026-01-01T00:00:00Z"},
                                     std::tuple{'2', "new", "2026-06-01T00:00:00Z"}}) {
@@ -89,7 +90,6 @@ TEST(ContainerStore, SavedRecordsAreListedNewestFirstWithTheirStatus) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::not_found);
   }
-  remove_tree(root);
 }
 
 }  // namespace

@@ -7,16 +7,13 @@
 
 #include "base/fs.hpp"
 #include "engine/run.hpp"
+#include "test_support.hpp"
 
 namespace racker::engine {
 namespace {
 
-struct Store {
-  Store() {
-    char t[] = "/tmp/racker-prepared-XXXXXX";
-    root = ::mkdtemp(t);
-  }
-  ~Store() { remove_tree(root); }
+struct Store : test::TempDir {
+  Store() : TempDir("racker-prepared") {}
   // a container directory as prepare_container leaves it (no overlay mounted)
   PreparedContainer make(const std::string& id) const {
     PreparedContainer p;
@@ -28,7 +25,7 @@ struct Store {
     write_file_atomic(p.cdir + "/config.json", "{}");
     return p;
   }
-  std::string root;
+  const std::string& root = path();
 };
 
 TEST(PreparedContainer, AnyExceptionRollsBackANewContainer) {
