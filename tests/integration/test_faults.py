@@ -5,14 +5,16 @@ may stay: no mount, cgroup, network namespace, veth, runtime state, container di
 monitor or container process; no layer marked complete while partial, no corrupt blob; and the
 next pull or run works."""
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from conftest import REPO, wait_until
 from racker_ctx import STATE_ROOT, monitor_pids
 from registry_util import Dir, File, Image, Layer
 from test_boot import IMAGE, booted_inits, racker_cgroups, store  # noqa: F401 (racker_exe: test_run's)
@@ -180,12 +182,9 @@ def sleeping_pms():
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_provisioning_ends_at_once(ctx, bb_rootfs, sig):  # noqa: F811
-    """Ctrl-C (or SIGTERM) while racker provisions systemd into a slim image: the throwaway
-    container's shell, PID 1 of its namespace, ignores the forwarded signal, so racker used to
-    wait for the package manager to finish and then carry on. Now it kills the container, exits
-    128+N at once and leaves nothing: no container, derived image, process or host state."""
+@pytest.fixture
+def slow_pm_image(ctx, bb_rootfs):  # noqa: F811
+    """An OS image without systemd whose package manager (dnf) takes a minute; pulled."""
     base = Layer.from_dir(bb_rootfs)
     img = Image([base, Layer([File("etc/os-release", b"ID=fake\n"),
                               File("usr/bin/dnf", SLOW_PM.encode(), mode=0o755)])],
@@ -193,20 +192,59 @@ def test_interrupted_provisioning_ends_at_once(ctx, bb_rootfs, sig):  # noqa: F8
     ctx.images.reg.push_image("test/slow-pm", "1", img)
     ref = f"{ctx.images.reg.host}/test/slow-pm:1"
     assert ctx("pull", ref).returncode == 0
-    baseline = host_state()
-    p = ctx.popen("run", "--rm", ref, "true")
+    return ref
+
+
+def interrupt_provisioning(ctx, p, sig):
+    """Sends sig to p once the package manager runs; p's result, and how long it took."""
     try:
         wait_until(lambda: sleeping_pms(), timeout=30, what="the package manager running")
         t0 = time.monotonic()
         p.send_signal(sig)
         r = ctx.wait(p, timeout=20)
+        return r, time.monotonic() - t0
     finally:
         if p.poll() is None:
             p.kill()
-    assert r.returncode == 128 + sig, r
-    assert time.monotonic() - t0 < 10, r
-    assert "interrupted by signal" in r.stderr, r
+
+
+def assert_nothing_provisioned(ctx, baseline):
     wait_until(lambda: not sleeping_pms(), timeout=10, what="the package manager gone")
     wait_settled(baseline, ctx.root, "interrupted provisioning")
     images = ctx("images")
     assert images.returncode == 0 and "racker.local/provisioned/" not in images.stdout, images
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_provisioning_ends_at_once(ctx, slow_pm_image, sig):
+    """Ctrl-C (or SIGTERM) while racker provisions systemd into a slim image: the throwaway
+    container's shell, PID 1 of its namespace, ignores the forwarded signal, so racker used to
+    wait for the package manager to finish and then carry on. Now it kills the container, exits
+    128+N at once and leaves nothing: no container, derived image, process or host state."""
+    baseline = host_state()
+    r, took = interrupt_provisioning(ctx, ctx.popen("run", "--rm", slow_pm_image, "true"), sig)
+    assert r.returncode == 128 + sig and took < 10, (took, r)
+    assert "interrupted by signal" in r.stderr, r
+    assert_nothing_provisioned(ctx, baseline)
+
+
+def test_postroj_interrupted_while_provisioning(ctx, slow_pm_image, tmp_path):
+    """postroj pkgprobe of a catalog label that needs provisioning, SIGTERM meanwhile: 143
+    at once (not 1 as for a failed probe, not after the package manager is done)."""
+    postroj = Path(os.environ.get("RACKER_BUILD", REPO / "build")) / "postroj"
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"images": [
+        {"label": "slow-pm", "source": {"image": slow_pm_image}, "family": "fedora",
+         "package_manager": "dnf"}]}))
+    baseline = host_state()
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = subprocess.Popen([str(postroj), "--store-root", str(ctx.root), "--registries-conf",
+                              str(ctx.conf), "--catalog", str(catalog), "--package-cache",
+                              str(tmp_path / "packages"), "pkgprobe", "--image=slow-pm"],
+                             stdout=fo, stderr=fe)
+    p.out_path, p.err_path = out, err
+    r, took = interrupt_provisioning(ctx, p, signal.SIGTERM)
+    assert r.returncode == 128 + signal.SIGTERM and took < 10, (took, r)
+    assert "interrupted by signal" in r.stderr, r
+    assert_nothing_provisioned(ctx, baseline)
