@@ -450,6 +450,9 @@ int start_container(const std::string& store_root, const std::string& state_root
   if (c.status == ContainerStatus::running || c.status == ContainerStatus::paused)
     return 0;                                                        // docker: nothing to do
   if (c.has_state) runtime::Runtime(state_root).remove(c.id, true);  // an exited -d run
+  // should racker die while it starts or waits for the container, the monitor releases its
+  // mount, network and runtime state once it has ended (a booted system at once); it stays
+  RunMonitor monitor = RunMonitor::start(store_root, state_root, c.id, false);
   PreparedContainer p;
   p.keep_files = true;  // should starting it fail, it stays as it was (created or exited)
   p.id = c.id;

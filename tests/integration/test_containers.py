@@ -116,6 +116,26 @@ def test_detached_rm_container_goes_when_it_ends(ctx):
     ok(ctx, "rm", n)
 
 
+def test_start_attached_killed_releases_after_the_end(ctx):
+    """kill -9 of `racker start -a`: the container runs on, and when it ends its monitor
+    releases its mount and runtime state; the container stays, exited, and starts again."""
+    n = name(ctx, "start-killed")
+    ok(ctx, "create", "--name", n, ctx.images.bb, "sleep", "2")
+    p = ctx.popen("start", "-a", n)
+    wait_until(lambda: status_of(ctx, n) == "Up", timeout=10, what="the container")
+    cid = ctx.container_ids()[0]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert monitor_pids(cid)
+    wait_until(lambda: status_of(ctx, n).startswith("Exited") and not store_mounts(ctx.root)
+               and not state_entries_for(n), timeout=20, what="released")
+    wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
+    assert cgroup_dirs_for(cid) == []
+    r = ctx("start", "-a", n)
+    assert r.returncode == 0, r
+    ok(ctx, "rm", n)
+
+
 @pytest.mark.parametrize("delay_ms", [0, 2, 5, 10, 15, 20, 25, 35, 50, 80])
 def test_kill_racker_run_early_leaves_nothing(ctx, delay_ms):
     """kill -9 of `racker run --rm` at an early moment (while it mounts, makes the network,
