@@ -437,9 +437,7 @@ std::string create_container(const RunRequest& req) {
     p.record.boot_timeout_s = req.boot_timeout_s;
   }
   write_container_files(p);
-  p.keep_files = true;  // made: its overlay is mounted again by racker start
-  p.release_mount_and_network();
-  p.commit();
+  p.commit();  // made: it keeps its mount and network until racker start or rm
   return p.id;
 }
 
