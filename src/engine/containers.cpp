@@ -80,11 +80,8 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
   std::string state;
   read_field(j, "state", state);
   r.never_started = state == "created";
-  int code = 0;
-  if (j.contains("exit_code") && j["exit_code"].is_number_integer()) {
-    read_field(j, "exit_code", code);
-    r.exit_code = code;
-  }
+  if (auto it = j.find("exit_code"); it != j.end() && it->is_number_integer())
+    r.exit_code = it->get<int>();
   return r;
 }
 

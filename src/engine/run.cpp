@@ -160,7 +160,7 @@ PreparedContainer::~PreparedContainer() {
 
 void PreparedContainer::release_mount_and_network() {
   if (!net_state_root.empty()) net::teardown(net_state_root, id);
-  if (mounted || keep_files) ::umount2(rootfs.c_str(), MNT_DETACH);
+  if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
   mounted = false;
 }
 
