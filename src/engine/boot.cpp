@@ -161,7 +161,19 @@ std::string find_init(const std::string& rootfs) {
   throw Error("--boot: the image has no systemd (/lib/systemd/systemd)", ENOENT);
 }
 
-UniqueFd bind_notify_socket(const std::string& cdir) {
+// The host uid and gid of the container's root: (0, 0) without a user namespace.
+static std::pair<uint32_t, uint32_t> root_ids(const nlohmann::json& config) {
+  auto root_of = [&](const char* key) -> uint32_t {
+    auto l = config.find("linux");
+    if (l == config.end() || !l->contains(key) || !(*l)[key].is_array()) return 0;
+    for (auto& m : (*l)[key])
+      if (m.value("containerID", 1u) == 0) return m.value("hostID", 0u);
+    return 0;
+  };
+  return {root_of("uidMappings"), root_of("gidMappings")};
+}
+
+UniqueFd bind_notify_socket(const std::string& cdir, const nlohmann::json& config) {
   // bound through /proc/self/fd because cdir may exceed sun_path
   UniqueFd dirfd(::open(cdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dirfd) throw_errno("open " + cdir);
@@ -174,6 +186,10 @@ UniqueFd bind_notify_socket(const std::string& cdir) {
   ::unlink((cdir + "/notify").c_str());
   if (::bind(sock.get(), reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0)
     throw_errno("bind " + cdir + "/notify");
+  // in a user namespace, systemd (the range's root) must be allowed to connect
+  auto [uid, gid] = root_ids(config);
+  if ((uid || gid) && ::fchownat(dirfd.get(), "notify", uid, gid, 0) != 0)
+    throw_errno("chown " + cdir + "/notify");
 
   return sock;
 }
@@ -205,10 +221,13 @@ UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std
   // machine-id: an empty one makes every boot a first boot (presets, a transient id);
   // write a real one into the container's upper layer instead
   std::string mid = runtime::secure_join(config["root"].value("path", ""), "/etc/machine-id");
-  if (trim(read_file_if_exists(mid).value_or("")).empty())
+  if (trim(read_file_if_exists(mid).value_or("")).empty()) {
     write_file_atomic(mid, random_hex(32) + "\n", 0444);
+    auto [uid, gid] = root_ids(config);
+    if ((uid || gid) && ::chown(mid.c_str(), uid, gid) != 0) throw_errno("chown " + mid);
+  }
 
-  UniqueFd sock = bind_notify_socket(cdir);
+  UniqueFd sock = bind_notify_socket(cdir, config);
 
   auto& mounts = config["mounts"];
   bool hybrid = path_exists("/sys/fs/cgroup/unified") || path_exists("/sys/fs/cgroup/systemd");

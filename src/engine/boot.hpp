@@ -62,7 +62,7 @@ std::string find_init(const std::string& rootfs);
 
 // The datagram socket cdir/notify (made anew) that the booted system's NOTIFY_SOCKET
 // reaches; returns its fd.
-UniqueFd bind_notify_socket(const std::string& cdir);
+UniqueFd bind_notify_socket(const std::string& cdir, const nlohmann::json& config);
 
 // Turns the spec built for `racker run` into one for a booted system. Creates the notify
 // socket (container dir + "/notify"), writes a machine-id into the rootfs when the image's is

@@ -1,4 +1,5 @@
 #include "engine/containers.hpp"
+#include "engine/idrange.hpp"
 
 #include <dirent.h>
 #include <limits.h>
@@ -61,6 +62,7 @@ nlohmann::json ContainerRecord::to_json() const {
   if (interactive) j["interactive"] = true;
   if (never_started) j["state"] = "created";
   if (exit_code) j["exit_code"] = *exit_code;
+  if (userns_size) j["userns"] = {{"uid", userns_uid}, {"gid", userns_gid}, {"size", userns_size}};
   return j;
 }
 
@@ -82,6 +84,11 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
   r.never_started = state == "created";
   if (auto it = j.find("exit_code"); it != j.end() && it->is_number_integer())
     r.exit_code = it->get<int>();
+  if (auto it = j.find("userns"); it != j.end() && it->is_object()) {
+    read_field(*it, "uid", r.userns_uid);
+    read_field(*it, "gid", r.userns_gid);
+    read_field(*it, "size", r.userns_size);
+  }
   return r;
 }
 
@@ -225,6 +232,8 @@ void ContainerStore::remove(const ContainerEntry& c, bool force) const {
     runtime::StateStore(state_root_).remove_partial(c.id);  // a create killed at its start
   unmount_and_unplug(cur);
   remove_tree(c.dir);
+  if (c.rec.userns_size)
+    release_range(state_root_, {c.rec.userns_uid, c.rec.userns_gid, c.rec.userns_size}, c.dir);
 }
 
 void ContainerStore::unmount_and_unplug(const ContainerEntry& c) const {
@@ -232,6 +241,10 @@ void ContainerStore::unmount_and_unplug(const ContainerEntry& c) const {
   std::string rootfs = c.dir + "/rootfs";
   for (int i = 0; i < 8 && is_mount_point(real_path(rootfs)); ++i)
     if (::umount2(rootfs.c_str(), MNT_DETACH) != 0) break;
+  // id-mapped layers left attached by a racker that died while it mounted the overlay
+  if (path_exists(c.dir + "/idmap"))
+    for (auto& n : dir_names(c.dir + "/idmap"))
+      ::umount2((c.dir + "/idmap/" + n).c_str(), MNT_DETACH);
 }
 
 void ContainerStore::release_running_parts(const ContainerEntry& c) const {
@@ -251,7 +264,14 @@ nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
                           {"running", cur.running()},
                           {"pid", cur.pid}};
   if (cur.rec.exit_code) state["exit_code"] = *cur.rec.exit_code;
+  nlohmann::json userns = {{"mode", cur.rec.userns_size ? "auto" : "host"}};
+  if (cur.rec.userns_size) {
+    userns["uid"] = cur.rec.userns_uid;
+    userns["gid"] = cur.rec.userns_gid;
+    userns["size"] = cur.rec.userns_size;
+  }
   return {{"id", cur.id},
+          {"userns", userns},
           {"name", cur.name()},
           {"image", cur.rec.image},
           {"image_id", cur.rec.image_id},

@@ -26,6 +26,8 @@ struct ContainerRecord {
   bool interactive = false;      // racker create -i: start -a forwards stdin
   bool never_started = false;    // made by racker create and not started yet
   std::optional<int> exit_code;  // of its last run
+  // --userns=auto: host uid and gid of its root and the range's size (0: the host's ids)
+  uint32_t userns_uid = 0, userns_gid = 0, userns_size = 0;
 
   nlohmann::json to_json() const;
   static ContainerRecord from_json(const nlohmann::json& j);

@@ -215,21 +215,9 @@ std::string container_rootfs(const ContainerEntry& c, const std::string& store_r
   if (::unshare(CLONE_NEWNS) != 0) throw_errno("unshare mount namespace");
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
     throw_errno("make mounts private");
-  std::string lower;
-  for (size_t i = rec->layers.size(); i-- > 0;) {
-    if (!lower.empty()) lower += ":";
-    lower += images.layer_dir(rec->layers[i].chain_id) + "/fs";
-  }
-  if (lower.empty()) {
-    mkdir_p(c.dir + "/empty");
-    lower = c.dir + "/empty";
-  }
   mkdir_p(c.dir + "/work", 0755);
   mkdir_p(rootfs, 0755);
-  std::string data =
-      "lowerdir=" + lower + ",upperdir=" + c.dir + "/upper,workdir=" + c.dir + "/work";
-  if (::mount("overlay", rootfs.c_str(), "overlay", 0, data.c_str()) != 0)
-    throw_errno("mount overlay of " + c.name());
+  mount_rootfs(images, *rec, c.dir, false, range_of(c.rec));
   return rootfs;
 }
 
@@ -286,6 +274,16 @@ void copy_files(const CopyRequest& req) {
     target = t;
   }
   copy_entry(from_host, target, to);
+  // as docker cp: what lands in the container belongs to its root, in a user namespace the
+  // range's first ids
+  if (auto range = range_of(c.rec); range && dst.in_container) {
+    std::vector<std::string> made = {target};
+    if (contents) {
+      made.clear();
+      for (auto& n : dir_names(from_host)) made.push_back(target + "/" + n);
+    }
+    for (auto& m : made) shift_owners(to(m), IdRange{range->uid, range->gid, range->size}, true);
+  }
 }
 
 }  // namespace racker::engine

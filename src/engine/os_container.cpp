@@ -119,7 +119,7 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
       rec = ensure_systemd(rec, po);
     }
   }
-  impl->p = prepare_container(req, rec);
+  impl->p = prepare_container(with_boot_defaults(req, true), rec);
   PreparedContainer& p = impl->p;  // rolls back when impl goes, unless kept
   {
     std::string init = boot::find_init(p.rootfs);

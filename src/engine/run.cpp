@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +19,7 @@
 #include "engine/boot.hpp"
 #include "engine/containers.hpp"
 #include "engine/flat_rootfs.hpp"
+#include "engine/idrange.hpp"
 #include "engine/monitor.hpp"
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
@@ -27,6 +29,7 @@
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
 #include "runtime/container.hpp"
+#include "runtime/idmap.hpp"
 #include "runtime/mounts.hpp"
 #include "runtime/systemd_bus.hpp"
 
@@ -44,19 +47,59 @@ std::optional<uint32_t> lookup(const std::string& file, const std::string& name,
   return std::nullopt;
 }
 
+// The layers of a --userns=auto container, id-mapped to its range (a file of uid 0 on disk
+// shows as the range's first uid) and attached at <dir>/idmap/<n> for the overlay mount, which
+// keeps its own references: they are detached again when this goes.
+struct IdMappedLayers {
+  std::vector<std::string> paths;
+  void map(const std::vector<std::string>& layers, const std::string& dir, const IdRange& r) {
+    UniqueFd ns = runtime::make_userns({{0, r.uid, r.size}}, {{0, r.gid, r.size}});
+    mkdir_p(dir + "/idmap", 0700);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::string at = dir + "/idmap/" + std::to_string(i);
+      mkdir_p(at, 0700);
+      UniqueFd tree = runtime::clone_tree(layers[i], false, ns.get());
+      runtime::attach_tree(tree.get(), at);
+      paths.push_back(at);
+    }
+  }
+  void detach() noexcept {
+    for (auto& p : paths) ::umount2(p.c_str(), MNT_DETACH);
+    paths.clear();
+  }
+  ~IdMappedLayers() { detach(); }
+};
+
 // The overlay of the image's layers with the container's upper dir, mounted at rootfs; true.
 // throwaway (--rm): a "volatile" overlay, whose upper dir is never synced: no fsync per copy-up
 // (every first write to an image file, e.g. during a boot) for a dir deleted at exit anyway.
 // Where the kernel refuses the overlay (no overlayfs, a store on overlayfs itself, too many
 // layers for one mount), the layers are copied into rootfs instead, with a warning; false.
 bool mount_overlay(const image::ImageStore& images, const image::ImageRecord& rec,
-                   const std::string& dir, bool throwaway) {
+                   const std::string& dir, bool throwaway, const std::optional<IdRange>& range) {
   std::string target = dir + "/rootfs";
   if (path_exists(dir + "/flat")) return false;  // copied before: the copy is the container
   std::vector<std::string> layers;               // lowest first
   for (auto& l : rec.layers) layers.push_back(images.layer_dir(l.chain_id) + "/fs");
+  IdMappedLayers mapped;
+  if (range && !layers.empty()) {
+    try {
+      mapped.map(layers, dir, *range);
+    } catch (const Error& e) {
+      if (e.err() != EINVAL && e.err() != EPERM && e.err() != ENOSYS && e.err() != EOPNOTSUPP)
+        throw;
+      log::warn(std::string("the kernel cannot id-map the image's layers (") + e.what() +
+                "): copying them into the container with shifted owners instead (a full copy)");
+      mapped.detach();
+      flatten_layers(layers, target);
+      shift_owners(target, *range);
+      write_file_atomic(dir + "/flat", "");
+      return false;
+    }
+  }
+  const auto& lowers = range && !layers.empty() ? mapped.paths : layers;
   std::string lower;
-  for (size_t i = layers.size(); i-- > 0;) lower += (lower.empty() ? "" : ":") + layers[i];
+  for (size_t i = lowers.size(); i-- > 0;) lower += (lower.empty() ? "" : ":") + lowers[i];
   if (lower.empty()) {
     mkdir_p(dir + "/empty");
     lower = dir + "/empty";
@@ -80,6 +123,7 @@ bool mount_overlay(const image::ImageStore& images, const image::ImageRecord& re
   log::warn("overlay mount of the image's layers at " + target + " refused (" + std::strerror(err) +
             "): copying the layers into the container instead (a full copy on disk)");
   flatten_layers(layers, target);
+  if (range) shift_owners(target, *range);
   write_file_atomic(dir + "/flat", "");
   return false;
 }
@@ -154,6 +198,16 @@ std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std:
   return {uid, gid};
 }
 
+bool mount_rootfs(const image::ImageStore& images, const image::ImageRecord& rec,
+                  const std::string& dir, bool throwaway, const std::optional<IdRange>& range) {
+  return mount_overlay(images, rec, dir, throwaway, range);
+}
+
+std::optional<IdRange> range_of(const ContainerRecord& rec) {
+  if (!rec.userns_size) return std::nullopt;
+  return IdRange{rec.userns_uid, rec.userns_gid, rec.userns_size};
+}
+
 PreparedContainer::~PreparedContainer() {
   if (armed_) discard();
 }
@@ -167,7 +221,11 @@ void PreparedContainer::release_mount_and_network() {
 void PreparedContainer::discard() {
   armed_.disarm();
   release_mount_and_network();
-  if (!keep_files && !cdir.empty()) remove_tree(cdir);
+  if (!keep_files && !cdir.empty()) {
+    remove_tree(cdir);
+    if (record.userns_size && !userns_state_root.empty())
+      release_range(userns_state_root, range_of(record).value(), cdir);
+  }
 }
 
 image::ImageRecord find_or_pull(const RunRequest& req) {
@@ -226,7 +284,27 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   mkdir_p(req.store_root + "/containers", 0700);
   try {
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
-    p.mounted = mount_overlay(images, rec, p.cdir, req.remove);
+    std::optional<IdRange> range;
+    if (req.flags.userns == "auto") {
+      if (req.flags.privileged)
+        throw Error("--privileged needs the host's ids: use --userns=host", EINVAL,
+                    ErrorKind::invalid);
+      range = lease_range(req.state_root, p.cdir);
+      p.userns_state_root = req.state_root;
+      p.record.userns_uid = range->uid;
+      p.record.userns_gid = range->gid;
+      p.record.userns_size = range->size;
+      // the init, root of its range, reaches the rootfs from this directory (runtime/idmap)
+      if (::chmod(p.cdir.c_str(), 0711) != 0) throw_errno("chmod " + p.cdir);
+      // the rootfs' top directory is the upper dir's: the container's root owns it
+      if (::chown((p.cdir + "/upper").c_str(), range->uid, range->gid) != 0)
+        throw_errno("chown " + p.cdir + "/upper");
+    }
+    auto owned = [&](const std::string& path, uint32_t uid = 0, uint32_t gid = 0) {
+      if (range && ::lchown(path.c_str(), range->uid + uid, range->gid + gid) != 0)
+        throw_errno("chown " + path);
+    };
+    p.mounted = mount_overlay(images, rec, p.cdir, req.remove, range);
     RunFlags flags = req.flags;
     flags.systemd_cgroup = runtime::systemd::booted();
     if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
@@ -244,12 +322,19 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     }
     write_file_atomic(cdir + "/resolv.conf",
                       netns.empty() ? host_resolv_conf() : net::resolv_conf_for_host());
+    for (auto* f : {"/hostname", "/hosts", "/resolv.conf"}) owned(cdir + f);
     std::vector<std::pair<std::string, std::string>> binds = {
         {cdir + "/hostname", "/etc/hostname"},
         {cdir + "/hosts", "/etc/hosts"},
         {cdir + "/resolv.conf", "/etc/resolv.conf"}};
     p.built = build_spec(p.image_config, flags, p.rootfs, p.id, binds);
     if (!netns.empty()) net::join_netns(p.built.config, netns);
+    if (range) {
+      auto& lx = p.built.config["linux"];
+      lx["namespaces"].push_back({{"type", "user"}});
+      lx["uidMappings"] = {{{"containerID", 0}, {"hostID", range->uid}, {"size", range->size}}};
+      lx["gidMappings"] = {{{"containerID", 0}, {"hostID", range->gid}, {"size", range->size}}};
+    }
     const auto& ic = p.image_config;
     std::string user = !flags.user.empty() ? flags.user
                        : ic.contains("config") && ic["config"].is_object()
@@ -268,6 +353,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     if (!path_exists(cwd_host)) {
       mkdir_p(cwd_host, 0755);
       if (::chown(cwd_host.c_str(), p.uid, p.gid) != 0) throw_errno("chown " + cwd);
+      owned(cwd_host, p.uid, p.gid);
     }
     if (flags.privileged) limit_to_host_capabilities(config);
     // the runtime knows the container by its id; its name for racker-oci list and machinectl
@@ -307,6 +393,13 @@ runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& 
   o.process_file = process_file;
   o.tty = flags.tty;
   return o;
+}
+
+RunRequest with_boot_defaults(const RunRequest& req, bool boot) {
+  RunRequest out = req;
+  // a booted system gets a user namespace of its own, as LXD/Incus and nspawn -U give it
+  if (boot && out.flags.userns.empty() && !out.flags.privileged) out.flags.userns = "auto";
+  return out;
 }
 
 bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
@@ -382,7 +475,7 @@ int run_container(const RunRequest& req) {
   std::string id = random_hex(64);
   RunMonitor monitor =
       RunMonitor::start(req.store_root, req.state_root, id, req.remove || req.detach);
-  PreparedContainer p = prepare_container(req, rec, id);
+  PreparedContainer p = prepare_container(with_boot_defaults(req, boot), rec, id);
   const std::string& cdir = p.cdir;
   UniqueFd notify;  // the boot's notify socket
   {
@@ -426,7 +519,7 @@ std::string create_container(const RunRequest& req) {
   RunRequest foreground = req;
   foreground.detach = false;  // booted as racker run would boot it (start -a or start)
   bool boot = decide_boot(foreground, rec);
-  PreparedContainer p = prepare_container(req, rec);
+  PreparedContainer p = prepare_container(with_boot_defaults(req, boot), rec);
   p.record.never_started = true;
   p.record.interactive = req.interactive;
   if (boot) {
@@ -467,7 +560,8 @@ int start_container(const std::string& store_root, const std::string& state_root
         ENOENT, ErrorKind::not_found);
   p.rec = *rec;
   auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
-  p.mounted = is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false);
+  p.mounted =
+      is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false, range_of(p.record));
   // a private network namespace released when the container last exited: a new one
   for (auto& ns : config["linux"]["namespaces"]) {
     if (ns.value("type", "") != "network" || ns.value("path", "").empty()) continue;
@@ -486,7 +580,7 @@ int start_container(const std::string& store_root, const std::string& state_root
     UniqueFd notify;  // the boot's notify socket
     if (p.record.booted) {
       // an OS container: boot it; with -a run its command inside and shut down, as racker run
-      notify = boot::bind_notify_socket(p.cdir);
+      notify = boot::bind_notify_socket(p.cdir, config);
       runtime::ExecOptions cmd;
       cmd.process_file = p.cdir + "/command.json";
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);

@@ -10,6 +10,7 @@
 
 #include "base/error.hpp"
 #include "engine/containers.hpp"
+#include "engine/idrange.hpp"
 #include "engine/spec_builder.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
@@ -64,6 +65,8 @@ struct PreparedContainer {
   // set when it has a network namespace of its own (engine/network.hpp), which discard() and
   // the end of a foreground run tear down: the runtime state root it was made under
   std::string net_state_root;
+  // where its --userns=auto range is leased (idrange.hpp); empty: none
+  std::string userns_state_root;
 
   PreparedContainer() = default;
   PreparedContainer(PreparedContainer&&) = default;
@@ -108,6 +111,14 @@ void write_container_files(const PreparedContainer& p);
 // How the runtime creates a container from bundle: through systemd's cgroup driver where
 // systemd runs (build_spec then gave it a machine.slice scope), cgroupfs elsewhere.
 runtime::CreateOptions create_options(const std::string& bundle);
+// req with what a booted OS container gets by default (--userns=auto).
+RunRequest with_boot_defaults(const RunRequest& req, bool boot);
+// The overlay of rec's layers (id-mapped to range) with dir/upper at dir/rootfs; false where
+// the layers were copied instead (the kernel refused the overlay; dir/flat marks it).
+bool mount_rootfs(const image::ImageStore& images, const image::ImageRecord& rec,
+                  const std::string& dir, bool throwaway, const std::optional<IdRange>& range);
+// The id range of a --userns=auto container; nullopt for the host's ids.
+std::optional<IdRange> range_of(const ContainerRecord& rec);
 
 // "uid[:gid]" or "name[:group]" resolved with the rootfs' /etc/passwd and /etc/group.
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user);

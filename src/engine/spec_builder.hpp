@@ -31,6 +31,7 @@ struct RunFlags {
   bool tty = false;
   bool read_only = false;
   bool privileged = false;
+  std::string userns;     // --userns: "auto", "host"; "" = host, auto for booted OS containers
   bool init = false;      // --init: a small init as PID 1 that reaps zombies, forwards signals
   std::string init_path;  // the host binary for --init (found by the caller: find_init_binary)
   std::vector<std::string> cap_add, cap_drop;

@@ -531,8 +531,11 @@ Spec parse_spec(const std::string& text) {
     mnt.type = m.str("type").value_or("");
     mnt.source = m.str("source").value_or("");
     mnt.options = m.strings("options");
-    if (m.get("uidMappings") || m.get("gidMappings"))
-      fail(m.at("uidMappings"), "id-mapped mounts are not supported");
+    mnt.uid_mappings = parse_mappings(m, "uidMappings");
+    mnt.gid_mappings = parse_mappings(m, "gidMappings");
+    if (mnt.uid_mappings.empty() != mnt.gid_mappings.empty())
+      fail(m.at(mnt.uid_mappings.empty() ? "uidMappings" : "gidMappings"),
+           "an id-mapped mount needs both uidMappings and gidMappings");
     spec.mounts.push_back(std::move(mnt));
   });
   if (auto h = top.obj("hooks")) {

@@ -68,6 +68,8 @@ struct Mount {
   std::string type;
   std::string source;
   std::vector<std::string> options;
+  // an id-mapped mount (options "idmap"/"ridmap"): disk id containerID shows as hostID
+  std::vector<IdMapping> uid_mappings, gid_mappings;
 };
 
 struct Hook {

@@ -225,6 +225,26 @@ class CgroupfsManager : public CgroupManager {
 
   void update(const oci::Resources& res) override { set(res, /*updating=*/true); }
 
+  void delegate(uid_t uid, gid_t gid) override {
+    auto own = [&](const std::string& path, bool must) {
+      if (::chown(path.c_str(), uid, gid) != 0 && (must || errno != ENOENT))
+        throw_errno("delegate cgroup: chown " + path);
+    };
+    if (unified_) {
+      own(unified_->path, true);
+      std::vector<std::string> files = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"};
+      for (auto& f : split(read_file_if_exists("/sys/kernel/cgroup/delegate").value_or(""), '\n'))
+        if (!trim(f).empty() && std::find(files.begin(), files.end(), trim(f)) == files.end())
+          files.push_back(trim(f));
+      for (auto& f : files) own(unified_->path + "/" + f, false);
+    }
+    for (auto& d : v1_) {
+      if (!d.has("name=systemd")) continue;
+      own(d.path, true);
+      for (auto& f : dir_names(d.path)) own(d.path + "/" + f, false);
+    }
+  }
+
   void freeze() override { set_frozen(true); }
   void thaw() override { set_frozen(false); }
 

@@ -69,6 +69,11 @@ class CgroupManager {
   // Kills what is left in cgroups this manager created and removes the directories it
   // created (retrying while the kernel still drains them); pre-existing ones stay. Never throws.
   virtual void destroy() noexcept = 0;
+  // Hands the container's cgroup to the root of its user namespace (host uid/gid), so that a
+  // booted systemd can make its sub-cgroups: the directory and the files that move processes
+  // and enable controllers (cgroup v2's delegation set, /sys/kernel/cgroup/delegate), never
+  // its own limits; in v1 only the named systemd hierarchy (no limits there). Throws.
+  virtual void delegate(uid_t uid, gid_t gid) = 0;
   // Path of the container cgroup in the unified hierarchy (v2/hybrid), for cgroupns; "" if none.
   virtual std::string unified_path() const = 0;
 };

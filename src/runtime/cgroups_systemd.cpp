@@ -117,6 +117,7 @@ class SystemdManager final : public CgroupManager {
     files_->update(res);
   }
 
+  void delegate(uid_t uid, gid_t gid) override { files_->delegate(uid, gid); }
   void freeze() override { files_->freeze(); }
   void thaw() override { files_->thaw(); }
   bool frozen() const override { return files_->frozen(); }

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
@@ -23,7 +24,9 @@
 #include "base/strings.hpp"
 #include "runtime/cgroups.hpp"
 #include "runtime/hooks.hpp"
+#include "runtime/idmap.hpp"
 #include "runtime/init.hpp"
+#include "runtime/mounts.hpp"
 #include "runtime/seccomp.hpp"
 #include "runtime/sync.hpp"
 #include "runtime/terminal.hpp"
@@ -257,6 +260,59 @@ int parse_signal(const std::string& s) {
   throw Error("unknown signal \"" + s + "\"", EINVAL);
 }
 
+namespace {
+
+std::string proc_name_of(int flag) {
+  for (auto& info : kNamespaces)
+    if (info.flag == flag) return info.proc_name;
+  return "";
+}
+
+// What the runtime's thread sets up for the clone of an init that creates a user namespace,
+// undone when it goes: the namespaces joined by path (parent_joins) and, with rootfs_parent,
+// the working directory (this thread gets its own first: CLONE_FS). Throws racker::Error.
+class ThreadSetup {
+ public:
+  ThreadSetup(const std::vector<NamespaceJoin>& joins, int rootfs_parent) {
+    try {
+      for (auto& j : joins) {
+        std::string own = "/proc/thread-self/ns/" + proc_name_of(j.nstype);
+        UniqueFd fd(::open(own.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("open " + own);
+        if (::setns(j.fd, j.nstype) != 0) throw_errno("join " + j.type + " namespace");
+        restore_.push_back({std::move(fd), j.nstype});
+      }
+      if (rootfs_parent >= 0) {
+        static thread_local bool own_fs = false;
+        if (!own_fs && ::unshare(CLONE_FS) != 0) throw_errno("unshare CLONE_FS");
+        own_fs = true;
+        cwd_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!cwd_) throw_errno("open the working directory");
+        if (::fchdir(rootfs_parent) != 0) throw_errno("chdir to the rootfs' parent");
+      }
+    } catch (...) {
+      undo();
+      throw;
+    }
+  }
+  ~ThreadSetup() { undo(); }
+  ThreadSetup(const ThreadSetup&) = delete;
+  ThreadSetup& operator=(const ThreadSetup&) = delete;
+
+ private:
+  void undo() noexcept {
+    if (cwd_ && ::fchdir(cwd_.get()) != 0) log::warn("cannot return to the working directory");
+    cwd_.reset();
+    for (auto& [fd, type] : restore_)
+      if (::setns(fd.get(), type) != 0) log::warn("cannot return to the runtime's namespaces");
+    restore_.clear();
+  }
+  std::vector<std::pair<UniqueFd, int>> restore_;
+  UniqueFd cwd_;
+};
+
+}  // namespace
+
 struct Runtime::Created {
   pid_t pid = 0;
   UniqueFd pty_master;
@@ -363,6 +419,42 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     }
   }
   bool user_created = (clone_flags & CLONE_NEWUSER) != 0;
+  // A new user namespace: the namespaces the init joins by path (e.g. a network namespace
+  // made by the engine, owned by the host's user namespace) can no longer be joined from
+  // inside it. The runtime's thread joins them before the clone, which inherits them (as
+  // runc's nsexec joins before it unshares). The mount namespace stays with the init.
+  std::vector<NamespaceJoin> parent_joins;
+  if (user_created)
+    std::erase_if(ctx.joins, [&](const NamespaceJoin& j) {
+      if (j.nstype == CLONE_NEWNS || j.nstype == CLONE_NEWUSER) return false;
+      parent_joins.push_back(j);
+      return true;
+    });
+  // ...owned by the host uid the container's root maps to, when the runtime is root: per-user
+  // kernel limits (inotify instances, keys, ...) are charged to each namespace's owner, so
+  // containers with ranges of their own stop sharing root's (and each other's) budget.
+  std::optional<std::pair<uid_t, gid_t>> ns_owner;
+  if (user_created && ::geteuid() == 0) {
+    auto u = host_id_of_root(spec.linux_->uid_mappings);
+    auto g = host_id_of_root(spec.linux_->gid_mappings);
+    if (u && *u != 0) ns_owner = {*u, g.value_or(*u)};
+  }
+  // bind sources and id-mapped mounts, as detached trees the init attaches: inside a user
+  // namespace it may not reach them by path
+  std::vector<UniqueFd> sources = open_mount_sources(spec, user_created);
+  ctx.sources = &sources;
+  ctx.rootfs_host = rootfs;
+  UniqueFd rootfs_parent;
+  if (user_created && ctx.has_mount_ns) {
+    // the init starts in the rootfs' parent directory and reaches the rootfs through its
+    // working directory, so that the directories above (a 0700 store) need not be searchable
+    // by the container's root
+    auto slash = rootfs.rfind('/');
+    std::string parent = slash == 0 ? "/" : rootfs.substr(0, slash);
+    rootfs_parent.reset(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!rootfs_parent) throw_errno("open " + parent);
+    ctx.rootfs = "/proc/self/cwd/" + rootfs.substr(slash + 1);
+  }
   if (!ctx.has_mount_ns) {
     // no mount namespace: the container shares the host's; only chroot is possible
     log::debug("container " + id + " has no mount namespace");
@@ -413,11 +505,17 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
       own_pid_ns.reset(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
       if (::setns(pid_ns_join.get(), CLONE_NEWPID) != 0) throw_errno("join pid namespace");
     }
-    pid = static_cast<pid_t>(::syscall(SYS_clone, static_cast<unsigned long>(clone_flags) | SIGCHLD,
+    {
+      ThreadSetup setup(parent_joins, rootfs_parent.get());
+      std::optional<EffectiveIds> owner;
+      if (ns_owner) owner.emplace(ns_owner->first, ns_owner->second);
+      pid =
+          static_cast<pid_t>(::syscall(SYS_clone, static_cast<unsigned long>(clone_flags) | SIGCHLD,
                                        nullptr, nullptr, nullptr, 0));
-    if (pid == 0) {
-      parent_sock.reset();
-      container_init(ctx);
+      if (pid == 0) {
+        parent_sock.reset();
+        container_init(ctx);
+      }
     }
     int clone_err = errno;
     if (own_pid_ns) (void)::setns(own_pid_ns.get(), CLONE_NEWPID);
@@ -437,6 +535,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
                  std::to_string(*proc.oom_score_adj));
     applied_cgroup = true;
     cgroup->apply(pid, resources);
+    if (ns_owner) cgroup->delegate(ns_owner->first, ns_owner->second);
     creating.cgroup = cgroup->save();
     write_creating(dir, creating);
     sync_send(parent_sock.get(), SyncType::go);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "base/error.hpp"
@@ -123,6 +124,15 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     if (!fd) throw_errno("open " + base + ns.proc_name);
     if (ns.flag == CLONE_NEWUSER) in_user_ns = true;
     joins.emplace_back(std::move(fd), ns.flag);
+  }
+  if (in_user_ns && ::geteuid() == 0) {
+    // root joins the namespaces that are not the container's own (a network namespace made
+    // by the engine) before its user namespace: from inside it could not
+    auto user = std::find_if(joins.begin(), joins.end(),
+                             [](const auto& j) { return j.second == CLONE_NEWUSER; });
+    auto mnt = std::find_if(joins.begin(), joins.end(),
+                            [](const auto& j) { return j.second == CLONE_NEWNS; });
+    if (user < mnt) std::rotate(user, user + 1, mnt);
   }
   UniqueFd own_pid_ns;
   if (!same_as_ours(base + "pid", "pid")) {

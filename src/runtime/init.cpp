@@ -294,8 +294,15 @@ void container_init(const InitContext& ctx) {
     if (!spec.domainname.empty())
       check(::setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
 
-    RootfsPlan plan{&spec,          ctx.rootfs,        ctx.no_pivot,
-                    ctx.in_user_ns, ctx.new_cgroup_ns, proc.terminal};
+    RootfsPlan plan;
+    plan.spec = &spec;
+    plan.rootfs = ctx.rootfs;
+    plan.rootfs_host = ctx.rootfs_host;
+    plan.sources = ctx.sources;
+    plan.no_pivot = ctx.no_pivot;
+    plan.in_user_ns = ctx.in_user_ns;
+    plan.new_cgroup_ns = ctx.new_cgroup_ns;
+    plan.have_console = proc.terminal;
     if (ctx.has_mount_ns) prepare_rootfs(plan);
 
     sync_send(ctx.sync_fd, SyncType::run_hooks);

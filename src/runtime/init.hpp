@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.hpp"
 #include "oci/spec.hpp"
 #include "runtime/seccomp.hpp"
 
@@ -22,7 +23,9 @@ struct NamespaceJoin {
 struct InitContext {
   const oci::Spec* spec = nullptr;
   const oci::Process* process = nullptr;
-  std::string rootfs;
+  std::string rootfs;       // as the init reaches it (/proc/self/cwd/NAME in a user namespace)
+  std::string rootfs_host;  // the absolute host path
+  const std::vector<UniqueFd>* sources = nullptr;  // open_mount_sources
   std::string id;
   int sync_fd = -1;
   int state_dir_fd = -1;  // O_PATH fd of the state dir (exec.fifo lives there)

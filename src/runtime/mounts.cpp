@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "base/fd.hpp"
 #include "base/fs.hpp"
 #include "base/strings.hpp"
+#include "runtime/idmap.hpp"
 
 namespace racker::runtime {
 namespace {
@@ -309,10 +311,15 @@ void mount_one(const RootfsPlan& plan, const oci::Mount& m, size_t index) {
       return;
     }
     if (is_bind) {
+      int tree = plan.sources && index < plan.sources->size() ? (*plan.sources)[index].get() : -1;
       struct stat st;
-      if (::stat(m.source.c_str(), &st) != 0) throw_errno("stat bind source " + m.source);
+      if (tree >= 0 ? ::fstat(tree, &st) != 0 : ::stat(m.source.c_str(), &st) != 0)
+        throw_errno("stat bind source " + m.source);
       create_mountpoint(dest, !S_ISDIR(st.st_mode));
-      must_mount(m.source, dest, nullptr, MS_BIND | (o.recursive_bind ? MS_REC : 0), "");
+      if (tree >= 0)
+        attach_tree(tree, dest);
+      else
+        must_mount(m.source, dest, nullptr, MS_BIND | (o.recursive_bind ? MS_REC : 0), "");
       unsigned long want = o.flags & ~(MS_REMOUNT | MS_BIND | MS_REC);
       if (want != 0 || o.clear != 0) {
         unsigned long flags = (locked_flags(dest) & ~o.clear) | want;
@@ -521,10 +528,10 @@ MountOptions parse_mount_options(const oci::Mount& m, const std::string& where) 
           o.attr_set |= a.attr;
       }
     if (found) continue;
-    if (opt == "idmap" || opt == "ridmap")
-      throw Error("config.json: " + where + ".options[" + std::to_string(i) +
-                      "]: id-mapped mounts are not supported",
-                  EINVAL);
+    if (opt == "idmap" || opt == "ridmap") {
+      o.idmap = true;
+      continue;
+    }
     if (opt.find('=') != std::string::npos || known_bare_data(m.type, opt)) {
       if (opt.starts_with("context=") || opt.starts_with("fscontext=") ||
           opt.starts_with("rootcontext="))
@@ -537,6 +544,11 @@ MountOptions parse_mount_options(const oci::Mount& m, const std::string& where) 
                 EINVAL);
   }
   if (m.type == "bind") o.bind = true;
+  if (o.idmap && !o.bind)
+    throw Error("config.json: " + where + ": id-mapped mounts must be bind mounts", EINVAL);
+  if (!m.uid_mappings.empty() && !o.idmap)
+    throw Error("config.json: " + where + ".uidMappings: needs the option \"idmap\" or \"ridmap\"",
+                EINVAL);
   if (o.attr_clr & MOUNT_ATTR_RELATIME) o.attr_clr |= MOUNT_ATTR__ATIME;
   if (o.attr_set & (MOUNT_ATTR_NOATIME | MOUNT_ATTR_STRICTATIME | MOUNT_ATTR_RELATIME))
     o.attr_clr |= MOUNT_ATTR__ATIME;
@@ -586,6 +598,38 @@ std::string secure_join(const std::string& root, const std::string& path) {
   return out;
 }
 
+std::vector<UniqueFd> open_mount_sources(const oci::Spec& spec, bool in_new_userns) {
+  std::vector<UniqueFd> out(spec.mounts.size());
+  UniqueFd container_ns;  // made once, for the "idmap" mounts without mappings of their own
+  for (size_t i = 0; i < spec.mounts.size(); ++i) {
+    const auto& m = spec.mounts[i];
+    std::string where = "mounts[" + std::to_string(i) + "]";
+    MountOptions o = parse_mount_options(m, where);
+    if (!(o.bind || m.type == "bind") || (!o.idmap && !in_new_userns)) continue;
+    // a source made after the clone (the container's own cgroup, which the engine binds
+    // into booted systems) is mounted by path: it must be reachable then
+    if (!o.idmap && !path_exists(m.source)) continue;
+    try {
+      UniqueFd ns;
+      int ns_fd = -1;
+      if (o.idmap && !m.uid_mappings.empty()) {
+        ns = make_userns(m.uid_mappings, m.gid_mappings);
+        ns_fd = ns.get();
+      } else if (o.idmap) {
+        if (!spec.linux_ || spec.linux_->uid_mappings.empty())
+          throw Error("\"idmap\" without uidMappings needs a user namespace with mappings", EINVAL);
+        if (!container_ns)
+          container_ns = make_userns(spec.linux_->uid_mappings, spec.linux_->gid_mappings);
+        ns_fd = container_ns.get();
+      }
+      out[i] = clone_tree(m.source, o.recursive_bind, ns_fd);
+    } catch (const Error& e) {
+      throw e.with_context("config.json: " + where + " (" + m.destination + ")");
+    }
+  }
+  return out;
+}
+
 void prepare_rootfs(const RootfsPlan& plan) {
   const auto& spec = *plan.spec;
   unsigned long prop = MS_SLAVE | MS_REC;
@@ -595,7 +639,7 @@ void prepare_rootfs(const RootfsPlan& plan) {
     if (prop & MS_UNBINDABLE) prop = MS_PRIVATE | MS_REC;
   }
   must_mount("", "/", nullptr, prop, "");
-  make_parent_mount_private(plan.rootfs);
+  make_parent_mount_private(plan.rootfs_host.empty() ? plan.rootfs : plan.rootfs_host);
   must_mount(plan.rootfs, plan.rootfs, nullptr, MS_BIND | MS_REC, "");
   for (size_t i = 0; i < spec.mounts.size(); ++i) mount_one(plan, spec.mounts[i], i);
   setup_dev(plan);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.hpp"
 #include "oci/spec.hpp"
 
 namespace racker::runtime {
@@ -22,6 +23,7 @@ struct MountOptions {
   bool bind = false;
   bool recursive_bind = false;
   bool copy_up = false;  // tmpcopyup: a tmpfs starts with what its destination held
+  bool idmap = false;    // "idmap"/"ridmap": an id-mapped bind mount (ridmap: recursively)
   std::string data;      // comma-separated filesystem options (mode=, size=, newinstance, ...)
 };
 
@@ -36,9 +38,20 @@ unsigned long propagation_flags(const std::string& name);
 // below root. Components that do not exist are appended lexically.
 std::string secure_join(const std::string& root, const std::string& path);
 
+// Bind mount sources the container init may not reach by path (a user namespace whose root
+// is not host root cannot search root's 0700 directories), and id-mapped mounts, which only
+// host root may make: detached copies made by the runtime before the init starts (clone_tree),
+// one per mounts[] entry, invalid where the init mounts by path. in_new_userns: the init will
+// run in a user namespace the runtime creates; container_uid/gid_mappings are its mappings
+// (an "idmap" mount without mappings of its own uses them). Throws racker::Error naming the
+// mount.
+std::vector<UniqueFd> open_mount_sources(const oci::Spec& spec, bool in_new_userns);
+
 struct RootfsPlan {
   const oci::Spec* spec = nullptr;
-  std::string rootfs;  // absolute host path
+  std::string rootfs;       // the path the init uses (may be /proc/self/cwd/NAME)
+  std::string rootfs_host;  // the absolute host path (as /proc/self/mountinfo shows it)
+  const std::vector<UniqueFd>* sources = nullptr;  // open_mount_sources, by mounts[] index
   bool no_pivot = false;
   bool in_user_ns = false;     // created or joined: mknod is not allowed, bind devices instead
   bool new_cgroup_ns = false;  // cgroup mounts become real cgroupfs mounts

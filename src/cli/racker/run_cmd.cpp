@@ -41,6 +41,9 @@ const std::vector<OptionSpec> kRunOpts = {
     {"cap-add", 0, true, true, "add a capability"},
     {"cap-drop", 0, true, true, "drop a capability"},
     {"privileged", 0, false, false, "all capabilities, all devices, no masked paths"},
+    {"userns", 0, true, false,
+     "auto (a user namespace with 65536 ids of its own; default for booted OS containers) or "
+     "host (the host's ids; default otherwise)"},
     {"boot", 0, false, false,
      "boot the image's systemd, run COMMAND inside, then shut down (default for distribution "
      "images)"},
@@ -177,6 +180,10 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   req.flags.cap_add = a.all("cap-add");
   req.flags.cap_drop = a.all("cap-drop");
   req.flags.privileged = a.flag("privileged");
+  req.flags.userns = a.get("userns");
+  if (!req.flags.userns.empty() && req.flags.userns != "auto" && req.flags.userns != "host")
+    throw Error("invalid --userns \"" + req.flags.userns + "\": use auto or host", EINVAL,
+                ErrorKind::invalid);
   req.flags.init = a.flag("init");
   if (a.flag("boot") && a.flag("no-boot"))
     throw Error("--boot and --no-boot contradict each other", EINVAL, ErrorKind::invalid);
