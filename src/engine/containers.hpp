@@ -26,6 +26,8 @@ struct ContainerRecord {
   bool interactive = false;      // racker create -i: start -a forwards stdin
   bool never_started = false;    // made by racker create and not started yet
   std::optional<int> exit_code;  // of its last run
+  std::vector<std::string> security_opt;  // --security-opt as given
+  std::string seccomp_profile;  // its process' (a booted one's command's): default, a path, ...
 
   nlohmann::json to_json() const;
   static ContainerRecord from_json(const nlohmann::json& j);

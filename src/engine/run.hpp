@@ -109,6 +109,10 @@ void write_container_files(const PreparedContainer& p);
 // systemd runs (build_spec then gave it a machine.slice scope), cgroupfs elsewhere.
 runtime::CreateOptions create_options(const std::string& bundle);
 
+// Where the seccomp filter of a booted container's command lives, next to its process file
+// (command.json -> command-seccomp.json); racker exec uses it too.
+std::string command_seccomp_file(const std::string& process_file);
+
 // "uid[:gid]" or "name[:group]" resolved with the rootfs' /etc/passwd and /etc/group.
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user);
 
