@@ -358,7 +358,7 @@ SeccompProfile parse_seccomp_profile(std::string_view text, const std::string& s
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e309
     reader.fail("", "invalid JSON: " + json_error_text(e.what()));
   }
   return reader.profile(j);
