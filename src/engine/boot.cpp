@@ -194,7 +194,8 @@ UniqueFd bind_notify_socket(const std::string& cdir, const nlohmann::json& confi
   return sock;
 }
 
-UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init) {
+UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init,
+                      const SeccompChoice& seccomp) {
   auto& p = config["process"];
   p["args"] = nlohmann::json::array({init});
   p["terminal"] = false;
@@ -217,6 +218,7 @@ UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std
     if (n && ((bounding >> *n) & 1)) caps.push_back(c);
   }
   p["capabilities"] = {{"bounding", caps}, {"effective", caps}, {"permitted", caps}};
+  apply_seccomp(config, seccomp, true);
 
   // machine-id: an empty one makes every boot a first boot (presets, a transient id);
   // write a real one into the container's upper layer instead

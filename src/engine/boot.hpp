@@ -17,6 +17,7 @@
 #include "base/fd.hpp"
 
 #include "base/error.hpp"
+#include "engine/seccomp_profile.hpp"
 #include "runtime/container.hpp"
 
 namespace racker::engine::boot {
@@ -66,8 +67,10 @@ UniqueFd bind_notify_socket(const std::string& cdir, const nlohmann::json& confi
 
 // Turns the spec built for `racker run` into one for a booted system. Creates the notify
 // socket (container dir + "/notify"), writes a machine-id into the rootfs when the image's is
-// empty; returns the socket fd.
-UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init);
+// empty; returns the socket fd. The init's seccomp filter follows seccomp: the built-in
+// choice becomes the OS init's profile (nspawn's), resolved for the init's capabilities.
+UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init,
+                      const SeccompChoice& seccomp);
 
 // The signal that interrupted the last start_and_wait (it then threw an Error with EINTR).
 int interrupting_signal();

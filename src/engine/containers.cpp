@@ -18,6 +18,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/network.hpp"
+#include "engine/seccomp_profile.hpp"
 #include "runtime/container.hpp"
 
 namespace racker::engine {
@@ -63,6 +64,8 @@ nlohmann::json ContainerRecord::to_json() const {
   if (never_started) j["state"] = "created";
   if (exit_code) j["exit_code"] = *exit_code;
   if (userns_size) j["userns"] = {{"uid", userns_uid}, {"gid", userns_gid}, {"size", userns_size}};
+  if (!security_opt.empty()) j["security_opt"] = security_opt;
+  if (!seccomp_profile.empty()) j["seccomp_profile"] = seccomp_profile;
   return j;
 }
 
@@ -79,6 +82,8 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
   read_field(j, "booted", r.booted);
   read_field(j, "boot_timeout_s", r.boot_timeout_s);
   read_field(j, "interactive", r.interactive);
+  read_field(j, "security_opt", r.security_opt);
+  read_field(j, "seccomp_profile", r.seccomp_profile);
   std::string state;
   read_field(j, "state", state);
   r.never_started = state == "created";
@@ -258,6 +263,27 @@ void ContainerStore::release_running_parts(const ContainerEntry& c) const {
   unmount_and_unplug(c);
 }
 
+namespace {
+
+// The seccomp profiles in effect: the container process' ("default", "os-default",
+// "unconfined" or a profile's path); a booted one's init and its command have one each.
+nlohmann::json seccomp_of(const ContainerEntry& c) {
+  std::string init = "unconfined";
+  try {
+    auto config = nlohmann::json::parse(read_file_if_exists(c.dir + "/config.json").value_or("{}"));
+    if (config.contains("annotations") && config["annotations"].is_object())
+      init = config["annotations"].value(kSeccompAnnotation, "unconfined");
+  } catch (const nlohmann::json::exception&) {
+    init = "";
+  }
+  std::string command = c.rec.seccomp_profile.empty() ? init : c.rec.seccomp_profile;
+  nlohmann::json j = {{"profile", c.rec.booted ? init : command}};
+  if (c.rec.booted) j["command_profile"] = command;
+  return j;
+}
+
+}  // namespace
+
 nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
   auto cur = refresh(c);
   nlohmann::json state = {{"status", cur.running() ? to_string(cur.status) : "exited"},
@@ -281,7 +307,9 @@ nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
           {"pid", cur.pid},
           {"dir", cur.dir},
           {"config", cur.dir + "/config.json"},
-          {"log", cur.dir + "/log"}};
+          {"log", cur.dir + "/log"},
+          {"HostConfig", {{"SecurityOpt", cur.rec.security_opt}}},
+          {"seccomp", seccomp_of(cur)}};
 }
 
 }  // namespace racker::engine

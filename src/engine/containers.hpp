@@ -28,6 +28,8 @@ struct ContainerRecord {
   std::optional<int> exit_code;  // of its last run
   // --userns=auto: host uid and gid of its root and the range's size (0: the host's ids)
   uint32_t userns_uid = 0, userns_gid = 0, userns_size = 0;
+  std::vector<std::string> security_opt;  // --security-opt as given
+  std::string seccomp_profile;  // its process' (a booted one's command's): default, a path, ...
 
   nlohmann::json to_json() const;
   static ContainerRecord from_json(const nlohmann::json& j);

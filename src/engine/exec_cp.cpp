@@ -84,6 +84,9 @@ int exec_in_container(const ExecRequest& req) {
     }
     process.emplace(c.dir + "/exec-" + std::to_string(::getpid()) + ".json", proc.dump());
     o.process_file = process->path;
+    // and the filter of a plain container, as the booted command has
+    if (std::string f = command_seccomp_file(c.dir + "/command.json"); path_exists(f))
+      o.seccomp_file = f;
   }
   if (req.detach && req.tty)
     throw Error("exec: -d with -t is not supported", EINVAL, ErrorKind::invalid);

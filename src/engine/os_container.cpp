@@ -125,7 +125,7 @@ std::unique_ptr<OsContainer> OsContainer::boot(const OsContainerOptions& o) {
     std::string init = boot::find_init(p.rootfs);
     p.record.command = {init};
     p.record.booted = true;
-    impl->notify = boot::prepare_spec(p.built.config, p.cdir, init);
+    impl->notify = boot::prepare_spec(p.built.config, p.cdir, init, effective_seccomp(req.flags));
     write_container_files(p);
     impl->rt = std::make_unique<runtime::Runtime>(o.state_root);
     runtime::CreateOptions copts = create_options(p.cdir);

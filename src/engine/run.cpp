@@ -364,6 +364,8 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     p.record.image_id = rec.id;
     p.record.created = now_rfc3339();
     p.record.command = p.built.process_args;
+    p.record.security_opt = flags.security_opt;
+    p.record.seccomp_profile = config["annotations"].value(kSeccompAnnotation, "");
     if (ic.contains("config") && ic["config"].is_object() && ic["config"].contains("StopSignal") &&
         ic["config"]["StopSignal"].is_string())
       p.record.stop_signal = ic["config"]["StopSignal"];
@@ -381,6 +383,29 @@ void write_container_files(const PreparedContainer& p) {
   ContainerStore(p.store_root).save(p.record);
 }
 
+std::string command_seccomp_file(const std::string& process_file) {
+  std::string base = process_file;
+  if (base.ends_with(".json")) base.resize(base.size() - 5);
+  return base + "-seccomp.json";
+}
+
+namespace {
+
+// The filter of config (a plain container's) next to process_file, for Runtime::exec; "" and
+// no file when it runs unconfined.
+std::string write_command_seccomp(const nlohmann::json& config, const std::string& process_file) {
+  std::string path = command_seccomp_file(process_file);
+  const auto& lx = config["linux"];
+  if (!lx.contains("seccomp")) {
+    ::unlink(path.c_str());
+    return "";
+  }
+  write_file_atomic(path, lx["seccomp"].dump());
+  return path;
+}
+
+}  // namespace
+
 runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& flags,
                                     const std::string& process_file) {
   // the command runs with the process the plain container would have had (docker's
@@ -392,6 +417,8 @@ runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& 
   runtime::ExecOptions o;
   o.process_file = process_file;
   o.tty = flags.tty;
+  // and the seccomp filter of the plain container (docker's default), not the init's
+  o.seccomp_file = write_command_seccomp(p.built.config, process_file);
   return o;
 }
 
@@ -484,7 +511,7 @@ int run_container(const RunRequest& req) {
       // command.json: also the base of `racker exec` in this container (exec_cp.cpp)
       runtime::ExecOptions boot_exec = booted_command(p, req.flags, cdir + "/command.json");
       std::string init = boot::find_init(p.rootfs);
-      notify = boot::prepare_spec(p.built.config, cdir, init);
+      notify = boot::prepare_spec(p.built.config, cdir, init, effective_seccomp(req.flags));
       p.record.booted = true;
       if (req.detach) {
         p.record.command = {init};
@@ -525,7 +552,8 @@ std::string create_container(const RunRequest& req) {
   if (boot) {
     // the command (default: the image's Cmd) runs inside the booted system with start -a
     booted_command(p, req.flags, p.cdir + "/command.json");
-    boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs));  // socket closed
+    boot::prepare_spec(p.built.config, p.cdir, boot::find_init(p.rootfs),
+                       effective_seccomp(req.flags));  // socket closed
     p.record.booted = true;
     p.record.boot_timeout_s = req.boot_timeout_s;
   }
@@ -583,6 +611,8 @@ int start_container(const std::string& store_root, const std::string& state_root
       notify = boot::bind_notify_socket(p.cdir, config);
       runtime::ExecOptions cmd;
       cmd.process_file = p.cdir + "/command.json";
+      if (std::string f = command_seccomp_file(cmd.process_file); path_exists(f))
+        cmd.seccomp_file = f;
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
       p.record.stop_signal = "SIGRTMIN+3";
       store.save(p.record);

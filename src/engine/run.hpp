@@ -120,6 +120,10 @@ bool mount_rootfs(const image::ImageStore& images, const image::ImageRecord& rec
 // The id range of a --userns=auto container; nullopt for the host's ids.
 std::optional<IdRange> range_of(const ContainerRecord& rec);
 
+// Where the seccomp filter of a booted container's command lives, next to its process file
+// (command.json -> command-seccomp.json); racker exec uses it too.
+std::string command_seccomp_file(const std::string& process_file);
+
 // "uid[:gid]" or "name[:group]" resolved with the rootfs' /etc/passwd and /etc/group.
 std::pair<uint32_t, uint32_t> resolve_user(const std::string& rootfs, const std::string& user);
 

@@ -31,6 +31,11 @@ const std::vector<std::string>& default_capabilities() {
   return caps;
 }
 
+SeccompChoice effective_seccomp(const RunFlags& flags) {
+  if (flags.privileged) return SeccompChoice::unconfined();
+  return flags.seccomp;
+}
+
 int64_t parse_memory(const std::string& s) {
   if (s.empty()) throw Error("invalid memory size \"\"", EINVAL);
   std::string num = s;
@@ -143,7 +148,7 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
   p["cwd"] = wd.empty() ? "/" : wd;
   if (p["cwd"].get<std::string>()[0] != '/')
     throw Error("working directory must be absolute: " + wd, EINVAL);
-  p["noNewPrivileges"] = false;
+  p["noNewPrivileges"] = f.no_new_privileges;
   p.erase("rlimits");  // keep the caller's limits (the host may not allow raising them)
 
   std::vector<std::string> caps;
@@ -259,6 +264,8 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
     res["cpu"] = {{"period", 100000}, {"quota", static_cast<int64_t>(*f.cpus * 100000)}};
   }
   if (f.pids_limit) res["pids"] = {{"limit", *f.pids_limit}};
+  // the profile for the capabilities chosen above
+  apply_seccomp(spec, effective_seccomp(f), false);
   return {spec, args};
 }
 

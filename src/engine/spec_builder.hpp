@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/seccomp_profile.hpp"
+
 namespace racker::engine {
 
 // The container's name in its config.json: the runtime knows it by its id (its state under the
@@ -40,10 +42,18 @@ struct RunFlags {
   std::optional<int64_t> memory;   // bytes
   std::optional<double> cpus;
   std::optional<int64_t> pids_limit;
+  // --security-opt: seccomp=unconfined|FILE (--privileged: unconfined), no-new-privileges;
+  // security_opt as given, for racker inspect
+  SeccompChoice seccomp;
+  bool no_new_privileges = false;
+  std::vector<std::string> security_opt;
   // not a flag: set by the engine where systemd runs, which then places the container in a
   // transient scope machine.slice/racker-<id>.scope (as nspawn and podman do)
   bool systemd_cgroup = false;
 };
+
+// The seccomp choice in effect: --privileged runs unconfined, as in docker.
+SeccompChoice effective_seccomp(const RunFlags& flags);
 
 // Where --init's binary is mounted in the container.
 inline constexpr const char* kInitPath = "/sbin/racker-init";

@@ -426,6 +426,10 @@ std::optional<int> rlimit_from_name(const std::string& name) {
   return std::nullopt;
 }
 
+Seccomp parse_seccomp(const json& j, const std::string& where) {
+  return parse_seccomp(Obj(j, where));
+}
+
 Process parse_process(const json& j, const std::string& where) {
   Obj p(j, where);
   Process proc;

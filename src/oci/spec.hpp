@@ -225,6 +225,8 @@ struct Spec {
 // JSON, wrong types or values the runtime cannot honour.
 Spec parse_spec(const std::string& text);
 Process parse_process(const nlohmann::json& j, const std::string& where);
+// A linux.seccomp object on its own (where: its path in errors, e.g. "linux.seccomp").
+Seccomp parse_seccomp(const nlohmann::json& j, const std::string& where);
 // Reads BUNDLE/config.json and parses it.
 Spec load_spec(const std::string& bundle);
 

@@ -43,6 +43,9 @@ struct ExecOptions {
   std::string console_socket;
   int preserve_fds = 0;
   bool no_new_privs = false;
+  // a linux.seccomp object (JSON) for this process instead of the container's: racker gives
+  // the command it runs in a booted OS container the filter of a plain container
+  std::string seccomp_file;
 };
 
 struct ContainerInfo {

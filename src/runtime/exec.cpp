@@ -106,7 +106,21 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   if (proc.terminal && o.console_socket.empty() && o.detach)
     throw Error("cannot allocate a tty for a detached process without --console-socket", EINVAL);
   std::optional<SeccompProgram> seccomp;
-  if (spec.linux_ && spec.linux_->seccomp) seccomp = compile_seccomp(*spec.linux_->seccomp);
+  if (!o.seccomp_file.empty()) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(o.seccomp_file));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(o.seccomp_file + ": invalid JSON: " + json_error_text(e.what()), EINVAL);
+    }
+    try {
+      seccomp = compile_seccomp(oci::parse_seccomp(j, "linux.seccomp"));
+    } catch (const Error& e) {
+      throw e.with_context(o.seccomp_file);
+    }
+  } else if (spec.linux_ && spec.linux_->seccomp) {
+    seccomp = compile_seccomp(*spec.linux_->seccomp);
+  }
 
   // open the namespaces of the init; skip those that are the same as ours
   std::string base = "/proc/" + std::to_string(rec.pid) + "/ns/";

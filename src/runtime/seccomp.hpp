@@ -22,7 +22,11 @@ struct SeccompProgram {
   std::string listener_metadata;
 };
 
-// Throws racker::Error "config.json: linux.seccomp.FIELD: problem" for bad input.
+// Where compiled filters are cached (seccomp.cpp says why and how).
+inline constexpr const char* kSeccompCacheDir = "/run/racker-seccomp";
+
+// Throws racker::Error "config.json: linux.seccomp.FIELD: problem" for bad input. A filter
+// compiled before comes from the cache.
 SeccompProgram compile_seccomp(const oci::Seccomp& seccomp);
 
 // Runs in the container init (after fork): no allocation, no exceptions. Returns the

@@ -40,7 +40,10 @@ const std::vector<OptionSpec> kRunOpts = {
     {"read-only", 0, false, false, "mount the root filesystem read-only"},
     {"cap-add", 0, true, true, "add a capability"},
     {"cap-drop", 0, true, true, "drop a capability"},
-    {"privileged", 0, false, false, "all capabilities, all devices, no masked paths"},
+    {"privileged", 0, false, false,
+     "all capabilities, all devices, no masked paths, no seccomp filter"},
+    {"security-opt", 0, true, true,
+     "seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges[=true|false]"},
     {"userns", 0, true, false,
      "auto (a user namespace with 65536 ids of its own; default for booted OS containers) or "
      "host (the host's ids; default otherwise)"},
@@ -56,6 +59,49 @@ const std::vector<OptionSpec> kRunOpts = {
     {"help", 0, false, false, "show help"},
 };
 }  // namespace
+
+// --security-opt: docker's seccomp and no-new-privileges keys ("=" or the older ":"). A
+// profile file is read and checked here, before anything of a container exists.
+static void parse_security_opts(const std::vector<std::string>& opts, engine::RunFlags& f) {
+  for (const std::string& opt : opts) {
+    size_t sep = opt.find_first_of("=:");
+    std::string key = opt.substr(0, sep);
+    std::string value = sep == std::string::npos ? "" : opt.substr(sep + 1);
+    if (key == "seccomp") {
+      if (value.empty())
+        throw Error(
+            "invalid --security-opt \"" + opt + "\": seccomp needs unconfined or a profile file",
+            EINVAL, ErrorKind::invalid);
+      if (value == "unconfined") {
+        f.seccomp = engine::SeccompChoice::unconfined();
+      } else if (value == "builtin") {
+        f.seccomp = {};
+      } else {
+        std::string path = value;
+        if (path[0] != '/') {
+          char cwd[4096];
+          if (::getcwd(cwd, sizeof cwd)) path = std::string(cwd) + "/" + path;
+        }
+        f.seccomp = engine::load_seccomp_profile_file(path);
+      }
+    } else if (key == "no-new-privileges") {
+      if (value.empty() || value == "true") {
+        f.no_new_privileges = true;
+      } else if (value == "false") {
+        f.no_new_privileges = false;
+      } else {
+        throw Error("invalid --security-opt \"" + opt + "\": no-new-privileges takes true or false",
+                    EINVAL, ErrorKind::invalid);
+      }
+    } else {
+      throw Error("invalid --security-opt \"" + opt +
+                      "\": use seccomp=unconfined, seccomp=PROFILE.json or "
+                      "no-new-privileges[=true|false]",
+                  EINVAL, ErrorKind::invalid);
+    }
+    f.security_opt.push_back(opt);
+  }
+}
 
 static int run_impl(const std::vector<std::string>& args, const RackerGlobals& g);
 static std::optional<engine::RunRequest> parse_run(const std::vector<std::string>& args,
@@ -184,6 +230,7 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   if (!req.flags.userns.empty() && req.flags.userns != "auto" && req.flags.userns != "host")
     throw Error("invalid --userns \"" + req.flags.userns + "\": use auto or host", EINVAL,
                 ErrorKind::invalid);
+  parse_security_opts(a.all("security-opt"), req.flags);
   req.flags.init = a.flag("init");
   if (a.flag("boot") && a.flag("no-boot"))
     throw Error("--boot and --no-boot contradict each other", EINVAL, ErrorKind::invalid);
