@@ -231,3 +231,28 @@ def test_pkgprobe_on_a_systemd_host(racker, store, tmp_path):  # noqa: F811
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 0, p
     assert re.search(r'failures="0"', report.read_text()), report.read_text()
+
+
+def test_isolation_on_a_systemd_host(racker):
+    """Issue 11 on an ordinary host: seccomp filters and the OS container's own user namespace
+    (a range owned by its first uid) under systemd's delegated scopes."""
+    probe = ("grep '^Seccomp:' /proc/self/status /proc/1/status | sed 's/.*://' | xargs; "
+             "cat /proc/self/uid_map | xargs; unshare -U true 2>/dev/null; echo unshare=$?")
+    r = racker("run", "--rm", IMAGE, "sh", "-c", probe)
+    assert r.returncode == 0, r
+    seccomp, uid_map, unshare = r.stdout.strip().split("\n")
+    assert seccomp == "2 2", r  # the command and the booted systemd are both filtered
+    inside, outside, count = (int(x) for x in uid_map.split())
+    assert (inside, count) == (0, 65536) and outside > 0, r
+    assert unshare != "unshare=0", r
+    # plain containers: docker's profile, the host's ids unless --userns=auto
+    r = racker("run", "--rm", "--no-boot", IMAGE, "sh", "-c", probe)
+    assert r.returncode == 0, r
+    seccomp, uid_map, unshare = r.stdout.strip().split("\n")
+    assert seccomp == "2 2" and uid_map == "0 0 4294967295" and unshare != "unshare=0", r
+    r = racker("run", "--rm", "--no-boot", "--userns=auto", "--security-opt",
+               "seccomp=unconfined", IMAGE, "sh", "-c", probe)
+    assert r.returncode == 0, r
+    seccomp, uid_map, _ = r.stdout.strip().split("\n")
+    assert seccomp == "0 0" and uid_map.split()[1] != "0", r
+    assert booted_inits() == []
