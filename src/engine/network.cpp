@@ -148,6 +148,18 @@ void setup_in_thread(const std::string& root, const std::string& id, Attachment&
     throw;
   }
   out.netns_path = path;
+  // as docker sets them: any port and ICMP echo sockets for everyone. The namespace belongs
+  // to the host's user namespace, so the root of a --userns=auto container could otherwise
+  // not bind port 80 (CAP_NET_BIND_SERVICE counts in the namespace's owner) or ping.
+  // (/proc/sys/net is this thread's namespace's)
+  for (auto [knob, value] : {std::pair{"net/ipv4/ip_unprivileged_port_start", "0"},
+                             std::pair{"net/ipv4/ping_group_range", "0 2147483647"}}) {
+    try {
+      write_file(std::string("/proc/sys/") + knob, value);
+    } catch (const Error& e) {
+      log::debug("network: container " + id + ": " + e.what());
+    }
+  }
   Rtnl ns;
   int lo = static_cast<int>(::if_nametoindex("lo"));
   link_up(ns, lo > 0 ? lo : 1, "lo");
