@@ -108,6 +108,7 @@ nlohmann::json features() {
         "dirsync",
         "exec",
         "lazytime",
+        "idmap",
         "loud",
         "mand",
         "noatime",
@@ -123,6 +124,7 @@ nlohmann::json features() {
         "rbind",
         "relatime",
         "remount",
+        "ridmap",
         "ro",
         "rprivate",
         "rshared",
@@ -171,7 +173,9 @@ nlohmann::json features() {
             "SCMP_ARCH_ARM"}}}},
         {"apparmor", {{"enabled", false}}},
         {"selinux", {{"enabled", false}}},
-        {"intelRdt", {{"enabled", false}}}}},
+        {"intelRdt", {{"enabled", false}}},
+        // mounts[].uidMappings/gidMappings with "idmap"/"ridmap" (runtime/idmap.hpp)
+        {"mountExtensions", {{"idmap", {{"enabled", true}}}}}}},
       {"annotations", {{"io.github.racker.version", RACKER_VERSION}}}};
 }
 
