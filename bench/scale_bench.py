@@ -13,8 +13,9 @@ Per tool and mode: the time until all N are up, boot-to-up per container (median
 per container (median of the container's cgroup: memory.usage_in_bytes and rss+shmem of cgroup
 v1, memory.current and anon+shmem of v2; and the PSS of its processes), how many failed and
 why, the time to tear all down (racker rm -f of all; SIGKILL of each nspawn init, its exit and
-overlay unmount), and what was left afterwards (mounts, netns, veths, processes, cgroups,
-runtime state). Ctrl-C tears down what was started.
+overlay unmount), and what was left afterwards of the containers it started (mounts, netns,
+veths, processes, cgroups, runtime state; other stores' containers on the host are not
+looked at). Ctrl-C tears down what was started.
 """
 import collections
 import concurrent.futures
@@ -133,35 +134,35 @@ def read_stat(path):
     return out
 
 
-def host_snapshot(store, work):
-    """What a container leaves behind, as sets of strings."""
+def mounts_with(*needles):
     with open("/proc/self/mountinfo") as f:
-        mounts = {l.split()[4] for l in f if store in l or work in l or "/run/racker-net/" in l}
-    links = set(os.listdir("/sys/class/net"))
-    cgroups = set(glob.glob("/sys/fs/cgroup/*/racker/*/") + glob.glob(
-        f"/sys/fs/cgroup/*/{CG_NAME}/*/") + glob.glob("/sys/fs/cgroup/*/machine.slice/racker-*/"))
-    procs = set()
+        return [l.split()[4] for l in f if any(n in l for n in needles)]
+
+
+def processes_in_cgroups(*needles):
+    """Pids whose cgroup path (any hierarchy) contains one of needles."""
+    out = []
     for d in glob.glob("/proc/[0-9]*"):
         try:
-            with open(d + "/environ", "rb") as f:
-                env = f.read().split(b"\0")
+            with open(d + "/cgroup") as f:
+                text = f.read()
         except OSError:
             continue
-        if b"container=racker" in env or b"container=systemd-nspawn" in env:
-            procs.add(d)
-    netns = set(glob.glob("/run/racker-net/netns/*")) | set(glob.glob("/run/netns/*"))
-    state = set(glob.glob("/run/racker/*"))
-    return {"mounts": mounts, "links": links, "cgroups": cgroups, "processes": procs,
-            "netns": netns, "runtime state": state}
-
-
-def leftovers(before, after):
-    out = []
-    for k in after:
-        new = after[k] - before.get(k, set())
-        if new:
-            out.append(f"{k}: {len(new)} ({', '.join(sorted(new)[:3])}{', ...' if len(new) > 3 else ''})")
+        if any(n in text for n in needles):
+            try:
+                with open(d + "/stat") as f:
+                    st = f.read()
+                comm, state = st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2]
+            except (OSError, ValueError):
+                continue
+            out.append(f"{os.path.basename(d)} {comm} {state}")
     return out
+
+
+def summarize(found):
+    """{kind: [entries]} -> ["kind: n (a, b, c, ...)"] for the non-empty kinds."""
+    return [f"{k}: {len(v)} ({', '.join(sorted(v)[:3])}{', ...' if len(v) > 3 else ''})"
+            for k, v in found.items() if v]
 
 
 # --- racker ------------------------------------------------------------------------------
@@ -173,6 +174,39 @@ class Racker:
         self.exe, self.store, self.image = exe, store, image
         self.started = []
         self.lock = threading.Lock()
+        self.ids = set()  # every container id seen in the store: failed boots' too
+        self.watching = threading.Event()
+
+    def watch_ids(self):
+        """Notes the ids of the store's containers every 50 ms while boots run: a failed boot
+        removes its container, and racker names no id then; what it leaves carries the id."""
+        d = os.path.join(self.store, "containers")
+        while self.watching.is_set():
+            try:
+                self.ids.update(os.listdir(d))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def begin(self):
+        self.ids = set()
+        self.watching.set()
+        threading.Thread(target=self.watch_ids, daemon=True).start()
+
+    def leftovers(self):
+        self.watching.clear()
+        ids = sorted(i for i in self.ids if re.fullmatch(r"[0-9a-f]{64}", i))
+        cg = [g for i in ids for g in glob.glob(f"/sys/fs/cgroup/*/racker/{i}/") +
+              glob.glob(f"/sys/fs/cgroup/*machine.slice/racker-{i}.scope/")]
+        return summarize({
+            "mounts": mounts_with(self.store, *[f"/netns/{i}" for i in ids]),
+            "veths": [f"rk{i[:12]}" for i in ids if os.path.exists(f"/sys/class/net/rk{i[:12]}")],
+            "netns": [i for i in ids if os.path.exists(f"/run/racker-net/netns/{i}")],
+            "processes": processes_in_cgroups(*ids) if ids else [],
+            "cgroups": cg,
+            "runtime state": [i for i in ids if os.path.exists(f"/run/racker/{i}")],
+            "containers": [i for i in ids
+                           if os.path.exists(os.path.join(self.store, "containers", i))]})
 
     def r(self, *args, timeout=120):
         return run([self.exe, "--root", self.store, *args], timeout=timeout)
@@ -281,6 +315,16 @@ class Nspawn:
         why = "exited" if p.poll() is not None else f"not up after {BOOT_DEADLINE} s ({state})"
         return False, f"{why}: {first_reason(out)}", None
 
+    def begin(self):
+        pass
+
+    def leftovers(self):
+        return summarize({
+            "mounts": mounts_with(os.path.join(self.work, "nspawn")),
+            "processes": processes_in_cgroups(f"/{CG_NAME}/"),
+            "cgroups": glob.glob(f"/sys/fs/cgroup/*/{CG_NAME}/*/"),
+            "nspawn state": glob.glob("/run/systemd/nspawn/propagate/scale-*")})
+
     @staticmethod
     def init_of(pid):
         try:
@@ -351,9 +395,9 @@ def boot_all(tool, names, parallel):
     return results, now() - t0
 
 
-def round_(tool, tag, n, parallel, store, work):
-    before = host_snapshot(store, work)
+def round_(tool, tag, n, parallel):
     names = [f"scale-{tag}-{i}" for i in range(n)]
+    tool.begin()
     try:
         results, wall = boot_all(tool, names, parallel)
         up = [r for r in results if r[1]]
@@ -361,8 +405,10 @@ def round_(tool, tag, n, parallel, store, work):
         pss = [pss_kb(r[3]) for r in up if r[3]]
     finally:
         down = tool.teardown()
-    time.sleep(0.5)  # the kernel dismantles network namespaces asynchronously
-    left = leftovers(before, host_snapshot(store, work))
+    # the kernel dismantles network namespaces, and reaps killed processes, a little later
+    deadline = now() + 3
+    while (left := tool.leftovers()) and now() < deadline:
+        time.sleep(0.2)
     fails = collections.Counter(r[2] for r in results if not r[1])
     mib = lambda xs: statistics.median(xs) / 2**20 if xs else None
     return {"tool": tool.name, "mode": "one after another" if parallel == 1 else f"{parallel} at a time",
@@ -407,7 +453,7 @@ def main():
                 print(f"{tool.name}: {n} containers, "
                       f"{'one after another' if parallel == 1 else f'{parallel} at a time'} ...",
                       file=sys.stderr, flush=True)
-                rows.append(round_(tool, f"{tag}{parallel}", n, parallel, store, work))
+                rows.append(round_(tool, f"{tag}{parallel}", n, parallel))
     except KeyboardInterrupt:
         print("interrupted: tearing down", file=sys.stderr)
         for _, tool in tools:
