@@ -465,10 +465,12 @@ def main():
     print(f"{'tool':<26}{'mode':<19}{'up':>7}{'all up s':>9}{'boot med':>9}{'boot max':>9}"
           f"{'cg usage':>9}{'cg anon':>8}{'pss':>7}{'rm all s':>9}")
     for r in rows:
-        print(f"{r['tool']:<26}{r['mode']:<19}{r['up']:>3}/{r['n']:<3}{fmt(r['all_up'], '', 2):>9}"
+        print(f"{r['tool']:<26}{r['mode']:<19}{r['up']:>3}/{r['n']:<3}{fmt(r['wall'], '', 2) + ('' if r['all_up'] else '*'):>9}"
               f"{fmt(r['boot_med'], '', 2):>9}{fmt(r['boot_max'], '', 2):>9}"
               f"{fmt(r['mem_usage']):>9}{fmt(r['mem_anon']):>8}{fmt(r['pss']):>7}"
               f"{fmt(r['teardown'], '', 2):>9}")
+    if any(not r["all_up"] for r in rows):
+        print("* not all came up: the time until the last one was up or had failed")
     for r in rows:
         if r["degraded"]:
             print(f"{r['tool']}, {r['mode']}: {r['degraded']} degraded")

@@ -84,7 +84,7 @@ std::optional<HostLimit> diagnose(std::string_view log, uid_t owner, const HostP
   };
   std::string uid = std::to_string(owner);
   auto inotify_usage = [&] {
-    return std::to_string(host.inotify_instances(owner)) + " open under uid " + uid;
+    return std::to_string(host.inotify_instances(owner)) + " open under uid " + uid + " now";
   };
   // inotify_add_watch: ENOSPC past max_user_watches; inotify_init: EMFILE past max_user_instances
   if (logged(log, "No space left on device", {"inotify", "watch"}))
@@ -118,7 +118,7 @@ std::optional<HostLimit> diagnose(std::string_view log, uid_t owner, const HostP
     int64_t used = host.inotify_instances(owner);
     if (used + 2 >= *max_instances)
       return HostLimit{"the host's inotify instances are used up", "fs.inotify.max_user_instances",
-                       *max_instances, std::to_string(used) + " open under uid " + uid};
+                       *max_instances, std::to_string(used) + " open under uid " + uid + " now"};
   }
   return task_limit();
 }

@@ -18,7 +18,7 @@ struct HostLimit {
   std::string what;    // "systemd could not create an inotify instance"
   std::string sysctl;  // "fs.inotify.max_user_instances"
   int64_t value = 0;   // its current value
-  std::string usage;   // "128 open under uid 0", or "" when not counted
+  std::string usage;   // "128 open under uid 0 now", or "" when not counted
 };
 
 // The host as the diagnosis sees it; a fake in unit tests.

@@ -371,7 +371,7 @@ def test_boot_failing_on_the_inotify_limit_names_it(boot):
     lines = [l for l in p.stderr.splitlines() if "fs.inotify.max_user_instances" in l]
     assert len(lines) == 1, p
     assert re.fullmatch(r"racker: container boot-\w+: .*: fs\.inotify\.max_user_instances = "
-                        rf"{limit} is exhausted \(\d+ open under uid 0; raise it with sysctl -w "
+                        rf"{limit} is exhausted \(\d+ open under uid 0 now; raise it with sysctl -w "
                         r"fs\.inotify\.max_user_instances=\d+\)", lines[0]), lines[0]
 
 

@@ -36,7 +36,7 @@ TEST(HostLimits, InotifyInstancesFromSystemdsMessage) {
   EXPECT_EQ(l->sysctl, "fs.inotify.max_user_instances");
   EXPECT_EQ(describe(*l),
             "systemd could not create an inotify instance: fs.inotify.max_user_instances = 128 is "
-            "exhausted (127 open under uid 0; raise it with sysctl -w "
+            "exhausted (127 open under uid 0 now; raise it with sysctl -w "
             "fs.inotify.max_user_instances=1024)");
 }
 
@@ -84,7 +84,7 @@ TEST(HostLimits, SilentInitFallsBackToTheHostsUsage) {
   ASSERT_TRUE(l);
   EXPECT_EQ(describe(*l),
             "the host's inotify instances are used up: fs.inotify.max_user_instances = 128 is "
-            "exhausted (127 open under uid 0; raise it with sysctl -w "
+            "exhausted (127 open under uid 0 now; raise it with sysctl -w "
             "fs.inotify.max_user_instances=1024)");
 }
 
