@@ -319,9 +319,15 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
       }
       // what systemd logged names the limit it ran into; an init that died before it had a
       // console or journal leaves the host's usage to go by
+      // (charged to the owner of the container's user namespace: its range's root, else us)
+      uid_t owner = 0;
+      try {
+        owner = root_ids(nlohmann::json::parse(read_file(cdir + "/config.json"))).first;
+      } catch (const std::exception&) {
+      }
       auto limit = host_limits::diagnose(
           file_tail(cdir + "/console.log", 200) + file_tail(cdir + "/boot-journal", 200),
-          ::geteuid(), host_limits::real_host());
+          owner ? owner : ::geteuid(), host_limits::real_host());
       BootOptions now = bo;
       now.fast_teardown = true;  // a system that did not come up: nothing to shut down cleanly
       stop(rt, id, b, now);
