@@ -4,9 +4,10 @@
 # the same root filesystem whose owners are shifted into nspawn's uid range), one after another
 # and 5 at a time; prints time to all up, memory per container, failures and why, teardown
 # time, anything left behind, and racker / nspawn ratios (bench/scale_bench.py).
-#   [RACKER=path/to/racker] [TOOLS=racker,nspawn] bench/scale.sh [N]
-# Every container of root shares root's fs.inotify.max_user_instances (128 here): ~22 booted
-# systems use it up, and the next ones fail; the script says so and cleans up all the same.
+#   [RACKER=path/to/racker] [TOOLS=racker,nspawn] [RACKER_RUN_FLAGS='--userns host'] bench/scale.sh [N]
+# Containers without a user namespace of their own (--userns host, and nspawn -U: its
+# namespaces are root's) share root's fs.inotify.max_user_instances (128 here): ~20 booted
+# systems use it up, and the next ones fail; the script says why and cleans up all the same.
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh" systemd-container jq
 racker=${RACKER:-$top/build/racker}

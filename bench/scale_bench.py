@@ -7,7 +7,7 @@ each first one after another, then 5 at a time; every container must reach `runn
 
 ROOTFS is the image's root filesystem for nspawn, its owners shifted to NSPAWN_UID_BASE (each
 nspawn container gets an overlay of it under WORK and a cgroup of its own); TOOL is racker or
-nspawn (default both).
+nspawn (default both). RACKER_RUN_FLAGS: more flags for racker run (e.g. --userns host).
 
 Per tool and mode: the time until all N are up, boot-to-up per container (median, max), memory
 per container (median of the container's cgroup: memory.usage_in_bytes and rss+shmem of cgroup
@@ -215,7 +215,8 @@ class Racker:
         """Starts one container and waits until it is up: (ok, reason, init pid)."""
         with self.lock:
             self.started.append(name)
-        p = self.r("run", "-d", "--name", name, self.image, timeout=BOOT_DEADLINE + 30)
+        p = self.r("run", "-d", "--name", name, *os.environ.get("RACKER_RUN_FLAGS", "").split(),
+                   self.image, timeout=BOOT_DEADLINE + 30)
         if p.returncode != 0:
             errs = [l for l in p.stderr.splitlines() if l.startswith("racker:")]
             return False, first_reason(p.stderr) if not errs else errs[0][8:].replace(name, "C"), None
