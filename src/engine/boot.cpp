@@ -1,6 +1,5 @@
 #include "engine/boot.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -21,6 +20,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "base/timing.hpp"
+#include "engine/host_limits.hpp"
 #include "engine/spec_builder.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
@@ -55,40 +55,14 @@ std::string console_tail(const std::string& cdir, size_t n) {
   return out.empty() ? "\n  (the init wrote nothing to the console)" : out;
 }
 
-// Host limits a booting system runs into, as a hint for the boot's error message; empty when
-// none is near. inotify instances are charged to the user that owns the user namespace: every
-// container of ours (and everything else root runs) shares root's fs.inotify.max_user_instances,
-// and systemd, journald and udevd each need some.
-std::string host_limit_hints() {
-  auto max =
-      parse_int(trim(read_file_if_exists("/proc/sys/fs/inotify/max_user_instances").value_or("")));
-  if (!max) return "";
-  long used = 0;
-  uid_t me = ::geteuid();
-  if (DIR* procs = ::opendir("/proc")) {
-    while (auto* e = ::readdir(procs)) {
-      if (!parse_int(e->d_name)) continue;
-      std::string fds = std::string("/proc/") + e->d_name + "/fd";
-      struct stat st;
-      if (::stat((std::string("/proc/") + e->d_name).c_str(), &st) != 0 || st.st_uid != me)
-        continue;
-      DIR* d = ::opendir(fds.c_str());
-      if (!d) continue;
-      while (auto* f = ::readdir(d)) {
-        char target[64];
-        ssize_t n = ::readlinkat(::dirfd(d), f->d_name, target, sizeof target - 1);
-        if (n > 0 && std::string_view(target, static_cast<size_t>(n)) == "anon_inode:inotify")
-          ++used;
-      }
-      ::closedir(d);
-    }
-    ::closedir(procs);
+// The container's name (the spec's annotation), else its id.
+std::string container_name(const std::string& cdir, const std::string& id) {
+  try {
+    auto config = nlohmann::json::parse(read_file(cdir + "/config.json"));
+    return config["annotations"].value(kNameAnnotation, id);
+  } catch (const std::exception&) {
+    return id;
   }
-  if (used + 4 < *max) return "";
-  return "\nhost limit: fs.inotify.max_user_instances (" + std::to_string(*max) + ") is used up (" +
-         std::to_string(used) +
-         " inotify instances open under this user); systemd needs some: raise it, e.g. sysctl "
-         "fs.inotify.max_user_instances=1024";
 }
 
 // SIGRTMIN+3 (systemd's "halt"), SIGKILL after timeout_ms; reaps the init (our child).
@@ -337,7 +311,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
         // systemd logs to its journal, not to the console: what it was waiting for is there
         std::string out = cdir + "/boot-journal";
         runtime::ExecOptions q;
-        q.args = {"journalctl", "-b", "--no-pager", "-q", "-n", "15", "-o", "short-monotonic"};
+        q.args = {"journalctl", "-b", "--no-pager", "-q", "-n", "200", "-o", "short-monotonic"};
         try {
           with_stdio_to(out, [&] { return rt.exec(id, q); });
           journal = file_tail(out, 15);
@@ -345,13 +319,28 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
           log::debug("boot: journalctl: " + std::string(e.what()));
         }
       }
+      // what systemd logged names the limit it ran into; an init that died before it had a
+      // console or journal leaves the host's usage to go by
+      // (charged to the owner of the container's user namespace: its range's root, else us)
+      uid_t owner = 0;
+      try {
+        owner = root_ids(nlohmann::json::parse(read_file(cdir + "/config.json"))).first;
+      } catch (const std::exception&) {
+      }
+      auto limit = host_limits::diagnose(
+          file_tail(cdir + "/console.log", 200) + file_tail(cdir + "/boot-journal", 200),
+          owner ? owner : ::geteuid(), host_limits::real_host());
       BootOptions now = bo;
       now.fast_teardown = true;  // a system that did not come up: nothing to shut down cleanly
       stop(rt, id, b, now);
-      throw Error("boot: " + why + "; last console lines:" + tail +
-                      (journal.empty() ? "" : "\nlast journal lines:" + journal) +
-                      host_limit_hints(),
-                  ETIMEDOUT);
+      std::string details = "boot: " + why + "; last console lines:" + tail +
+                            (journal.empty() ? "" : "\nlast journal lines:" + journal);
+      if (limit) {
+        log::debug(details);
+        throw Error("container " + container_name(cdir, id) + ": " + host_limits::describe(*limit),
+                    ETIMEDOUT);
+      }
+      throw Error(details, ETIMEDOUT);
     }
   } catch (...) {
     if (b.pid > 0) stop(rt, id, b, bo);
@@ -364,13 +353,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   // blocks in sendmsg (systemd 257 did, and then never shut down).
   ::shutdown(notify_fd, SHUT_RD);
   if (runtime::systemd::booted()) {
-    std::string name = id;
-    try {
-      auto config = nlohmann::json::parse(read_file(cdir + "/config.json"));
-      name = config["annotations"].value(kNameAnnotation, id);
-    } catch (const std::exception&) {
-    }
-    register_machine(name, b.pid, cdir + "/rootfs");
+    register_machine(container_name(cdir, id), b.pid, cdir + "/rootfs");
   }
   return b;
 }
