@@ -1,10 +1,12 @@
 """config.json fields, observed from inside the container (the payload prints, the test
 checks) and, for cgroups and hooks, from the host."""
 
+import fcntl
 import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 
@@ -450,6 +452,52 @@ def test_user_namespace_host_view(racker, make_bundle):
         st = f.read()
     assert status_field(st, "Uid").split()[0] == "101000"
     assert status_field(st, "Gid").split()[0] == "201000"
+
+
+def test_user_namespace_reaches_what_only_root_can(racker, make_bundle, tmp_path):
+    """A container whose root is an unprivileged host uid, set up by root: its rootfs, bind
+    sources and a network namespace made by the host all lie where that uid may not go (pytest's
+    0700 directories, a namespace owned by the host's user namespace). The runtime joins the
+    network namespace before making the user namespace, hands the binds over as detached mounts
+    and reaches the rootfs from its parent directory; the namespace belongs to the mapped root;
+    an "idmap" mount shows root's files as the container's root's."""
+    require("userns")
+    private = tmp_path / "private"
+    (private / "vol").mkdir(parents=True)
+    (private / "vol" / "f").write_text("from the host\n")
+    (private / "idm").mkdir()
+    (private / "idm" / "g").write_text("mapped\n")
+    os.chmod(private, 0o700)
+    netns = "rk-userns-" + os.urandom(4).hex()
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        def edit(c):
+            add_user_namespace(c, 300000, 300000)
+            for n in c["linux"]["namespaces"]:
+                if n["type"] == "network":
+                    n["path"] = f"/run/netns/{netns}"
+            c["mounts"] += [
+                {"destination": "/vol", "type": "bind", "source": str(private / "vol"),
+                 "options": ["rbind", "ro"]},
+                {"destination": "/idm", "type": "bind", "source": str(private / "idm"),
+                 "options": ["rbind", "idmap"]}]
+
+        b = make_bundle(["sh", "-c", "cat /vol/f; stat -c '%u %n' /vol/f /idm/g; cat /idm/g; "
+                         "readlink /proc/self/ns/net"], edit=edit)
+        os.chown(b.rootfs, 300000, 300000)
+        out = run_ok(racker, b).splitlines()
+        assert out[:4] == ["from the host", "65534 /vol/f", "0 /idm/g", "mapped"], out
+        assert out[4] == f"net:[{os.stat(f'/run/netns/{netns}').st_ino}]", out
+        b2 = make_bundle(["sleep", "30"], edit=edit)
+        os.chown(b2.rootfs, 300000, 300000)
+        cid, _ = racker.create(b2)
+        pid = racker.state(cid)["pid"]
+        with open(f"/proc/{pid}/ns/user", "rb") as f:
+            owner = struct.unpack("I", fcntl.ioctl(f.fileno(), 0xB704, struct.pack("I", 0)))[0]
+        assert owner == 300000  # NS_GET_OWNER_UID: the mapped root, not host root
+        racker.ok("delete", "--force", cid)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns])
 
 
 def test_device_custom_char(racker, make_bundle):
