@@ -441,7 +441,8 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   }
   // bind sources and id-mapped mounts, as detached trees the init attaches: inside a user
   // namespace it may not reach them by path
-  std::vector<UniqueFd> sources = open_mount_sources(spec, user_created);
+  // (by root: an unprivileged caller's container reaches what the caller reaches)
+  std::vector<UniqueFd> sources = open_mount_sources(spec, user_created && ::geteuid() == 0);
   ctx.sources = &sources;
   ctx.rootfs_host = rootfs;
   UniqueFd rootfs_parent;
