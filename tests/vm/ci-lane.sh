@@ -31,7 +31,7 @@ lane() {
   rm -rf "$out"
   "$here/run.sh" --build-dir "$build" --out "$out" --timeout 1200 -- \
     test_systemd_host.py test_boot.py test_lifecycle.py test_exec_cp.py test_containers.py \
-    test_network.py
+    test_network.py test_userns.py test_seccomp.py
 }
 rc=0
 lane || rc=$?

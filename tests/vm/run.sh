@@ -89,7 +89,7 @@ rm -rf "$out/share" "$out/overlay.qcow2" "$out/console.log"
 qemu-img create -q -f qcow2 -b "$img/rootfs.img" -F raw "$out/overlay.qcow2"
 share=$out/share
 mkdir -p "$share/bin" "$share/out" "$share/repo/tests"
-for b in racker racker-oci postroj; do
+for b in racker racker-oci postroj syscall_probe; do
   if [ -x "$build_dir/$b" ]; then
     cp "$build_dir/$b" "$share/bin/"
   else
