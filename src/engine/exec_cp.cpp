@@ -204,7 +204,8 @@ void copy_entry(const std::string& from, const std::string& to, const Resolver& 
 // private mount namespace of this process.
 std::string container_rootfs(const ContainerEntry& c, const std::string& store_root) {
   std::string rootfs = c.dir + "/rootfs";
-  if (is_mount_point(rootfs)) return rootfs;
+  // the overlay, or the copy made where the kernel refused it (it is the rootfs itself)
+  if (is_mount_point(rootfs) || path_exists(c.dir + "/flat")) return rootfs;
   if (c.running()) throw Error("container " + c.name() + " has no mounted rootfs", ENOENT);
   const std::string& image_id = c.rec.image_id;
   image::ImageStore images(store_root);

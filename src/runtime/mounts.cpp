@@ -179,6 +179,9 @@ std::vector<CgroupHierarchy> host_cgroups() {
     auto post = split(line.substr(dash + 3), ' ');
     if (pre.size() < 5 || post.size() < 3) continue;
     if (post[0] != "cgroup" && post[0] != "cgroup2") continue;
+    // the host's hierarchies only: not their copies in a rootfs being set up (a /sys bound
+    // from the host, where sysfs cannot be mounted from a user namespace, brings them along)
+    if (pre[4] != "/sys/fs/cgroup" && !pre[4].starts_with("/sys/fs/cgroup/")) continue;
     CgroupHierarchy h{pre[4], post[0], "", ""};
     if (post[0] == "cgroup2") {
       h.path = paths.count("") ? paths[""] : "/";
@@ -212,7 +215,14 @@ void mount_cgroups(const RootfsPlan& plan, const std::string& dest, const MountO
       hier.size() == 1 && hier[0].fstype == "cgroup2" && hier[0].mountpoint == "/sys/fs/cgroup";
   if (only_v2) {
     if (plan.new_cgroup_ns) {
-      must_mount("cgroup2", dest, "cgroup2", o.flags, "");
+      if (do_mount("cgroup2", dest, "cgroup2", o.flags, "") != 0) {
+        // EBUSY: the host's cgroup2 is already there (a /sys bound from the host, where sysfs
+        // cannot be mounted from a user namespace, brings it along, locked) and the kernel
+        // does not stack a superblock on its own root: cover it, then mount on the cover
+        if (errno != EBUSY) throw_errno("mount cgroup2 to " + dest);
+        must_mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=4k");
+        must_mount("cgroup2", dest, "cgroup2", o.flags, "");
+      }
     } else {
       must_mount(join_under(hier[0].mountpoint, hier[0].path), dest, nullptr, MS_BIND | MS_REC, "");
       if (ro)
