@@ -649,6 +649,63 @@ std::string cgroup_path_below_root(const std::string& cgroups_path) {
   return clean_path("/" + cgroups_path);
 }
 
+namespace {
+
+std::string no_cgroup_reason() {
+  return "the container has no cgroup: none here is writable by uid " +
+         std::to_string(::geteuid()) +
+         " (run it from a cgroup delegated to you, e.g. systemd-run --user --scope -p "
+         "Delegate=yes)";
+}
+
+// What an ordinary user gets where no cgroup is theirs to write: no cgroup at all, as runc
+// and crun run rootless containers. Limits cannot be honoured and say why; the container's
+// processes are those of its pid namespace, which die with its init.
+class NoCgroup final : public CgroupManager {
+ public:
+  nlohmann::json save() const override { return {{"none", true}, {"init", init_}}; }
+  void validate(const oci::Resources& res) const override {
+    const char* what = res.memory                     ? "memory"
+                       : res.cpu                      ? "cpu"
+                       : res.pids_limit               ? "pids"
+                       : res.block_io                 ? "blockIO"
+                       : !res.hugepage_limits.empty() ? "hugepageLimits"
+                       : res.network                  ? "network"
+                       : !res.unified.empty()         ? "unified"
+                                                      : nullptr;
+    if (what)
+      throw Error(std::string("linux.resources.") + what + ": " + no_cgroup_reason(), EPERM);
+  }
+  void apply(pid_t pid, const oci::Resources*) override { init_ = pid; }
+  void add_process(pid_t, pid_t) override {}
+  void update(const oci::Resources&) override {
+    throw Error("update: " + no_cgroup_reason(), EPERM);
+  }
+  void freeze() override { throw Error("pause: " + no_cgroup_reason(), EPERM); }
+  void thaw() override { throw Error("resume: " + no_cgroup_reason(), EPERM); }
+  bool frozen() const override { return false; }
+  std::vector<pid_t> pids() const override {
+    if (init_ > 0 && ::kill(init_, 0) == 0) return {init_};
+    return {};
+  }
+  void destroy() noexcept override {}
+  void delegate(uid_t, gid_t) override {}
+  std::string unified_path() const override { return ""; }
+  pid_t init_ = 0;
+};
+
+// The nearest directory at or above path that exists is writable by the caller.
+bool writable_below(const std::string& path) {
+  std::string p = path;
+  while (!p.empty() && p != "/") {
+    if (::access(p.c_str(), F_OK) == 0) return ::access(p.c_str(), W_OK) == 0;
+    p = p.substr(0, p.rfind('/'));
+  }
+  return false;
+}
+
+}  // namespace
+
 std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_path,
                                                      const std::string& container_id,
                                                      bool systemd) {
@@ -661,6 +718,13 @@ std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_
   if (systemd) log::debug("systemd is not running: cgroupfs places the container");
   auto dirs =
       resolve_cgroup_dirs(layout, mounts, own, inner_path(cgroups_path, container_id), root);
+  if (::geteuid() != 0) {
+    // an ordinary user: the hierarchies delegated to them, else none
+    std::erase_if(dirs.v1, [](const CgroupDir& d) { return !writable_below(d.path); });
+    if (dirs.unified && !writable_below(dirs.unified->path)) dirs.unified.reset();
+    if (!dirs.unified) return std::make_unique<NoCgroup>();
+    if (layout != CgroupLayout::v2) layout = CgroupLayout::hybrid;
+  }
   return make_cgroupfs_manager(layout, std::move(dirs.v1), std::move(dirs.unified), true);
 }
 
@@ -671,6 +735,12 @@ std::unique_ptr<CgroupManager> CgroupManager::load(const nlohmann::json& saved) 
     } catch (const nlohmann::json::exception& e) {
       throw Error(std::string("cgroup state: ") + e.what());
     }
+  }
+  if (saved.is_object() && saved.contains("none")) {
+    auto m = std::make_unique<NoCgroup>();
+    if (saved.contains("init") && saved["init"].is_number_integer())
+      m->init_ = saved["init"].get<pid_t>();
+    return m;
   }
   if (!saved.is_object() || !saved.contains("layout") || !saved["layout"].is_string())
     throw Error("cgroup state: missing \"layout\"");

@@ -67,12 +67,19 @@ std::string state_json(const oci::State& s) {
   return oci::to_json(s).dump();
 }
 
-void write_mappings(pid_t pid, const char* file, const std::vector<oci::IdMapping>& maps) {
+// The name of uid in the host's /etc/passwd (runc's OWNER column), else the number.
+std::string user_name(uid_t uid) {
+  if (uid == 0) return "root";
   std::string text;
-  for (auto& m : maps)
-    text += std::to_string(m.container_id) + " " + std::to_string(m.host_id) + " " +
-            std::to_string(m.size) + "\n";
-  write_file("/proc/" + std::to_string(pid) + "/" + file, text);
+  try {
+    text = read_file("/etc/passwd");
+  } catch (const Error&) {
+  }
+  for (auto& line : split(text, '\n')) {
+    auto f = split(line, ':');
+    if (f.size() > 2 && parse_uint(f[2]) == uid) return f[0];
+  }
+  return std::to_string(uid);
 }
 
 int open_pidfd(pid_t pid) {
@@ -445,6 +452,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   std::vector<UniqueFd> sources = open_mount_sources(spec, user_created && ::geteuid() == 0);
   ctx.sources = &sources;
   ctx.rootfs_host = rootfs;
+  ctx.dumpable_until_go = user_created && ::geteuid() != 0;
   UniqueFd rootfs_parent;
   if (user_created && ctx.has_mount_ns) {
     // the init starts in the rootfs' parent directory and reaches the rootfs through its
@@ -528,8 +536,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     write_creating(dir, creating);
 
     if (user_created) {
-      write_mappings(pid, "uid_map", spec.linux_->uid_mappings);
-      write_mappings(pid, "gid_map", spec.linux_->gid_mappings);
+      write_id_maps(pid, spec.linux_->uid_mappings, spec.linux_->gid_mappings);
     }
     if (proc.oom_score_adj)
       write_file("/proc/" + std::to_string(pid) + "/oom_score_adj",
@@ -568,7 +575,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     rec.pid = pid;
     rec.start_time = process_start_time(pid);
     rec.created = now_rfc3339();
-    rec.owner = "root";
+    rec.owner = user_name(::geteuid());
     rec.annotations = spec.annotations;
     rec.cgroup = cgroup->save();
     rec.has_pid_ns = has_pid_ns;

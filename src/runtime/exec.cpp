@@ -149,11 +149,24 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     if (user < mnt) std::rotate(user, user + 1, mnt);
   }
   UniqueFd own_pid_ns;
+  // An ordinary user may join the container's pid namespace only from inside its user
+  // namespace, which a process joins alone: an intermediate child joins both and forks the
+  // process; it is reparented to us (a subreaper) when the intermediate leaves.
+  UniqueFd late_user, late_pid;
   if (!same_as_ours(base + "pid", "pid")) {
     UniqueFd target(::open((base + "pid").c_str(), O_RDONLY | O_CLOEXEC));
     if (!target) throw_errno("open " + base + "pid");
-    own_pid_ns.reset(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
-    if (::setns(target.get(), CLONE_NEWPID) != 0) throw_errno("join pid namespace");
+    if (in_user_ns && ::geteuid() != 0) {
+      auto user = std::find_if(joins.begin(), joins.end(),
+                               [](const auto& j) { return j.second == CLONE_NEWUSER; });
+      late_user = std::move(user->first);
+      joins.erase(user);
+      late_pid = std::move(target);
+      if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) throw_errno("become a subreaper");
+    } else {
+      own_pid_ns.reset(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
+      if (::setns(target.get(), CLONE_NEWPID) != 0) throw_errno("join pid namespace");
+    }
   }
 
   UniqueFd console_conn, console_local;
@@ -178,6 +191,18 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     parent_sock.reset();
     try {
       ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // see container_init
+      if (late_pid) {
+        if (::setns(late_user.get(), CLONE_NEWUSER) != 0) throw_errno("join user namespace");
+        if (::setns(late_pid.get(), CLONE_NEWPID) != 0) throw_errno("join pid namespace");
+        pid_t child = ::fork();
+        if (child < 0) throw_errno("fork");
+        if (child > 0) {
+          sync_send(child_sock.get(), SyncType::child_pid, std::to_string(child));
+          _exit(0);
+        }
+        late_user.reset();
+        late_pid.reset();
+      }
       SyncMessage m;
       if (!sync_recv(child_sock.get(), &m) || m.type != SyncType::go)
         throw Error("lost contact with the runtime", EPIPE);
@@ -232,6 +257,19 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   if (pid < 0) throw_errno("fork", fork_err);
   child_sock.reset();
   console_conn.reset();
+  if (late_pid) {
+    // the intermediate's report, then its exit; its child is ours from then on
+    SyncMessage m;
+    bool got = sync_recv(parent_sock.get(), &m);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!got) throw Error("exec: the intermediate process died", ECHILD);
+    if (m.type == SyncType::error) throw sync_error(m);
+    auto child = m.type == SyncType::child_pid ? parse_uint(sync_text(m)) : std::nullopt;
+    if (!child || *child == 0) throw Error("exec: no process from the intermediate", ECHILD);
+    pid = static_cast<pid_t>(*child);
+  }
   try {
     if (!rec.cgroup.is_null()) CgroupManager::load(rec.cgroup)->add_process(pid, rec.pid);
     sync_send(parent_sock.get(), SyncType::go);

@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/strings.hpp"
 
 namespace racker::runtime {
 
@@ -28,6 +30,75 @@ std::string mapping_text(const std::vector<oci::IdMapping>& mappings) {
     out += std::to_string(m.container_id) + " " + std::to_string(m.host_id) + " " +
            std::to_string(m.size) + "\n";
   return out;
+}
+
+namespace {
+
+bool only_self(const std::vector<oci::IdMapping>& maps, uint32_t self) {
+  return maps.size() == 1 && maps[0].host_id == self && maps[0].size == 1;
+}
+
+// Runs HELPER PID C H S ... (newuidmap/newgidmap); its stderr is passed on. Throws on failure.
+void run_map_helper(const char* helper, pid_t pid, const std::vector<oci::IdMapping>& maps,
+                    const char* ids_file) {
+  std::string path;
+  const char* env = std::getenv("PATH");
+  for (auto& dir : split(env && *env ? env : "/usr/bin:/bin", ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + helper;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      path = candidate;
+      break;
+    }
+  }
+  if (path.empty())
+    throw Error(std::string("mapping more than your own id needs ") + helper +
+                    ", which is not installed (apt-get install uidmap)",
+                ENOENT);
+  std::vector<std::string> args = {path, std::to_string(pid)};
+  for (auto& m : maps) {
+    args.push_back(std::to_string(m.container_id));
+    args.push_back(std::to_string(m.host_id));
+    args.push_back(std::to_string(m.size));
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) throw_errno(std::string("run ") + helper);
+  if (child == 0) {
+    ::execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(std::string(helper) + " refused the id mapping: its host ids must be a range of " +
+                    "yours in " + ids_file,
+                EPERM);
+}
+
+}  // namespace
+
+void write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uid_mappings,
+                   const std::vector<oci::IdMapping>& gid_mappings) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  if (::geteuid() == 0) {
+    write_file(proc + "/uid_map", mapping_text(uid_mappings));
+    write_file(proc + "/gid_map", mapping_text(gid_mappings));
+    return;
+  }
+  if (only_self(uid_mappings, ::geteuid()))
+    write_file(proc + "/uid_map", mapping_text(uid_mappings));
+  else
+    run_map_helper("newuidmap", pid, uid_mappings, "/etc/subuid");
+  if (only_self(gid_mappings, ::getegid())) {
+    // an unprivileged gid_map needs setgroups denied (a group could otherwise be dropped)
+    write_file(proc + "/setgroups", "deny");
+    write_file(proc + "/gid_map", mapping_text(gid_mappings));
+  } else {
+    run_map_helper("newgidmap", pid, gid_mappings, "/etc/subgid");
+  }
 }
 
 UniqueFd make_userns(const std::vector<oci::IdMapping>& uid_mappings,
@@ -55,8 +126,7 @@ UniqueFd make_userns(const std::vector<oci::IdMapping>& uid_mappings,
   };
   try {
     std::string proc = "/proc/" + std::to_string(pid);
-    write_file(proc + "/uid_map", mapping_text(uid_mappings));
-    write_file(proc + "/gid_map", mapping_text(gid_mappings));
+    write_id_maps(pid, uid_mappings, gid_mappings);
     UniqueFd ns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!ns) throw_errno("open " + proc + "/ns/user");
     reap();

@@ -22,6 +22,14 @@ std::optional<uint32_t> host_id_of_root(const std::vector<oci::IdMapping>& mappi
 // "CONTAINER HOST SIZE\n" lines, as /proc/PID/uid_map takes them.
 std::string mapping_text(const std::vector<oci::IdMapping>& mappings);
 
+// Writes the uid and gid maps of the user namespace process pid created. Root writes them
+// directly. Without root, a mapping of the caller's own uid and gid alone is written directly
+// too (setgroups is denied first, as the kernel requires); anything wider goes through the
+// setuid helpers newuidmap/newgidmap (Debian's uidmap), which check /etc/subuid and
+// /etc/subgid. Throws racker::Error with a line that says what to install or configure.
+void write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uid_mappings,
+                   const std::vector<oci::IdMapping>& gid_mappings);
+
 // A user namespace with these mappings, held by the returned fd (a throwaway child creates
 // it, the caller, root, writes its maps). Throws racker::Error.
 UniqueFd make_userns(const std::vector<oci::IdMapping>& uid_mappings,

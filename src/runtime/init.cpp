@@ -271,9 +271,10 @@ void container_init(const InitContext& ctx) {
   try {
     // until execve, /proc/self/exe is the runtime's binary: keep container processes away
     // from it (CVE-2019-5736); execve makes the payload dumpable again
-    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (!ctx.dumpable_until_go) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     SyncMessage m;
     wait_for(ctx.sync_fd, SyncType::go, &m);
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (auto& j : ctx.joins) {
       if (j.nstype != CLONE_NEWUSER) continue;
       check(::setns(j.fd, CLONE_NEWUSER), "join user namespace");

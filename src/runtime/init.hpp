@@ -32,6 +32,9 @@ struct InitContext {
   int console_fd = -1;    // where to send the pty master, -1 without terminal
   bool no_pivot = false;
   bool no_new_keyring = false;
+  // an unprivileged runtime writes the maps of the init's new user namespace after the
+  // clone: the init stays dumpable (its /proc files the caller's) until told to go on
+  bool dumpable_until_go = false;
   int preserve_fds = 0;
   std::vector<NamespaceJoin> joins;  // user first, mount last
   int unshare_flags = 0;             // namespaces created after joining (when userns joined)

@@ -29,6 +29,13 @@ void validate_id(const std::string& id) {
 void StateStore::create_dir(const std::string& id, const std::string& first_file,
                             const std::string& content) const {
   mkdir_p(root_, 0711);
+  // a state directory someone else made (a shared /tmp) could be swapped under us
+  struct stat st;
+  if (::lstat(root_.c_str(), &st) != 0) throw_errno("stat " + root_);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+    throw Error("state directory " + root_ + " is not a directory of yours (uid " +
+                    std::to_string(::geteuid()) + "): remove it or pass --root",
+                EPERM);
   // made under a name no id can have, then renamed: <root>/<id> never exists without its
   // first file (a runtime killed in between leaves only a "+new-" directory)
   std::string tmp = root_ + "/+new-" + id + "." + random_hex(8);

@@ -20,6 +20,7 @@ enum class SyncType : uint32_t {
   hooks_done = 3,  // parent -> init: text = state JSON for createContainer/startContainer
   ready = 4,       // init -> parent: set up, waiting on exec.fifo
   error = 5,       // init -> parent: text = message, err = errno, kind = ErrorKind
+  child_pid = 6,   // exec's intermediate -> parent: text = the pid of the process it forked
 };
 
 struct SyncMessage {

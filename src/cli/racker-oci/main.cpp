@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,9 @@ using namespace racker;
 namespace {
 
 const std::vector<cli::OptionSpec> kGlobal = {
-    {"root", 0, true, false, "state directory (default /run/racker-oci)"},
+    {"root", 0, true, false,
+     "state directory (default /run/racker-oci; as an ordinary user $XDG_RUNTIME_DIR/racker-oci, "
+     "else /tmp/racker-oci-UID)"},
     {"log", 0, true, false, "log file (default stderr)"},
     {"log-format", 0, true, false, "log format: text or json"},
     {"debug", 0, false, false, "debug logging"},
@@ -38,6 +41,15 @@ void usage() {
       "usage: racker-oci [global options] command [command options] [arguments...]\n\n"
       "commands:\n%s\nglobal options:\n%s",
       cli::commands_help().c_str(), cli::options_help(kGlobal).c_str());
+}
+
+// runc's choice of state directory: root's under /run; an ordinary user's in the runtime
+// directory of the session (its own tmpfs), else in a directory of its own under /tmp.
+std::string default_root() {
+  if (::geteuid() == 0) return "/run/racker-oci";
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  if (xdg && *xdg == '/' && ::access(xdg, W_OK) == 0) return std::string(xdg) + "/racker-oci";
+  return "/tmp/racker-oci-" + std::to_string(::geteuid());
 }
 
 }  // namespace
@@ -76,7 +88,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   cli::GlobalOptions global;
-  global.root = g.get("root", global.root);
+  global.root = g.get("root", default_root());
   global.systemd_cgroup = g.flag("systemd-cgroup");
   try {
     if (cli::starts_processes(verb)) cli::reexec_from_sealed_copy(argv);
