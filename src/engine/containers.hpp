@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "engine/rootless.hpp"
 
 namespace racker::engine {
 
@@ -64,7 +65,8 @@ struct ContainerEntry {
 
 class ContainerStore {
  public:
-  explicit ContainerStore(std::string store_root, std::string state_root = "/run/racker");
+  explicit ContainerStore(std::string store_root,
+                          std::string state_root = engine::default_state_root());
 
   // Every container of the store, newest first.
   std::vector<ContainerEntry> list() const;

@@ -11,6 +11,7 @@
 
 #include <string>
 #include <vector>
+#include "engine/rootless.hpp"
 
 namespace racker::engine {
 
@@ -23,8 +24,8 @@ struct ExecRequest {
   bool interactive = false;
   bool tty = false;
   bool detach = false;
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
 };
 
 // Runs the process; returns its exit status (128+N for a signal), 0 with detach. Throws
@@ -35,8 +36,8 @@ int exec_in_container(const ExecRequest& req);
 struct CopyRequest {
   std::string src;  // HOST_PATH or CONTAINER:PATH
   std::string dst;
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
 };
 
 // Copies a file or tree (modes and mtimes kept) with docker's rules: an existing directory as

@@ -3,11 +3,17 @@
 #include <net/if.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -17,9 +23,11 @@
 #include "base/fd.hpp"
 #include "base/fs.hpp"
 #include "base/log.hpp"
+#include "base/strings.hpp"
 #include "engine/bridge.hpp"
 #include "engine/net_leases.hpp"
 #include "engine/netlink.hpp"
+#include "engine/rootless.hpp"
 
 namespace racker::engine::net {
 namespace {
@@ -129,12 +137,12 @@ void attach_uplink(Rtnl& host, Rtnl& ns, const Bridge& b, const std::string& roo
 void setup_in_thread(const std::string& root, const std::string& id, Attachment& out) {
   Rtnl host;  // opened before unshare: stays in the host's namespace
   std::optional<Bridge> bridge;
-  try {
-    // if_nametoindex: still in the host's namespace
-    bridge = ensure_bridge(host, root);
-  } catch (const Error& e) {
-    log::debug("network: container " + id + " gets loopback only: " + e.what());
-  }
+  if (!rootless()) try {
+      // if_nametoindex: still in the host's namespace
+      bridge = ensure_bridge(host, root);
+    } catch (const Error& e) {
+      log::debug("network: container " + id + " gets loopback only: " + e.what());
+    }
   std::string path = netns_path(root, id);
   UniqueFd placeholder(::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
   if (!placeholder) throw_errno("create " + path);
@@ -171,6 +179,130 @@ void setup_in_thread(const std::string& root, const std::string& id, Attachment&
   }
 }
 
+std::string find_in_path(const std::string& name) {
+  const char* env = std::getenv("PATH");
+  for (auto& dir : split(env && *env ? env : "/usr/bin:/bin", ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+std::string pasta_pid_file(const std::string& root, const std::string& id) {
+  return root + "/pasta/" + id + ".pid";
+}
+
+// True once the namespace at path has eth0 up with an IPv4 address (pasta configured it).
+bool uplink_ready(const std::string& path) {
+  bool ready = false;
+  std::thread t([&] {
+    UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || ::unshare(CLONE_FS) != 0 || ::setns(ns.get(), CLONE_NEWNET) != 0) return;
+    UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) return;
+    struct ifreq ifr {};
+    std::strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0 || !(ifr.ifr_flags & IFF_UP)) return;
+    ready = ::ioctl(sock.get(), SIOCGIFADDR, &ifr) == 0;
+  });
+  t.join();
+  return ready;
+}
+
+// An ordinary user's private network: pasta (passt) gives the namespace an eth0 with the
+// host's address and routes and carries its traffic through sockets of the user's. It runs
+// detached from us (a detached container outlives racker) and quits when the namespace's
+// file goes (teardown); its pid file lets teardown make sure.
+void start_pasta(const std::string& root, const std::string& path, const std::string& id,
+                 Attachment& out) {
+  std::string pasta = find_in_path("pasta");
+  if (pasta.empty())
+    throw Error(
+        "a private network as an ordinary user needs pasta (apt-get install passt), "
+        "or use --network none or --network host",
+        ENOENT);
+  mkdir_p(root + "/pasta", 0700);
+  std::string pid_file = pasta_pid_file(root, id);
+  std::vector<std::string> args = {pasta, "--config-net", "--netns", path,  "-I",   "eth0",  "-q",
+                                   "-f",  "-t",           "none",    "-u",  "none", "-T",    "none",
+                                   "-U",  "none",         "--runas", "0:0", "-P",   pid_file};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // its messages go to a log file (a pipe of ours would break when we leave)
+  std::string log_file = root + "/pasta/" + id + ".log";
+  UniqueFd log(::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!log) throw_errno("create " + log_file);
+  int pids[2];
+  if (::pipe2(pids, O_CLOEXEC) != 0) throw_errno("pipe");
+  UniqueFd pid_r(pids[0]), pid_w(pids[1]);
+  pid_t child = ::fork();
+  if (child < 0) throw_errno("fork");
+  if (child == 0) {
+    ::setsid();
+    pid_t grandchild = ::fork();
+    if (grandchild != 0) {
+      (void)!::write(pid_w.get(), &grandchild, sizeof grandchild);
+      _exit(0);
+    }
+    // racker ignores SIGPIPE; an ignored signal stays ignored across exec (and pasta
+    // takes a SIGPIPE it finds ignored for a failure)
+    ::signal(SIGPIPE, SIG_DFL);
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(log.get(), 1);
+    ::dup2(log.get(), 2);
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  pid_w.reset();
+  while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  pid_t pasta_pid = -1;
+  if (::read(pid_r.get(), &pasta_pid, sizeof pasta_pid) != sizeof pasta_pid || pasta_pid <= 0)
+    throw Error("could not start pasta", ECHILD);
+  auto alive = [&] {
+    auto stat = read_file_if_exists("/proc/" + std::to_string(pasta_pid) + "/stat");
+    if (!stat) return false;
+    auto close = stat->rfind(')');
+    return close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] != 'Z';
+  };
+  for (int i = 0; i < 500 && alive(); ++i) {  // up to 5 s
+    // pasta writes its pid file as it enters its event loop: until then a connection may
+    // be started and lost
+    if (!trim(read_file_if_exists(pid_file).value_or("")).empty() && uplink_ready(path)) {
+      out.uplink = true;
+      return;
+    }
+    ::usleep(10000);
+  }
+  if (alive()) ::kill(pasta_pid, SIGTERM);
+  std::string line;
+  for (auto& l : split(read_file_if_exists(log_file).value_or(""), '\n'))
+    if (!trim(l).empty() && !l.starts_with("Failed to send")) line = trim(l);  // syslog noise
+  if (line.find("tun") != std::string::npos)
+    line += " (/dev/net/tun must be open to you: udev makes it 0666 on most hosts)";
+  throw Error("pasta could not connect the network namespace" +
+                  (line.empty() ? std::string(" (no uplink after 5 s)") : ": " + line),
+              EIO);
+}
+
+void stop_pasta(const std::string& root, const std::string& id) noexcept {
+  std::string pid_file = pasta_pid_file(root, id);
+  try {
+    auto pid = parse_uint(trim(read_file(pid_file)));
+    // its own pid file, written by the pasta we started; a recycled pid runs as someone else
+    // only if it is not ours: check the name
+    if (pid && *pid > 1) {
+      std::string comm = trim(read_file("/proc/" + std::to_string(*pid) + "/comm"));
+      if (comm == "pasta" || comm.starts_with("passt")) ::kill(static_cast<pid_t>(*pid), SIGTERM);
+    }
+  } catch (const Error&) {
+  }
+  ::unlink(pid_file.c_str());
+  ::unlink((root + "/pasta/" + id + ".log").c_str());
+}
+
 }  // namespace
 
 std::string net_root(const std::string& state_root) {
@@ -193,6 +325,13 @@ Attachment setup_private(const std::string& state_root, const std::string& id) {
     }
   });
   worker.join();
+  if (!failure && rootless()) {
+    try {
+      start_pasta(root, out.netns_path, id, out);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
   if (failure) {
     teardown(state_root, id);
     try {
@@ -208,6 +347,7 @@ void teardown(const std::string& state_root, const std::string& id) noexcept {
   try {
     check_id(id);
     release_network(net_root(state_root), id, nullptr);
+    stop_pasta(net_root(state_root), id);
   } catch (const std::exception& e) {
     log::debug("network: teardown of " + id + ": " + e.what());
   } catch (...) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/rootless.hpp"
 #include "engine/spec_builder.hpp"
 
 namespace racker::engine {
@@ -20,8 +21,8 @@ struct OsContainerOptions {
   std::string network = "private";  // host | none | private
   std::vector<VolumeSpec> volumes;  // binds into the container
   std::string hostname;             // "" = the name
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   int ready_timeout_ms = 30000;
   // Tear down by SIGKILL of the whole container instead of a clean systemd shutdown: for
   // throwaway containers whose upper directory is deleted anyway.

@@ -8,13 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/rootless.hpp"
 #include "image/image_store.hpp"
 
 namespace racker::engine {
 
 struct ProvisionOptions {
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   std::vector<std::string> extra_packages;  // installed together with systemd
   // shell commands run after the installation (e.g. masking units a probe image does not need)
   std::vector<std::string> extra_commands;

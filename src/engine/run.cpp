@@ -23,6 +23,7 @@
 #include "engine/monitor.hpp"
 #include "engine/network.hpp"
 #include "engine/provision.hpp"
+#include "engine/rootless.hpp"
 #include "image/content_store.hpp"
 #include "image/gc.hpp"
 #include "image/image_store.hpp"
@@ -105,6 +106,9 @@ bool mount_overlay(const image::ImageStore& images, const image::ImageRecord& re
     lower = dir + "/empty";
   }
   std::string data = "lowerdir=" + lower + ",upperdir=" + dir + "/upper,workdir=" + dir + "/work";
+  // in a rootless namespace overlayfs keeps its metadata in user.overlay.* (trusted.* is the
+  // host root's); the layers were unpacked with those too
+  if (rootless()) data += ",userxattr";
   int err = E2BIG;
   if (data.size() < 4000) {
     // a volatile mount leaves work/incompat/volatile behind and the kernel refuses to mount
@@ -286,6 +290,11 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     for (auto* sub : {"/upper", "/work", "/rootfs"}) mkdir_p(p.cdir + sub, 0755);
     std::optional<IdRange> range;
     if (req.flags.userns == "auto") {
+      if (rootless())
+        throw Error(
+            "--userns=auto needs root: an ordinary user's containers share the user's "
+            "own namespace (your subordinate ids); use --userns=host",
+            EINVAL, ErrorKind::invalid);
       if (req.flags.privileged)
         throw Error("--privileged needs the host's ids: use --userns=host", EINVAL,
                     ErrorKind::invalid);
@@ -425,7 +434,9 @@ runtime::ExecOptions booted_command(const PreparedContainer& p, const RunFlags& 
 RunRequest with_boot_defaults(const RunRequest& req, bool boot) {
   RunRequest out = req;
   // a booted system gets a user namespace of its own, as LXD/Incus and nspawn -U give it
-  if (boot && out.flags.userns.empty() && !out.flags.privileged) out.flags.userns = "auto";
+  // (an ordinary user's are in the user's namespace already)
+  if (boot && out.flags.userns.empty() && !out.flags.privileged && !rootless())
+    out.flags.userns = "auto";
   return out;
 }
 
@@ -436,6 +447,11 @@ bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
   bool boot = req.boot == RunRequest::Boot::yes ||
               (req.boot == RunRequest::Boot::automatic && (!req.detach || req.flags.args.empty()) &&
                image_is_os(images, rec));
+  if (boot && rootless())
+    throw Error(
+        "booting an OS container as an ordinary user is not supported yet: use "
+        "--no-boot for a plain container, or run racker as root",
+        ENOTSUP, ErrorKind::invalid);
   if (!boot || image_has_systemd(images, rec)) return boot;
   ProvisionOptions po;
   po.store_root = req.store_root;

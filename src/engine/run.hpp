@@ -11,6 +11,7 @@
 #include "base/error.hpp"
 #include "engine/containers.hpp"
 #include "engine/idrange.hpp"
+#include "engine/rootless.hpp"
 #include "engine/spec_builder.hpp"
 #include "image/image_store.hpp"
 #include "image/puller.hpp"
@@ -30,8 +31,8 @@ struct RunRequest {
   enum class Boot { automatic, yes, no } boot = Boot::automatic;
   int boot_timeout_s = 30;       // --boot-timeout: READY=1 deadline
   std::string pull = "missing";  // always | missing | never
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   image::PullOptions pull_options;
 };
 

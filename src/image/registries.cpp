@@ -1,5 +1,7 @@
 #include "image/registries.hpp"
 
+#include <unistd.h>
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -7,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -24,6 +27,21 @@ struct ParsedFile {
   RegistriesConf conf;      // aliases may hold "" values: they reset earlier files' aliases
   bool search_set = false;  // unqualified-search-registries was present (even as [])
 };
+
+std::string env_dir(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v == '/' ? std::string(v) : "";
+}
+
+// euid 0 of the host's user namespace (not an ordinary user, not a rootless racker's root).
+bool host_root_user() {
+  if (::geteuid() != 0) return false;
+  auto map = read_file_if_exists("/proc/self/uid_map");
+  if (!map) return true;
+  std::istringstream in(*map);
+  unsigned long inside = 1, outside = 1;
+  return (in >> inside >> outside) && inside == 0 && outside == 0;
+}
 
 std::string type_name(const toml::node& n) {
   switch (n.type()) {
@@ -457,6 +475,14 @@ RegistriesConf load_registries_conf(const std::string& override_path, const std:
 
   RegistriesConf conf;
   std::string main_file = join_under(root, kDefaultConf);
+  // an ordinary user's own file replaces the system's, as in containers-registries.conf(5)
+  // (also inside a rootless racker's namespace, where the user is root)
+  if (root == "/" && !host_root_user()) {
+    std::string config = env_dir("XDG_CONFIG_HOME");
+    if (config.empty() && !env_dir("HOME").empty()) config = env_dir("HOME") + "/.config";
+    if (!config.empty() && ::access((config + "/containers/registries.conf").c_str(), F_OK) == 0)
+      main_file = config + "/containers/registries.conf";
+  }
   if (std::optional<std::string> text = read_file_if_exists(main_file))
     conf = parse_file(*text, main_file, true).conf;
   for (const std::string& path : drop_in_files(join_under(root, kDefaultDropInDir))) {

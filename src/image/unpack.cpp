@@ -134,6 +134,14 @@ class Unpacker {
 
   void finish() {
     cur_ = nullptr;
+    if (!skipped_devices_.empty()) {
+      std::string names;
+      for (size_t i = 0; i < skipped_devices_.size() && i < 5; ++i)
+        names += (i ? ", " : "") + skipped_devices_[i];
+      if (skipped_devices_.size() > 5)
+        names += " and " + std::to_string(skipped_devices_.size() - 5) + " more";
+      log::warn("device nodes cannot be made here (a user namespace): skipped " + names);
+    }
     for (auto& [path, ts] : dir_times_) {
       if (auto it = dirs_.find(path);
           it != dirs_.end() && it->second.exact && futimens(it->second.fd.get(), ts.data()) == 0)
@@ -349,8 +357,11 @@ class Unpacker {
       // The directory hides what lower layers hold in it: overlayfs calls that opaque.
       UniqueFd fd(openat(parent.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!fd) fail("open directory \"" + dir + "\"");
-      if (fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) < 0)
-        fail("set trusted.overlay.opaque");
+      // trusted.* needs the host's root; in a rootless namespace overlayfs reads user.*
+      // (mounted with userxattr)
+      if (fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) < 0 &&
+          (errno != EPERM || fsetxattr(fd.get(), "user.overlay.opaque", "y", 1, 0) < 0))
+        fail("set overlay.opaque");
       return;
     }
     if (name.starts_with(".wh..wh.")) return;  // other AUFS metadata: nothing to create
@@ -489,6 +500,11 @@ class Unpacker {
                                                        : S_IFIFO;
     dev_t dev = type == S_IFIFO ? 0 : makedev(e.devmajor, e.devminor);
     if (mknodat(p.fd, name.c_str(), type | (e.mode & 0777), dev) < 0) {
+      if (errno == EPERM && type != S_IFIFO) {
+        // a user namespace (rootless) may not make devices: the layer goes without them
+        skipped_devices_.push_back(cur_ ? cur_->path : name);
+        return;
+      }
       if (errno != EEXIST) fail("create device node");
       remove_existing(p.fd, name);
       if (mknodat(p.fd, name.c_str(), type | (e.mode & 0777), dev) < 0) fail("create device node");
@@ -518,6 +534,7 @@ class Unpacker {
   std::optional<Times> root_times_;
   std::set<std::string> implicit_dirs_;  // made for entries whose parents the layer lacks
   std::vector<std::string> whiteouts_;
+  std::vector<std::string> skipped_devices_;
 };
 
 }  // namespace

@@ -7,14 +7,15 @@
 #include <optional>
 #include <string>
 
+#include "engine/rootless.hpp"
 #include "image/image_store.hpp"
 #include "probe/catalog.hpp"
 
 namespace racker::probe {
 
 struct AcquireOptions {
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   std::string bake_cache;  // "" = <store root>/bake-cache
   std::string registries_conf;
   bool force = false;  // bake/pull and provision again even when the image is there

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/rootless.hpp"
 #include "probe/catalog.hpp"
 #include "probe/fetch.hpp"
 #include "probe/report.hpp"
@@ -16,8 +17,8 @@
 namespace racker::probe {
 
 struct ProbeEnv {
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   std::string package_cache = kDefaultPackageCache;
   std::string bake_cache;  // "" = <store root>/bake-cache
   std::string registries_conf;

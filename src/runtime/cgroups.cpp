@@ -23,6 +23,7 @@
 #include "base/strings.hpp"
 #include "runtime/cgroups_internal.hpp"
 #include "runtime/cgroups_writers.hpp"
+#include "runtime/idmap.hpp"
 
 namespace racker::runtime {
 
@@ -718,8 +719,9 @@ std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_
   if (systemd) log::debug("systemd is not running: cgroupfs places the container");
   auto dirs =
       resolve_cgroup_dirs(layout, mounts, own, inner_path(cgroups_path, container_id), root);
-  if (::geteuid() != 0) {
-    // an ordinary user: the hierarchies delegated to them, else none
+  if (!host_root()) {
+    // an ordinary user (or the root of a rootless racker's namespace): the hierarchies delegated to
+    // them, else none
     std::erase_if(dirs.v1, [](const CgroupDir& d) { return !writable_below(d.path); });
     if (dirs.unified && !writable_below(dirs.unified->path)) dirs.unified.reset();
     if (!dirs.unified) return std::make_unique<NoCgroup>();

@@ -441,7 +441,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   // kernel limits (inotify instances, keys, ...) are charged to each namespace's owner, so
   // containers with ranges of their own stop sharing root's (and each other's) budget.
   std::optional<std::pair<uid_t, gid_t>> ns_owner;
-  if (user_created && ::geteuid() == 0) {
+  if (user_created && host_root()) {
     auto u = host_id_of_root(spec.linux_->uid_mappings);
     auto g = host_id_of_root(spec.linux_->gid_mappings);
     if (u && *u != 0) ns_owner = {*u, g.value_or(*u)};
@@ -449,10 +449,13 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   // bind sources and id-mapped mounts, as detached trees the init attaches: inside a user
   // namespace it may not reach them by path
   // (by root: an unprivileged caller's container reaches what the caller reaches)
-  std::vector<UniqueFd> sources = open_mount_sources(spec, user_created && ::geteuid() == 0);
+  std::vector<UniqueFd> sources = open_mount_sources(spec, user_created && host_root());
   ctx.sources = &sources;
   ctx.rootfs_host = rootfs;
-  ctx.dumpable_until_go = user_created && ::geteuid() != 0;
+  ctx.dumpable_until_go = user_created && !host_root();
+  // in a rootless racker's namespace the runtime is root without the host's powers: devices
+  // are bound, not made, and mount flags the host locked stay
+  if (!host_root()) ctx.in_user_ns = true;
   UniqueFd rootfs_parent;
   if (user_created && ctx.has_mount_ns) {
     // the init starts in the rootfs' parent directory and reaches the rootfs through its

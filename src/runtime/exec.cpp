@@ -23,6 +23,7 @@
 #include "oci/capabilities.hpp"
 #include "runtime/cgroups.hpp"
 #include "runtime/container.hpp"
+#include "runtime/idmap.hpp"
 #include "runtime/init.hpp"
 #include "runtime/sync.hpp"
 #include "runtime/terminal.hpp"
@@ -139,7 +140,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
     if (ns.flag == CLONE_NEWUSER) in_user_ns = true;
     joins.emplace_back(std::move(fd), ns.flag);
   }
-  if (in_user_ns && ::geteuid() == 0) {
+  if (in_user_ns && host_root()) {
     // root joins the namespaces that are not the container's own (a network namespace made
     // by the engine) before its user namespace: from inside it could not
     auto user = std::find_if(joins.begin(), joins.end(),
@@ -156,7 +157,7 @@ int Runtime::exec(const std::string& id, const ExecOptions& o) {
   if (!same_as_ours(base + "pid", "pid")) {
     UniqueFd target(::open((base + "pid").c_str(), O_RDONLY | O_CLOEXEC));
     if (!target) throw_errno("open " + base + "pid");
-    if (in_user_ns && ::geteuid() != 0) {
+    if (in_user_ns && !host_root()) {
       auto user = std::find_if(joins.begin(), joins.end(),
                                [](const auto& j) { return j.second == CLONE_NEWUSER; });
       late_user = std::move(user->first);

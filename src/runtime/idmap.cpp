@@ -18,6 +18,23 @@
 
 namespace racker::runtime {
 
+bool host_root() {
+  if (::geteuid() != 0) return false;
+  static const bool in_host_ns = [] {
+    try {
+      for (auto& line : split(read_file("/proc/self/uid_map"), '\n')) {
+        std::vector<std::string> f;
+        for (auto& w : split(trim(line), ' '))
+          if (!w.empty()) f.push_back(w);
+        if (f.size() == 3 && f[0] == "0") return f[1] == "0";
+      }
+    } catch (const Error&) {
+    }
+    return false;
+  }();
+  return in_host_ns;
+}
+
 std::optional<uint32_t> host_id_of_root(const std::vector<oci::IdMapping>& mappings) {
   for (auto& m : mappings)
     if (m.container_id == 0 && m.size > 0) return m.host_id;

@@ -6,6 +6,7 @@
 
 #include "base/error.hpp"
 #include "cli/args.hpp"
+#include "engine/rootless.hpp"
 #include "probe/catalog.hpp"
 #include "probe/pkgprobe.hpp"
 
@@ -18,8 +19,8 @@ class UsageError : public Error {
 };
 
 struct Globals {
-  std::string store_root = "/var/lib/racker";
-  std::string state_root = "/run/racker";
+  std::string store_root = engine::default_store_root();
+  std::string state_root = engine::default_state_root();
   std::string catalog;  // "" = $POSTROJ_CATALOG or built-in
   std::string bake_cache;
   std::string package_cache = probe::kDefaultPackageCache;

@@ -2,11 +2,12 @@
 
 #include <string>
 #include <vector>
+#include "engine/rootless.hpp"
 
 namespace racker::cli {
 
 struct RackerGlobals {
-  std::string root = "/var/lib/racker";
+  std::string root;  // engine::default_store_root() unless given
   std::string registries_conf;
   std::string authfile;
   std::string certs_dir;

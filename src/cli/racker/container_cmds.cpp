@@ -15,6 +15,7 @@
 #include "cli/racker/commands.hpp"
 #include "engine/containers.hpp"
 #include "engine/exec_cp.hpp"
+#include "engine/rootless.hpp"
 #include "engine/run.hpp"
 #include "runtime/container.hpp"
 
@@ -242,11 +243,11 @@ int cmd_start(const std::vector<std::string>& args, const RackerGlobals& g) {
   if (attach && a.positional.size() > 1)
     throw Error("start: -a takes one container", EINVAL, ErrorKind::invalid);
   if (attach) {
-    return engine::start_container(g.root, "/run/racker", a.positional[0], true,
+    return engine::start_container(g.root, engine::default_state_root(), a.positional[0], true,
                                    a.flag("interactive"));
   }
   return for_each_name(a.positional, [&](const std::string& n) {
-    engine::start_container(g.root, "/run/racker", n, false, false);
+    engine::start_container(g.root, engine::default_state_root(), n, false, false);
     std::printf("%s\n", n.c_str());
     std::fflush(stdout);
   });

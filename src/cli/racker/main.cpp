@@ -1,5 +1,6 @@
 // racker: the docker-like front end. Parses global options and dispatches to one command.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/monitor.hpp"
+#include "engine/rootless.hpp"
 #include "engine/run.hpp"
 
 using namespace racker;
@@ -22,7 +24,9 @@ namespace {
 using Fn = std::function<int(const std::vector<std::string>&, const cli::RackerGlobals&)>;
 
 const std::vector<cli::OptionSpec> kGlobal = {
-    {"root", 0, true, false, "image and container store (default /var/lib/racker, $RACKER_ROOT)"},
+    {"root", 0, true, false,
+     "image and container store (default /var/lib/racker; an ordinary user's "
+     "$XDG_DATA_HOME/racker or ~/.local/share/racker; $RACKER_ROOT)"},
     {"registries-conf", 0, true, false,
      "registries.conf to use ($RACKER_REGISTRIES_CONF; default /etc/containers/...)"},
     {"authfile", 0, true, false, "credentials file (default: containers auth.json)"},
@@ -59,6 +63,11 @@ void usage() {
       "  inspect     show a container as JSON\n"
       "  exec        run a command in a running container\n"
       "  cp          copy files between a container and the host\n\n"
+      "as an ordinary user (rootless): a store of your own and one user namespace with your\n"
+      "subordinate ids (/etc/subuid, /etc/subgid; newuidmap from uidmap), held by a pause\n"
+      "process; private networks through pasta (passt). Not yet rootless: booted OS\n"
+      "containers (--no-boot works), limits without a cgroup delegated to you, postroj.\n"
+      "Not yet at all: port publishing (-p).\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -82,9 +91,13 @@ int main(int argc, char** argv) {
       return g.positional.empty() && !g.flag("help") ? 1 : 0;
     }
     log::configure("", log::Format::text, g.flag("debug"));
+    // an ordinary user's racker runs as root of the user's own namespaces (engine/rootless)
+    if (::geteuid() != 0) engine::enter_rootless_namespaces();
     cli::RackerGlobals globals;
-    if (const char* r = std::getenv("RACKER_ROOT")) globals.root = r;
-    globals.root = g.get("root", globals.root);
+    const char* env_root = std::getenv("RACKER_ROOT");
+    globals.root = g.has("root") ? g.get("root")
+                   : env_root    ? std::string(env_root)
+                                 : engine::default_store_root();
     globals.registries_conf = g.get("registries-conf");
     globals.authfile = g.get("authfile");
     globals.certs_dir = g.get("cert-dir");

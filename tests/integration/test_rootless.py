@@ -1,0 +1,311 @@
+"""racker as an ordinary user (issue 12, first part): the user's own store and runtime
+directory, one user namespace with the user's subordinate ids (held by a pause process),
+pull and unpack with the image's owners mapped, `run --rm` with ids inside as in the image,
+binds whose files land on the host with mapped ids, and one-line errors for what is missing.
+
+Made here by root for the test: a user with subordinate ranges (rootless_user.py), a
+registry on 127.0.0.1 with a multi-layer image (whiteouts, an opaque directory, hardlinks,
+a setuid file, files of several owners, a device node)."""
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from racker_ctx import bb_rootfs, racker_snapshot  # noqa: F401 (fixture)
+from registry_util import (Dir, File, Hardlink, Image, Layer, Opaque, RawTar, Registry,
+                           Whiteout)
+from rootless_user import ensure_user
+
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture(scope="session")
+def racker_exe(tmp_path_factory):
+    exe = racker_snapshot(tmp_path_factory, "the rootless tests make their user as root",
+                          registry=True)
+    d = Path(tempfile.mkdtemp(prefix="rk-rootless-bin-"))  # pytest's dirs are root's 0700
+    os.chmod(d, 0o755)
+    shutil.copy2(exe, d / "racker")
+    yield str(d / "racker")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def user():
+    return ensure_user()
+
+
+def device_layer():
+    """A layer with a character device (/dev/null's numbers): a user namespace cannot make it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("devnull")
+        ti.type, ti.mode, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 0o666, 1, 3
+        tf.addfile(ti)
+        ti = tarfile.TarInfo("after-device")
+        ti.size = 2
+        tf.addfile(ti, io.BytesIO(b"ok"))
+    return Layer(RawTar(buf.getvalue()))
+
+
+@pytest.fixture(scope="module")
+def registry(racker_exe, bb_rootfs, user):  # noqa: F811
+    base = Path(tempfile.mkdtemp(prefix="rk-rootless-reg-"))
+    base_layer = Layer.from_dir(bb_rootfs)
+    owners = Layer([
+        Dir("owned"),
+        File("owned/by0", "0", uid=0, gid=0),
+        File("owned/by1000", "1000", uid=1000, gid=1001),
+        File("owned/by65534", "n", uid=65534, gid=65534),
+        File("owned/suid", "#!/bin/sh\n", mode=0o4755),
+        File("owned/link-src", "same"),
+        Hardlink("owned/link-dst", "owned/link-src"),
+        Dir("opq"),
+        File("opq/old", "old"),
+        File("gone", "gone"),
+    ])
+    upper = Layer([Whiteout("gone"), Opaque("opq"), File("opq/new", "new")])
+    img = Image([base_layer, owners, upper, device_layer()], cmd=["sh"], env=[PATH_ENV])
+    reg = Registry(base / "registry").start()
+    reg.push_image("test/rootless", "1", img)
+    conf = base / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+    os.chmod(base, 0o755)
+    os.chmod(conf, 0o644)
+    try:
+        yield reg, conf, f"{reg.host}/test/rootless:1"
+    finally:
+        reg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class UserRacker:
+    """racker run as the test user with a data and a runtime directory of its own."""
+
+    def __init__(self, user, exe, conf, base):
+        self.user, self.exe, self.conf = user, exe, conf
+        self.data = base / "data"
+        self.runtime = base / "xdg"
+        for d in (self.data, self.runtime):
+            d.mkdir(mode=0o700)
+            os.chown(d, user.uid, user.gid)
+        self.store = self.data / "racker"
+
+    def env(self, **extra):
+        return self.user.env(self.runtime, XDG_DATA_HOME=str(self.data), **extra)
+
+    def __call__(self, *args, env=None, timeout=60):
+        return self.user.run([self.exe, "--registries-conf", str(self.conf), *args],
+                             env or self.env(), timeout=timeout)
+
+    def ok(self, *args, **kw):
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"racker {' '.join(args)}: {r.stderr}"
+        return r
+
+    def pause_pid(self):
+        try:
+            return int((self.runtime / "racker" / "pause.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    def stop(self):
+        pid = self.pause_pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def rk(user, racker_exe, registry):
+    base = Path(tempfile.mkdtemp(prefix="rk-rootless-"))
+    os.chmod(base, 0o755)
+    r = UserRacker(user, racker_exe, registry[1], base)
+    r.ref = registry[2]
+    yield r
+    r.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def files_named(root, name):
+    return [Path(d) / name for d, _, files in os.walk(root) if name in files]
+
+
+def test_pull_maps_the_owners(rk, user):
+    r = rk.ok("pull", rk.ref)
+    assert "device nodes cannot be made here" in r.stderr and "devnull" in r.stderr, r.stderr
+    # the store is the user's, below XDG_DATA_HOME
+    assert rk.store.is_dir() and rk.store.stat().st_uid == user.uid
+    su, sg = user.subuid[0], user.subgid[0]
+    # on the host: container id 0 is the user, id N > 0 is subuid + N - 1
+    (by0,) = files_named(rk.store, "by0")
+    (by1000,) = files_named(rk.store, "by1000")
+    (by65534,) = files_named(rk.store, "by65534")
+    assert (by0.stat().st_uid, by0.stat().st_gid) == (user.uid, user.gid)
+    assert (by1000.stat().st_uid, by1000.stat().st_gid) == (su + 999, sg + 1000)
+    assert by65534.stat().st_uid == su + 65533
+    # the pause process holds the namespace; a second command reuses it
+    pid = rk.pause_pid()
+    assert pid and Path(f"/proc/{pid}").exists()
+    rk.ok("images")
+    assert rk.pause_pid() == pid
+
+
+def test_run_sees_the_image_owners(rk):
+    rk.ok("pull", "-q", rk.ref)
+    out = rk.ok("run", "--rm", "--network", "none", rk.ref, "sh", "-c",
+                "stat -c '%u:%g' /owned/by0 /owned/by1000 /owned/by65534; "
+                "stat -c %a /owned/suid; "
+                "[ $(stat -c %i /owned/link-src) = $(stat -c %i /owned/link-dst) ] && echo hard; "
+                "ls /opq; [ -e /gone ] || echo whited-out; cat /after-device; echo; id -u").stdout
+    assert out.split() == ["0:0", "1000:1001", "65534:65534", "4755", "hard", "new",
+                           "whited-out", "ok", "0"], out
+
+
+def test_bind_volume_files_land_mapped(rk, user):
+    vol = Path(tempfile.mkdtemp(prefix="rk-rootless-vol-"))
+    try:
+        os.chown(vol, user.uid, user.gid)
+        rk.ok("run", "--rm", "--network", "none", "-v", f"{vol}:/data", rk.ref, "sh", "-c",
+              "echo a > /data/root-file && echo b > /data/u1000 && chown 1000:1000 /data/u1000")
+        st = (vol / "root-file").stat()
+        assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
+        assert (vol / "u1000").stat().st_uid == user.subuid[0] + 999
+    finally:
+        shutil.rmtree(vol, ignore_errors=True)
+
+
+def test_exit_status_and_rm_leave_nothing(rk):
+    r = rk("run", "--rm", "--network", "none", rk.ref, "sh", "-c", "exit 5")
+    assert r.returncode == 5, r.stderr
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_missing_helper_is_one_line(rk, user, tmp_path):
+    # a fresh runtime directory: the namespace must be made again, without newuidmap on PATH
+    other = UserRacker(user, rk.exe, rk.conf, Path(tempfile.mkdtemp(prefix="rk-rootless-")))
+    os.chmod(other.data.parent, 0o755)
+    try:
+        empty = other.data.parent / "bin"
+        empty.mkdir()
+        r = other("images", env=other.env(PATH=str(empty)))
+        assert r.returncode != 0
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        assert "newuidmap" in lines[0] and "apt-get install uidmap" in lines[0], lines
+        assert other.pause_pid() is None
+    finally:
+        other.stop()
+        shutil.rmtree(other.data.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def tun_for_users():
+    """/dev/net/tun as ordinary hosts have it (udev: 0666); this host's is root's 0600."""
+    st = os.stat("/dev/net/tun")
+    os.chmod("/dev/net/tun", 0o666)
+    yield
+    os.chmod("/dev/net/tun", st.st_mode & 0o7777)
+
+
+@pytest.fixture
+def host_server():
+    """A TCP server on the host's 127.0.0.1 that greets and closes: (port, accepted count)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    seen = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            seen.append(1)
+            c.sendall(b"hello-from-host\n")
+            c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield s.getsockname()[1], seen
+    s.close()
+
+
+def test_private_network_through_pasta(rk, user, tun_for_users, host_server):
+    if not shutil.which("pasta"):
+        pytest.skip("pasta missing (apt-get install passt)")
+    port, seen = host_server
+
+    # (pasta runs as passt or passt.avx2: found by its arguments; a zombie has none)
+    def pastas():
+        return subprocess.run(["pgrep", "-a", "-u", str(user.uid), "-f", "--", "--config-net"],
+                              capture_output=True, text=True).stdout
+
+    # the default network: eth0 with the host's address; the gateway is the host's loopback
+    out = rk.ok("run", "--rm", rk.ref, "sh", "-c",
+                "ip addr show eth0 | grep -c 'inet '; gw=$(ip route | awk '/default/{print $3}'); "
+                f"timeout 5 nc $gw {port} </dev/null; true").stdout
+    assert out.split()[0] == "1", out
+    assert "hello-from-host" in out and seen, out
+    r = rk("run", "-d", "--name", "p1", rk.ref, "sleep", "60")
+    assert r.returncode == 0, r.stderr
+    assert "--config-net" in pastas()
+    rk.ok("rm", "-f", "p1")
+    # pasta goes with the container
+    deadline = time.time() + 3
+    while time.time() < deadline and pastas():
+        time.sleep(0.05)
+    assert pastas() == ""
+
+
+def test_private_network_without_pasta_is_one_line(rk):
+    empty = rk.data.parent / "nopasta"
+    empty.mkdir(exist_ok=True)
+    # newuidmap is not needed: the namespace exists already
+    rk.ok("images")
+    r = rk("run", "--rm", rk.ref, "true", env=rk.env(PATH=str(empty)))
+    assert r.returncode == 125
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "needs pasta (apt-get install passt)" in lines[0], lines
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_users_own_registries_conf(rk, user, registry):
+    reg = registry[0]
+    cfg = rk.data.parent / "config"
+    (cfg / "containers").mkdir(parents=True)
+    (cfg / "containers" / "registries.conf").write_text(
+        f'unqualified-search-registries = ["{reg.host}"]\n'
+        f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+    user.chown(cfg)
+    # a short name resolves through the user's file (the system's knows nothing of it)
+    r = user.run([rk.exe, "pull", "-q", "test/rootless:1"],
+                 rk.env(XDG_CONFIG_HOME=str(cfg)), timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = user.run([rk.exe, "pull", "-q", "test/rootless:1"], rk.env(), timeout=60)
+    assert r.returncode != 0
+
+
+def test_what_is_not_rootless_yet_says_so(rk):
+    for args, want in ((["--boot"], "booting an OS container as an ordinary user is not "
+                                    "supported yet"),
+                       (["--userns", "auto"], "--userns=auto needs root"),
+                       (["--memory", "64m", "--network", "none"], "has no cgroup")):
+        r = rk("run", "--rm", *args, rk.ref, "true")
+        assert r.returncode == 125, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and want in lines[0], (args, r.stderr)
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
