@@ -42,7 +42,11 @@ def main():
     for mine, peer in [("racker run --rm", "runc run"),
                        ("racker run --rm", "podman run --rm (bridge)"),
                        ("racker run --rm (none)", "podman run --rm (none)"),
-                       ("racker run --rm (none)", "runc run")]:
+                       ("racker run --rm (none)", "runc run"),
+                       # bench/rootless.sh (targets: <= 1.5 rootful, <= 0.1 rootless podman)
+                       ("racker rootless (none)", "racker rootful (none)"),
+                       ("racker rootless (pasta)", "racker rootful (bridge)"),
+                       ("racker rootless (none)", "podman rootless (none)")]:
         if mine in med and peer in med:
             print(f"{mine} / {peer}: {med[mine] / med[peer]:.3f}x")
 

@@ -14,6 +14,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/fs.hpp"
+#include "runtime/idmap.hpp"
 
 namespace racker::runtime {
 
@@ -197,18 +199,31 @@ std::string cache_key(const oci::Seccomp& s) {
   return key;
 }
 
+}  // namespace
+
+std::string seccomp_cache_dir() {
+  if (host_root()) return kSeccompCacheDir;
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  if (!xdg || *xdg != '/') return "";
+  return std::string(xdg) + "/racker-seccomp";
+}
+
+namespace {
+
 std::string cache_file(const std::string& key) {
   uint64_t h = 14695981039346656037ULL;  // FNV-1a
   for (unsigned char c : key) h = (h ^ c) * 1099511628211ULL;
   char name[32];
   std::snprintf(name, sizeof name, "%016llx.bpf", static_cast<unsigned long long>(h));
-  return std::string(kSeccompCacheDir) + "/" + name;
+  return seccomp_cache_dir() + "/" + name;
 }
 
 bool trusted_cache_dir(bool create) {
-  if (create) ::mkdir(kSeccompCacheDir, 0700);
+  std::string dir = seccomp_cache_dir();
+  if (dir.empty()) return false;
+  if (create) ::mkdir(dir.c_str(), 0700);
   struct stat st {};
-  return ::lstat(kSeccompCacheDir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
+  return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
          (st.st_mode & 022) == 0;
 }
 

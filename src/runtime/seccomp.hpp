@@ -22,8 +22,11 @@ struct SeccompProgram {
   std::string listener_metadata;
 };
 
-// Where compiled filters are cached (seccomp.cpp says why and how).
+// Where compiled filters are cached (seccomp.cpp says why and how): the host root's in
+// /run; an ordinary user's (also as root of a rootless racker's namespace) in
+// $XDG_RUNTIME_DIR/racker-seccomp, none without one.
 inline constexpr const char* kSeccompCacheDir = "/run/racker-seccomp";
+std::string seccomp_cache_dir();
 
 // Throws racker::Error "config.json: linux.seccomp.FIELD: problem" for bad input. A filter
 // compiled before comes from the cache.
