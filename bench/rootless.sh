@@ -41,8 +41,8 @@ cleanup() {
   $AS podman --root "$home/podman" --runroot "$prun/run" rm -af >/dev/null 2>&1 || true
   pause=$(cut -d' ' -f1 "$home/xdg/racker/pause.pid" 2>/dev/null || true)
   [ -n "$pause" ] && kill "$pause" 2>/dev/null || true
-  pkill -u "$uid" -f "podman pause" 2>/dev/null || true
   $AS podman unshare rm -rf "$home/podman" >/dev/null 2>&1 || true
+  pkill -u "$uid" 2>/dev/null || true # the pause processes of both (the user is the bench's own)
   rm -rf "$work" "$prun"
 }
 trap cleanup EXIT
