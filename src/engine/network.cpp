@@ -280,6 +280,11 @@ void start_pasta(const std::string& root, const std::string& path, const std::st
   std::string line;
   for (auto& l : split(read_file_if_exists(log_file).value_or(""), '\n'))
     if (!trim(l).empty() && !l.starts_with("Failed to send")) line = trim(l);  // syslog noise
+  if (line.find("External interface not usable") != std::string::npos) {
+    // no uplink on the host (no default route): loopback only, as for root without a bridge
+    log::debug("network: container " + id + " gets loopback only: pasta: " + line);
+    return;
+  }
   if (line.find("tun") != std::string::npos)
     line += " (/dev/net/tun must be open to you: udev makes it 0666 on most hosts)";
   throw Error("pasta could not connect the network namespace" +

@@ -262,7 +262,8 @@ static std::unique_ptr<image::Lease> hold_image(const RunRequest& req, image::Im
 runtime::CreateOptions create_options(const std::string& bundle) {
   runtime::CreateOptions o;
   o.bundle = bundle;
-  o.systemd_cgroup = runtime::systemd::booted();
+  // (an ordinary user may not ask the system's manager for scopes)
+  o.systemd_cgroup = runtime::systemd::booted() && !rootless();
   return o;
 }
 
@@ -315,7 +316,7 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     };
     p.mounted = mount_overlay(images, rec, p.cdir, req.remove, range);
     RunFlags flags = req.flags;
-    flags.systemd_cgroup = runtime::systemd::booted();
+    flags.systemd_cgroup = runtime::systemd::booted() && !rootless();
     if (flags.init && flags.init_path.empty()) flags.init_path = find_init_binary();
     const std::string& cdir = p.cdir;
     std::string hostname = flags.hostname.empty() ? p.id.substr(0, 12) : flags.hostname;

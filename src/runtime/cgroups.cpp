@@ -714,7 +714,8 @@ std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& cgroups_
   CgroupLayout layout = detect_cgroup_layout(root);
   auto mounts = parse_cgroup_mounts(read_file("/proc/self/mountinfo"), root);
   auto own = parse_proc_cgroup(read_file("/proc/self/cgroup"));
-  if (systemd && systemd::booted())
+  // the system's manager makes scopes for the host's root only
+  if (systemd && systemd::booted() && host_root())
     return make_systemd_manager(cgroups_path, container_id, layout, mounts, own, root);
   if (systemd) log::debug("systemd is not running: cgroupfs places the container");
   auto dirs =

@@ -253,6 +253,14 @@ def test_private_network_through_pasta(rk, user, tun_for_users, host_server):
         return subprocess.run(["pgrep", "-a", "-u", str(user.uid), "-f", "--", "--config-net"],
                               capture_output=True, text=True).stdout
 
+    if not subprocess.run(["ip", "route", "show", "default"], capture_output=True,
+                          text=True).stdout.strip():
+        # (the VM lane's guest has no network): the container keeps loopback only, as root's
+        # does without a bridge
+        out = rk.ok("run", "--rm", rk.ref, "sh", "-c", "ls /sys/class/net").stdout
+        assert out.split() == ["lo"], out
+        assert pastas() == ""
+        pytest.skip("the host has no default route: pasta has no uplink to offer")
     # the default network: eth0 with the host's address; the gateway is the host's loopback
     out = rk.ok("run", "--rm", rk.ref, "sh", "-c",
                 "ip addr show eth0 | grep -c 'inet '; gw=$(ip route | awk '/default/{print $3}'); "

@@ -38,6 +38,9 @@ PACKAGES=(
   libisal2 libcurl4 libseccomp2 libsystemd0 libstdc++6
   # test tools the registry tests look for (else they skip): registry, TLS/htpasswd auth
   docker-registry openssl apache2-utils
+  # rootless racker and racker-oci: newuidmap/newgidmap, pasta; useradd (passwd) makes the
+  # test user
+  uidmap passt passwd
 )
 
 # --- customize: runs inside mmdebstrap (root mode: /proc, /sys, /dev are mounted in $1) --------

@@ -3,7 +3,8 @@
 # systemd 252 as PID 1, pure cgroup v2) boots in qemu and runs the integration tests that
 # matter there: racker-oci's lifecycle and limits, OS containers (boot, command, exec, stop,
 # detached), exec/cp, networks, containers, pkgprobe, the systemd placement itself
-# (test_systemd_host.py) and their leftover checks.
+# (test_systemd_host.py), user namespaces, seccomp, racker and racker-oci as an ordinary user,
+# and their leftover checks.
 #
 #   tests/vm/ci-lane.sh BUILD_DIR
 #
@@ -31,7 +32,7 @@ lane() {
   rm -rf "$out"
   "$here/run.sh" --build-dir "$build" --out "$out" --timeout 1200 -- \
     test_systemd_host.py test_boot.py test_lifecycle.py test_exec_cp.py test_containers.py \
-    test_network.py test_userns.py test_seccomp.py
+    test_network.py test_userns.py test_seccomp.py test_rootless.py test_rootless_oci.py
 }
 rc=0
 lane || rc=$?
