@@ -9,7 +9,7 @@
 . "$(dirname "$0")/common.sh" runc podman uidmap passt slirp4netns
 racker=${RACKER:-$top/build/racker}
 [ -x "$racker" ] || "$top/scripts/build.sh"
-user=racker-bench
+user="racker-bench"
 id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
 if ! grep -q "^$user:" /etc/subuid || ! grep -q "^$user:" /etc/subgid; then
   base=$(awk -F: 'BEGIN{m=400000} {e=$2+$3; if (e>m && $2<2147483648) m=e} END{print m}' \
@@ -27,36 +27,20 @@ chmod 755 "$prun"
 chmod 700 "$home/xdg"
 cp "$racker" "$work/racker"
 chown -R "$uid:$gid" "$home" "$prun"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YML
-version: 0.1
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg=$!
+start_registry "$work"
 AS="setpriv --reuid=$uid --regid=$gid --clear-groups env HOME=$home XDG_RUNTIME_DIR=$home/xdg XDG_DATA_HOME=$home/data PATH=/usr/bin:/bin"
 cleanup() {
   kill $reg 2>/dev/null || true
   $AS podman --root "$home/podman" --runroot "$prun/run" rm -af >/dev/null 2>&1 || true
   pause=$(cut -d' ' -f1 "$home/xdg/racker/pause.pid" 2>/dev/null || true)
-  [ -n "$pause" ] && kill "$pause" 2>/dev/null || true
+  if [ -n "$pause" ]; then kill "$pause" 2>/dev/null || true; fi
   $AS podman unshare rm -rf "$home/podman" >/dev/null 2>&1 || true
   pkill -u "$uid" 2>/dev/null || true # the pause processes of both (the user is the bench's own)
   rm -rf "$work" "$prun"
 }
 trap cleanup EXIT
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-bundle=$work/bundle
-"$top/scripts/make-busybox-bundle.sh" "$top/build/racker-oci" "$bundle" /bin/true
-umoci init --layout "$work/oci" && umoci new --image "$work/oci:bb"
-umoci unpack --image "$work/oci:bb" "$work/u" >/dev/null
-cp -a "$bundle/rootfs/." "$work/u/rootfs/"
-umoci repack --image "$work/oci:bb" "$work/u"
-skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://127.0.0.1:$port/bench/busybox:1"
-printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port" >"$work/registries.conf"
+push_busybox "$work"
 chmod 644 "$work/registries.conf"
-img=127.0.0.1:$port/bench/busybox:1
 R="$racker --root $work/store --registries-conf $work/registries.conf"
 U="$AS $work/racker --registries-conf $work/registries.conf"
 P="$AS podman --root $home/podman --runroot $prun/run --runtime runc --cgroup-manager cgroupfs --events-backend file"

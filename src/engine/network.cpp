@@ -22,6 +22,7 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/bridge.hpp"
@@ -177,15 +178,6 @@ void setup_in_thread(const std::string& root, const std::string& id, Attachment&
   } catch (const Error& e) {
     log::debug("network: container " + id + " gets loopback only: " + e.what());
   }
-}
-
-std::string find_in_path(const std::string& name) {
-  const char* env = std::getenv("PATH");
-  for (auto& dir : split(env && *env ? env : "/usr/bin:/bin", ':')) {
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
 }
 
 std::string pasta_pid_file(const std::string& root, const std::string& id) {

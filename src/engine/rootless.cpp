@@ -19,6 +19,7 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 #include "base/strings.hpp"
 #include "engine/idrange.hpp"
 #include "runtime/idmap.hpp"
@@ -30,17 +31,7 @@ namespace {
 // The host uid that uid 0 maps to in our user namespace (our own uid outside one).
 uid_t host_uid() {
   if (::geteuid() != 0) return ::geteuid();
-  try {
-    for (auto& line : split(read_file("/proc/self/uid_map"), '\n')) {
-      std::vector<std::string> f;
-      for (auto& w : split(trim(line), ' '))
-        if (!w.empty()) f.push_back(w);
-      if (f.size() == 3 && f[0] == "0")
-        if (auto u = parse_uint(f[1])) return static_cast<uid_t>(*u);
-    }
-  } catch (const Error&) {
-  }
-  return ::geteuid();
+  return host_uid_of_root().value_or(::geteuid());
 }
 
 std::string env_dir(const char* name) {
@@ -81,18 +72,6 @@ std::vector<oci::IdMapping> mappings_for(const char* file, const std::string& na
   }
   *has_range = !ranges.empty();
   return maps;
-}
-
-std::string user_name(uid_t uid) {
-  try {
-    for (auto& line : split(read_file("/etc/passwd"), '\n')) {
-      auto f = split(line, ':');
-      if (f.size() > 2 && parse_uint(f[2]) == uid) return f[0];
-    }
-  } catch (const Error&) {
-  }
-  const char* u = std::getenv("USER");
-  return u ? u : std::to_string(uid);
 }
 
 bool write_all(int fd, const std::string& s) {
@@ -221,19 +200,7 @@ void make_pause(const std::string& pid_file) {
 }  // namespace
 
 bool rootless() {
-  if (::geteuid() != 0) return true;
-  // not cached: the answer changes when an ordinary user enters the namespaces
-  try {
-    for (auto& line : split(read_file("/proc/self/uid_map"), '\n')) {
-      std::vector<std::string> f;
-      for (auto& w : split(trim(line), ' '))
-        if (!w.empty()) f.push_back(w);
-      if (f.size() == 3 && f[0] == "0") return f[1] != "0";
-    }
-    return true;  // 0 is not mapped: not the host's namespace either
-  } catch (const Error&) {
-    return false;
-  }
+  return !host_root();
 }
 
 std::string default_store_root() {

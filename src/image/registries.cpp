@@ -9,10 +9,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
-#include <sstream>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 
 namespace racker::image {
 
@@ -31,16 +31,6 @@ struct ParsedFile {
 std::string env_dir(const char* name) {
   const char* v = std::getenv(name);
   return v && *v == '/' ? std::string(v) : "";
-}
-
-// euid 0 of the host's user namespace (not an ordinary user, not a rootless racker's root).
-bool host_root_user() {
-  if (::geteuid() != 0) return false;
-  auto map = read_file_if_exists("/proc/self/uid_map");
-  if (!map) return true;
-  std::istringstream in(*map);
-  unsigned long inside = 1, outside = 1;
-  return (in >> inside >> outside) && inside == 0 && outside == 0;
 }
 
 std::string type_name(const toml::node& n) {
@@ -477,7 +467,7 @@ RegistriesConf load_registries_conf(const std::string& override_path, const std:
   std::string main_file = join_under(root, kDefaultConf);
   // an ordinary user's own file replaces the system's, as in containers-registries.conf(5)
   // (also inside a rootless racker's namespace, where the user is root)
-  if (root == "/" && !host_root_user()) {
+  if (root == "/" && !host_root()) {
     std::string config = env_dir("XDG_CONFIG_HOME");
     if (config.empty() && !env_dir("HOME").empty()) config = env_dir("HOME") + "/.config";
     if (!config.empty() && ::access((config + "/containers/registries.conf").c_str(), F_OK) == 0)

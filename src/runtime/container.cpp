@@ -20,6 +20,7 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "runtime/cgroups.hpp"
@@ -65,21 +66,6 @@ oci::State make_state(const std::string& id, const std::string& status, pid_t pi
 
 std::string state_json(const oci::State& s) {
   return oci::to_json(s).dump();
-}
-
-// The name of uid in the host's /etc/passwd (runc's OWNER column), else the number.
-std::string user_name(uid_t uid) {
-  if (uid == 0) return "root";
-  std::string text;
-  try {
-    text = read_file("/etc/passwd");
-  } catch (const Error&) {
-  }
-  for (auto& line : split(text, '\n')) {
-    auto f = split(line, ':');
-    if (f.size() > 2 && parse_uint(f[2]) == uid) return f[0];
-  }
-  return std::to_string(uid);
 }
 
 int open_pidfd(pid_t pid) {

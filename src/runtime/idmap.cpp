@@ -18,23 +18,6 @@
 
 namespace racker::runtime {
 
-bool host_root() {
-  if (::geteuid() != 0) return false;
-  static const bool in_host_ns = [] {
-    try {
-      for (auto& line : split(read_file("/proc/self/uid_map"), '\n')) {
-        std::vector<std::string> f;
-        for (auto& w : split(trim(line), ' '))
-          if (!w.empty()) f.push_back(w);
-        if (f.size() == 3 && f[0] == "0") return f[1] == "0";
-      }
-    } catch (const Error&) {
-    }
-    return false;
-  }();
-  return in_host_ns;
-}
-
 std::optional<uint32_t> host_id_of_root(const std::vector<oci::IdMapping>& mappings) {
   for (auto& m : mappings)
     if (m.container_id == 0 && m.size > 0) return m.host_id;
@@ -58,15 +41,7 @@ bool only_self(const std::vector<oci::IdMapping>& maps, uint32_t self) {
 // Runs HELPER PID C H S ... (newuidmap/newgidmap); its stderr is passed on. Throws on failure.
 void run_map_helper(const char* helper, pid_t pid, const std::vector<oci::IdMapping>& maps,
                     const char* ids_file) {
-  std::string path;
-  const char* env = std::getenv("PATH");
-  for (auto& dir : split(env && *env ? env : "/usr/bin:/bin", ':')) {
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + helper;
-    if (::access(candidate.c_str(), X_OK) == 0) {
-      path = candidate;
-      break;
-    }
-  }
+  std::string path = find_in_path(helper);
   if (path.empty())
     throw Error(std::string("mapping more than your own id needs ") + helper +
                     ", which is not installed (apt-get install uidmap)",

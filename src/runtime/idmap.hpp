@@ -13,14 +13,10 @@
 #include <vector>
 
 #include "base/fd.hpp"
+#include "base/ids.hpp"
 #include "oci/spec.hpp"
 
 namespace racker::runtime {
-
-// True for the host's root: euid 0 in the host's user namespace (/proc/self/uid_map maps 0
-// to 0). An ordinary user, or the root of a rootless racker's namespace, is not: it gets no
-// cgroup it cannot write, binds devices instead of making them, and writes maps unprivileged.
-bool host_root();
 
 // The host id that container id 0 maps to; nullopt when 0 is not mapped.
 std::optional<uint32_t> host_id_of_root(const std::vector<oci::IdMapping>& mappings);
