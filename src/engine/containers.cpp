@@ -66,6 +66,8 @@ nlohmann::json ContainerRecord::to_json() const {
   if (userns_size) j["userns"] = {{"uid", userns_uid}, {"gid", userns_gid}, {"size", userns_size}};
   if (!security_opt.empty()) j["security_opt"] = security_opt;
   if (!seccomp_profile.empty()) j["seccomp_profile"] = seccomp_profile;
+  for (auto& m : publish) j["publish"].push_back(m.to_json());
+  for (auto& m : ports) j["ports"].push_back(m.to_json());
   return j;
 }
 
@@ -84,6 +86,10 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
   read_field(j, "interactive", r.interactive);
   read_field(j, "security_opt", r.security_opt);
   read_field(j, "seccomp_profile", r.seccomp_profile);
+  for (auto* key : {"publish", "ports"})
+    if (auto it = j.find(key); it != j.end() && it->is_array())
+      for (auto& m : *it)
+        (std::string(key) == "publish" ? r.publish : r.ports).push_back(PortMapping::from_json(m));
   std::string state;
   read_field(j, "state", state);
   r.never_started = state == "created";
@@ -296,6 +302,15 @@ nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
     userns["gid"] = cur.rec.userns_gid;
     userns["size"] = cur.rec.userns_size;
   }
+  // docker's shapes: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+  auto port_map = [](const std::vector<PortMapping>& list) {
+    nlohmann::json m = nlohmann::json::object();
+    for (auto& p : list)
+      m[std::to_string(p.container_port) + "/" + p.proto].push_back(
+          {{"HostIp", p.host_ip.empty() ? "0.0.0.0" : p.host_ip},
+           {"HostPort", p.host_port ? std::to_string(p.host_port) : ""}});
+    return m;
+  };
   return {{"id", cur.id},
           {"userns", userns},
           {"name", cur.name()},
@@ -308,7 +323,10 @@ nlohmann::json ContainerStore::inspect(const ContainerEntry& c) const {
           {"dir", cur.dir},
           {"config", cur.dir + "/config.json"},
           {"log", cur.dir + "/log"},
-          {"HostConfig", {{"SecurityOpt", cur.rec.security_opt}}},
+          {"HostConfig",
+           {{"SecurityOpt", cur.rec.security_opt}, {"PortBindings", port_map(cur.rec.publish)}}},
+          {"NetworkSettings",
+           {{"Ports", port_map(cur.running() ? cur.rec.ports : std::vector<PortMapping>{})}}},
           {"seccomp", seccomp_of(cur)}};
 }
 

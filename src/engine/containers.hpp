@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "engine/ports.hpp"
 #include "engine/rootless.hpp"
 
 namespace racker::engine {
@@ -31,6 +32,8 @@ struct ContainerRecord {
   uint32_t userns_uid = 0, userns_gid = 0, userns_size = 0;
   std::vector<std::string> security_opt;  // --security-opt as given
   std::string seccomp_profile;  // its process' (a booted one's command's): default, a path, ...
+  std::vector<PortMapping> publish;  // -p as asked (host port 0: any), for each start
+  std::vector<PortMapping> ports;    // -p as bound by its last start
 
   nlohmann::json to_json() const;
   static ContainerRecord from_json(const nlohmann::json& j);

@@ -308,7 +308,8 @@ std::string net_root(const std::string& state_root) {
   return s + "-net";
 }
 
-Attachment setup_private(const std::string& state_root, const std::string& id) {
+Attachment setup_private(const std::string& state_root, const std::string& id,
+                         std::vector<PortMapping>* ports) {
   check_id(id);
   std::string root = net_root(state_root);
   mkdir_p(root + "/netns", 0711);
@@ -329,6 +330,14 @@ Attachment setup_private(const std::string& state_root, const std::string& id) {
       failure = std::current_exception();
     }
   }
+  if (!failure && ports && !ports->empty()) {
+    try {
+      start_port_proxy(root, id, out.netns_path, *ports);
+    } catch (...) {
+      teardown(state_root, id);
+      throw;  // its message names the -p it is about
+    }
+  }
   if (failure) {
     teardown(state_root, id);
     try {
@@ -343,6 +352,7 @@ Attachment setup_private(const std::string& state_root, const std::string& id) {
 void teardown(const std::string& state_root, const std::string& id) noexcept {
   try {
     check_id(id);
+    stop_port_proxy(net_root(state_root), id);
     release_network(net_root(state_root), id, nullptr);
     stop_pasta(net_root(state_root), id);
   } catch (const std::exception& e) {

@@ -16,11 +16,13 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 // part of this API: the address helpers and the resolv.conf of a private network
 #include "engine/ipv4.hpp"
+#include "engine/ports.hpp"
 #include "engine/resolv.hpp"
 
 namespace racker::engine::net {
@@ -40,11 +42,14 @@ std::string net_root(const std::string& state_root);
 
 // A fresh network namespace for container id with lo up and, where possible, eth0 on the
 // racker bridge with an address and a default route. Creates the bridge and the NAT rule the
-// first time. Throws racker::Error only when not even the namespace can be made; uplink
+// first time. Throws racker::Error only when not even the namespace can be made, or when a
+// published port (ports, -p: their host ports filled in as bound) cannot be had; uplink
 // failures are logged (debug) and leave a loopback-only namespace.
-Attachment setup_private(const std::string& state_root, const std::string& id);
+Attachment setup_private(const std::string& state_root, const std::string& id,
+                         std::vector<PortMapping>* ports = nullptr);
 
-// Releases everything setup_private made for id: host veth, namespace mount, lease. Safe to
+// Releases everything setup_private made for id: host veth, namespace mount, lease, port
+// proxy. Safe to
 // call more than once, for ids that never had a network, and after a crash halfway through
 // setup. Never throws.
 void teardown(const std::string& state_root, const std::string& id) noexcept;

@@ -328,7 +328,13 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
     std::string netns;
     if (flags.network == "private") {
       p.net_state_root = req.state_root;
-      netns = net::setup_private(req.state_root, p.id).netns_path;
+      std::vector<PortMapping> ports = flags.publish;
+      netns = net::setup_private(req.state_root, p.id, &ports).netns_path;
+      p.record.publish = flags.publish;
+      p.record.ports = ports;
+    } else if (!flags.publish.empty()) {
+      std::fprintf(stderr, "WARNING: published ports are discarded with --network %s\n",
+                   flags.network.c_str());
     }
     write_file_atomic(cdir + "/resolv.conf",
                       netns.empty() ? host_resolv_conf() : net::resolv_conf_for_host());
@@ -611,7 +617,9 @@ int start_container(const std::string& store_root, const std::string& state_root
   for (auto& ns : config["linux"]["namespaces"]) {
     if (ns.value("type", "") != "network" || ns.value("path", "").empty()) continue;
     if (!path_exists(ns["path"].get<std::string>())) {
-      std::string netns = net::setup_private(state_root, p.id).netns_path;
+      std::vector<PortMapping> ports = p.record.publish;
+      std::string netns = net::setup_private(state_root, p.id, &ports).netns_path;
+      p.record.ports = ports;
       net::join_netns(config, netns);
       write_file_atomic(p.cdir + "/config.json", config.dump(2));
     }

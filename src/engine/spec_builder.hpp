@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/ports.hpp"
 #include "engine/seccomp_profile.hpp"
 
 namespace racker::engine {
@@ -29,7 +30,8 @@ struct RunFlags {
   std::string workdir;
   std::string user;  // uid[:gid] or name[:group] (names resolved by the caller)
   std::string hostname;
-  std::string network = "private";  // host | none | private
+  std::string network = "private";   // host | none | private
+  std::vector<PortMapping> publish;  // -p: into a private network (engine/ports.hpp)
   bool tty = false;
   bool read_only = false;
   bool privileged = false;

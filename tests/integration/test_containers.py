@@ -223,7 +223,7 @@ def test_ps(ctx):
         "exit_code"] == 3
     table = ok(ctx, "ps").stdout.splitlines()
     assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
-                                "NAMES"], table
+                                "PORTS", "NAMES"], table
     assert len(table) == 2 and table[1].startswith(cid[:12] + " "), table
     assert ctx.images.bb in table[1] and " Up " in table[1] and table[1].endswith(running)
     assert '"sleep 1000"' in table[1], table

@@ -17,12 +17,13 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from conftest import processes_mentioning, wait_until
 from test_run import (Ctx, _checked, bb_rootfs, images, proc_net_dev_names,  # noqa: F401
                       racker_exe, unique)
 
@@ -84,6 +85,7 @@ def network_of(short_id):
         "attach": [n for n in (os.listdir(NET_ROOT / "attach")
                                if (NET_ROOT / "attach").is_dir() else [])
                    if n.startswith(short_id)],
+        "proxy": [pid for pid, _ in processes_mentioning(f"/netns/{short_id}")],
     }
 
 
@@ -142,7 +144,7 @@ def test_none_has_loopback_only_and_takes_nothing(ctx):
                   "hostname; cat /proc/net/dev")
     short, devs = out.split("\n", 1)
     assert proc_net_dev_names(devs) == ["lo"], out
-    assert network_of(short) == {"veth": [], "netns": [], "leases": [], "attach": []}
+    assert not any(network_of(short).values()), network_of(short)
     assert not any(cid.startswith(short) for a, cid in leases().items() if a not in before)
 
 
@@ -341,3 +343,165 @@ def test_orphaned_lease_released_by_the_next_run(ctx):
             if p.exists() and p.read_text() == text:
                 p.unlink()
         assert_rm_f_releases(ctx, n, live[:12])
+
+
+# --- published ports (-p) ------------------------------------------------------------------------
+
+HTTPD = ("mkdir -p /www && echo \"hello from $(hostname)\" > /www/who && "
+         "exec httpd -f -p {bind}8080 -h /www")
+
+
+def http_get(port, path="/who", host="127.0.0.1", timeout=5):
+    """The body of GET path from host:port, b"" when the connection ends without a reply."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, expect):
+    def answered():
+        try:
+            return http_get(port) == expect
+        except OSError:
+            return False
+    wait_until(answered, timeout=10, what=f"an answer on port {port}")
+
+
+def test_publish_any_port_reaches_the_container_and_goes_with_it(ctx):
+    n = unique("pub")
+    cid = ctx.ok("-d", "--name", n, "-p", "8080", ctx.images.bb, "sh", "-c",
+                 HTTPD.format(bind="")).stdout.strip()
+    r = ctx("port", n, "8080")
+    assert r.returncode == 0, r
+    host_ip, port = r.stdout.strip().rsplit(":", 1)
+    assert host_ip == "0.0.0.0" and int(port) > 0, r.stdout
+    wait_http(int(port), f"hello from {cid[:12]}\n".encode())
+    assert ctx("port", n).stdout.strip() == f"8080/tcp -> 0.0.0.0:{port}"
+    ps = json.loads(ctx("ps", "--format", "json").stdout)
+    assert [c["ports"] for c in ps if c["name"] == n] == [f"0.0.0.0:{port}->8080/tcp"], ps
+    info = json.loads(ctx("inspect", n).stdout)[0]
+    assert info["NetworkSettings"]["Ports"] == {
+        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": port}]}, info
+    assert info["HostConfig"]["PortBindings"] == {
+        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": ""}]}, info
+    assert network_of(cid[:12])["proxy"], "a proxy carries the port"
+    r = ctx("port", n, "9999/udp")
+    assert r.returncode != 0 and "9999/udp" in r.stderr, r
+    assert_rm_f_releases(ctx, n, cid[:12])
+    with pytest.raises(OSError):
+        http_get(int(port), timeout=2)
+
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+print("ready", flush=True)
+for _ in range(20):
+    data, peer = s.recvfrom(100)
+    s.sendto(b"echo " + data, peer)
+"""
+
+
+def test_published_udp_and_tcp_from_the_host(ctx):
+    """A fixed port on one address, and UDP both ways (busybox has no UDP server: a python
+    echo server in the container's network namespace, through nsenter)."""
+    port, uport = free_port(), free_port()
+    n = unique("pubu")
+    cid = ctx.ok("-d", "--name", n, "-p", f"127.0.0.1:{port}:8080", "-p", f"{uport}:5353/udp",
+                 ctx.images.bb, "sh", "-c", HTTPD.format(bind="")).stdout.strip()
+    wait_http(port, f"hello from {cid[:12]}\n".encode())
+    assert ctx("port", n).stdout.splitlines() == [f"8080/tcp -> 127.0.0.1:{port}",
+                                                  f"5353/udp -> 0.0.0.0:{uport}"]
+    echo = subprocess.Popen(["nsenter", f"--net={NET_ROOT}/netns/{cid}", sys.executable, "-c",
+                             UDP_ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert echo.stdout.readline().strip() == "ready"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(2)
+            u.sendto(b"ping-udp", ("127.0.0.1", uport))
+            assert u.recvfrom(100)[0] == b"echo ping-udp"
+            u.sendto(b"again", ("127.0.0.1", uport))
+            assert u.recvfrom(100)[0] == b"echo again"
+    finally:
+        echo.kill()
+        echo.wait()
+    assert_rm_f_releases(ctx, n, cid[:12])
+
+
+def test_a_service_on_the_containers_loopback_is_not_published(ctx):
+    """As with docker: -p reaches the container's address, not its 127.0.0.1."""
+    require_uplink(ctx)
+    port = free_port()
+    n = unique("publo")
+    cid = ctx.ok("-d", "--name", n, "-p", f"{port}:8080", ctx.images.bb, "sh", "-c",
+                 HTTPD.format(bind="127.0.0.1:")).stdout.strip()
+    wait_until(lambda: ctx("exec", n, "sh", "-c", "netstat -ltn | grep -q :8080").returncode == 0,
+               what="httpd listening")
+    try:
+        got = http_get(port)
+    except OSError:
+        got = b""
+    assert got == b"", got
+    assert_rm_f_releases(ctx, n, cid[:12])
+
+
+def test_publish_a_port_in_use_fails_with_one_line_and_leaves_nothing(ctx):
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        n = unique("pubbusy")
+        r = ctx.run("--rm", "--name", n, "-p", f"{port}:80", ctx.images.bb, "true")
+    assert r.returncode == 125, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"host port {port}/tcp is already in use" in lines[0], r.stderr
+    assert ctx.container_ids() == []
+
+
+@pytest.mark.parametrize("spec,why", [
+    ("http", "not a port"), ("0", "not a port"), ("70000", "not a port"),
+    ("8080:80/sctp", "not tcp or udp"), ("1.2.3:8080:80", "not an IPv4 address"),
+    ("8000-8002:80-81", "differ in length"), ("[::1]:80:80", "IPv6"), ("a:b:c:d", "use [IP:]"),
+])
+def test_bad_publish_spec_is_one_line(ctx, spec, why):
+    r = ctx.run("--rm", "-p", spec, ctx.images.bb, "true")
+    assert r.returncode == 125, r
+    assert r.stderr.count("\n") == 1 and why in r.stderr and spec in r.stderr, r.stderr
+    assert ctx.container_ids() == []
+
+
+def test_publish_with_host_network_is_discarded_with_a_warning(ctx):
+    r = ctx.ok("--rm", "--network", "host", "-p", "8080:80", ctx.images.bb, "true")
+    assert "published ports are discarded with --network host" in r.stderr, r
+
+
+def test_publish_survives_start_and_racker_killed(ctx):
+    n = unique("pubk")
+    cid = ctx("create", "--name", n, "-p", "8080", ctx.images.bb, "sh", "-c",
+              HTTPD.format(bind="")).stdout.strip()
+    assert cid, "created"
+    p = ctx.popen("start", "-a", n)
+    wait_until(lambda: ctx("port", n, "8080").returncode == 0, what="its port")
+    port = int(ctx("port", n, "8080").stdout.strip().rsplit(":", 1)[1])
+    wait_http(port, f"hello from {cid[:12]}\n".encode())
+    p.send_signal(signal.SIGKILL)  # racker dies; the monitor takes over
+    p.wait()
+    assert_rm_f_releases(ctx, n, cid[:12])
+    with pytest.raises(OSError):
+        http_get(port, timeout=2)

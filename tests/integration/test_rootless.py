@@ -278,6 +278,62 @@ def test_private_network_through_pasta(rk, user, tun_for_users, host_server):
     assert pastas() == ""
 
 
+def http_get(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[-1]
+
+
+def live_proxies(user):
+    """The user's racker-ports processes that have not ended (this host leaves zombies)."""
+    out = []
+    for pid in subprocess.run(["pgrep", "-u", str(user.uid), "-x", "racker-ports"],
+                              capture_output=True, text=True).stdout.split():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(pid)
+        except (FileNotFoundError, IndexError):
+            pass
+    return out
+
+
+def test_publish_a_port_as_user(rk, user, tun_for_users):
+    """-p for an ordinary user's container: the proxy is the user's, in the user's namespace."""
+    if not shutil.which("pasta"):
+        pytest.skip("pasta missing (apt-get install passt)")
+    r = rk("run", "-d", "--name", "pub", "-p", "8080", rk.ref, "sh", "-c",
+           "mkdir -p /www && echo published > /www/who && exec httpd -f -p 8080 -h /www")
+    assert r.returncode == 0, r.stderr
+    try:
+        hostport = rk.ok("port", "pub", "8080").stdout.strip()
+        port = int(hostport.rsplit(":", 1)[1])
+        deadline = time.time() + 10
+        got = b""
+        while time.time() < deadline and got != b"published\n":
+            try:
+                got = http_get(port)
+            except OSError:
+                time.sleep(0.05)
+        assert got == b"published\n", got
+        assert len(live_proxies(user)) == 1, live_proxies(user)
+    finally:
+        rk.ok("rm", "-f", "pub")
+    with pytest.raises(OSError):
+        http_get(port)
+    assert live_proxies(user) == []
+    # a privileged host port is root's: one line
+    start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    if start > 80:
+        r = rk("run", "--rm", "-p", "80:8080", rk.ref, "true")
+        assert r.returncode == 125, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "host ports below" in lines[0], r.stderr
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
 def test_private_network_without_pasta_is_one_line(rk):
     empty = rk.data.parent / "nopasta"
     empty.mkdir(exist_ok=True)

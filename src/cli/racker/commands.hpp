@@ -44,6 +44,7 @@ int cmd_stop(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_kill(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_rm(const std::vector<std::string>& args, const RackerGlobals& g);
 int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g);
+int cmd_port(const std::vector<std::string>& args, const RackerGlobals& g);
 
 // exec and cp (exec_cp_cmds.cpp); exec: the process's status, or 125/126/127.
 int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g);

@@ -92,6 +92,14 @@ int for_each_name(const std::vector<std::string>& names, Fn fn) {
 
 }  // namespace
 
+// "0.0.0.0:8080->80/tcp, ..." while it runs (docker ps' PORTS)
+static std::string ports_text(const engine::ContainerEntry& c) {
+  std::string out;
+  if (!c.running()) return out;
+  for (auto& m : c.rec.ports) out += (out.empty() ? "" : ", ") + engine::describe(m);
+  return out;
+}
+
 int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
   const std::vector<OptionSpec> opts = {{"all", 'a', false, false, "show stopped containers too"},
                                         {"quiet", 'q', false, false, "only print container ids"},
@@ -126,7 +134,8 @@ int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
                           {"created", c.rec.created},
                           {"state", c.running() ? engine::to_string(c.status) : "exited"},
                           {"status", c.status_text()},
-                          {"pid", c.pid}};
+                          {"pid", c.pid},
+                          {"ports", ports_text(c)}};
       if (c.rec.exit_code) o["exit_code"] = *c.rec.exit_code;
       out.push_back(o);
     }
@@ -134,11 +143,11 @@ int cmd_ps(const std::vector<std::string>& args, const RackerGlobals& g) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"}};
+      {"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"}};
   for (auto& c : shown)
     rows.push_back({full ? c.id : c.id.substr(0, 12), c.rec.image, command_text(c.rec.command),
-                    created_ago(c.rec.created), c.status_text(), c.name()});
-  std::vector<size_t> width(6, 0);
+                    created_ago(c.rec.created), c.status_text(), ports_text(c), c.name()});
+  std::vector<size_t> width(7, 0);
   for (auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
   for (auto& r : rows) {
@@ -305,6 +314,42 @@ int cmd_inspect(const std::vector<std::string>& args, const RackerGlobals& g) {
       a.positional, [&](const std::string& n) { out.push_back(store.inspect(store.find(n))); });
   std::printf("%s\n", out.dump(2).c_str());
   return rc;
+}
+
+// racker port CONTAINER [PORT[/PROTO]]: docker's "80/tcp -> 0.0.0.0:8080" lines, or with a
+// port, its host addresses.
+int cmd_port(const std::vector<std::string>& args, const RackerGlobals& g) {
+  const std::vector<OptionSpec> opts = {{"help", 'h', false, false, "show help"}};
+  auto a = parse_args(args, opts);
+  if (a.flag("help")) {
+    std::printf(
+        "usage: racker port CONTAINER [PORT[/PROTO]]\n\nLists a running container's published "
+        "ports (-p).\n");
+    return 0;
+  }
+  if (a.positional.empty() || a.positional.size() > 2)
+    throw Error("port: give CONTAINER and optionally PORT[/PROTO] (see racker port --help)", EINVAL,
+                ErrorKind::invalid);
+  engine::ContainerStore store(g.root);
+  auto c = store.find(a.positional[0]);
+  std::string want = a.positional.size() == 2 ? a.positional[1] : "";
+  if (!want.empty() && want.find('/') == std::string::npos) want += "/tcp";
+  bool found = false;
+  for (auto& m : c.running() ? c.rec.ports : std::vector<engine::PortMapping>{}) {
+    std::string key = std::to_string(m.container_port) + "/" + m.proto;
+    std::string host =
+        (m.host_ip.empty() ? "0.0.0.0" : m.host_ip) + ":" + std::to_string(m.host_port);
+    if (want.empty()) {
+      std::printf("%s -> %s\n", key.c_str(), host.c_str());
+    } else if (key == want) {
+      std::printf("%s\n", host.c_str());
+      found = true;
+    }
+  }
+  if (!want.empty() && !found)
+    throw Error("no public port '" + want + "' published for " + c.name(), ENOENT,
+                ErrorKind::not_found);
+  return 0;
 }
 
 }  // namespace racker::cli

@@ -14,6 +14,7 @@
 #include "cli/args.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/monitor.hpp"
+#include "engine/ports.hpp"
 #include "engine/rootless.hpp"
 #include "engine/run.hpp"
 
@@ -61,13 +62,13 @@ void usage() {
       "  kill        send a signal to containers\n"
       "  rm          remove containers\n"
       "  inspect     show a container as JSON\n"
+      "  port        list a container's published ports (-p)\n"
       "  exec        run a command in a running container\n"
       "  cp          copy files between a container and the host\n\n"
       "as an ordinary user (rootless): a store of your own and one user namespace with your\n"
       "subordinate ids (/etc/subuid, /etc/subgid; newuidmap from uidmap), held by a pause\n"
       "process; private networks through pasta (passt). Not yet rootless: booted OS\n"
-      "containers (--no-boot works), limits without a cgroup delegated to you, postroj.\n"
-      "Not yet at all: port publishing (-p).\n\n"
+      "containers (--no-boot works), limits without a cgroup delegated to you, postroj.\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
@@ -124,6 +125,10 @@ int main(int argc, char** argv) {
       return engine::monitor_main(3, static_cast<pid_t>(*parent), globals.root, rest[2], rest[6],
                                   rest[5] == "--rm");
     }
+    if (verb == "container" && rest.size() >= 4 && rest[0] == "port-proxy") {
+      // internal: started by -p (engine/ports.hpp), its status pipe is fd 3, sockets from 4
+      return engine::port_proxy_main(3, rest[1], rest[2], {rest.begin() + 3, rest.end()});
+    }
     static const std::map<std::string, Fn> kCommands = {
         {"run", cli::cmd_run},       {"pull", cli::cmd_pull},       {"images", cli::cmd_images},
         {"rmi", cli::cmd_rmi},       {"tag", cli::cmd_tag},         {"login", cli::cmd_login},
@@ -131,7 +136,8 @@ int main(int argc, char** argv) {
         {"save", cli::cmd_save},     {"bake", cli::cmd_bake},       {"ps", cli::cmd_ps},
         {"logs", cli::cmd_logs},     {"stop", cli::cmd_stop},       {"kill", cli::cmd_kill},
         {"rm", cli::cmd_rm},         {"inspect", cli::cmd_inspect}, {"exec", cli::cmd_exec},
-        {"cp", cli::cmd_cp},         {"create", cli::cmd_create},   {"start", cli::cmd_start}};
+        {"cp", cli::cmd_cp},         {"create", cli::cmd_create},   {"start", cli::cmd_start},
+        {"port", cli::cmd_port}};
     auto it = kCommands.find(verb);
     if (it != kCommands.end()) return it->second(rest, globals);
     throw Error("unknown command \"" + verb + "\" (see racker --help)", EINVAL);

@@ -34,6 +34,9 @@ const std::vector<OptionSpec> kRunOpts = {
     {"entrypoint", 0, true, false, "override the image's entrypoint (\"\" for none)"},
     {"hostname", 'h', true, false, "container hostname"},
     {"network", 0, true, false, "private (default: lo + NATed eth0 on racker0), none (lo), host"},
+    {"publish", 'p', true, true,
+     "publish a port of a private network: [IP:][HOSTPORT:]PORT[/tcp|/udp], ranges A-B; no "
+     "HOSTPORT: any free one (racker port shows it)"},
     {"memory", 'm', true, false, "memory limit (e.g. 512m)"},
     {"cpus", 0, true, false, "number of CPUs (e.g. 1.5)"},
     {"pids-limit", 0, true, false, "maximum number of processes"},
@@ -206,6 +209,8 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   }
   req.flags.hostname = a.get("hostname");
   req.flags.network = a.get("network", "private");
+  for (auto& spec : a.all("publish"))
+    for (auto& m : engine::parse_publish(spec)) req.flags.publish.push_back(m);
   if (a.has("memory")) req.flags.memory = engine::parse_memory(a.get("memory"));
   if (a.has("cpus")) {
     char* end = nullptr;

@@ -28,7 +28,11 @@ TEST(ContainerRecord, RoundTripsEveryField) {
   r.interactive = true;
   r.never_started = true;
   r.exit_code = 3;
+  r.publish = {{"", 0, 80, "tcp"}, {"127.0.0.1", 5353, 53, "udp"}};
+  r.ports = {{"", 40000, 80, "tcp"}, {"127.0.0.1", 5353, 53, "udp"}};
   auto back = ContainerRecord::from_json(nlohmann::json::parse(r.to_json().dump()));
+  EXPECT_EQ(back.publish, r.publish);
+  EXPECT_EQ(back.ports, r.ports);
   EXPECT_EQ(back.id, r.id);
   EXPECT_EQ(back.name, "web");
   EXPECT_EQ(back.image, r.image);
