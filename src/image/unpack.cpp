@@ -142,6 +142,17 @@ class Unpacker {
         names += " and " + std::to_string(skipped_devices_.size() - 5) + " more";
       log::warn("device nodes cannot be made here (a user namespace): skipped " + names);
     }
+    if (!unmapped_owner_.empty()) {
+      std::string names;
+      for (size_t i = 0; i < unmapped_owner_.size() && i < 5; ++i)
+        names += (i ? ", " : "") + unmapped_owner_[i];
+      if (unmapped_owner_.size() > 5)
+        names += " and " + std::to_string(unmapped_owner_.size() - 5) + " more";
+      log::warn(
+          "owners beyond the ids of this user namespace (a larger subordinate range in "
+          "/etc/subuid and /etc/subgid gives them): kept as root's for " +
+          names);
+    }
     for (auto& [path, ts] : dir_times_) {
       if (auto it = dirs_.find(path);
           it != dirs_.end() && it->second.exact && futimens(it->second.fd.get(), ts.data()) == 0)
@@ -305,6 +316,18 @@ class Unpacker {
     return false;
   }
 
+  // The result of a chown of the current entry. An id our user namespace does not map
+  // (EINVAL: an ordinary user's subordinate range is smaller than the image's ids) leaves
+  // the entry ours, noted for one warning, as device nodes are; anything else fails.
+  void chowned(int result) {
+    if (result == 0) return;
+    if (errno == EINVAL) {
+      unmapped_owner_.push_back(cur_ ? cur_->path : "/");
+      return;
+    }
+    fail("chown");
+  }
+
   // Whether a new inode needs fchown/fchmod to get the archive's owner and mode.
   bool needs_chown(const Dir& p, const TarEntry& e) const {
     return e.uid != euid_ || e.gid != egid_ || p.gid != egid_;
@@ -344,7 +367,7 @@ class Unpacker {
   void apply_root(const TarEntry& e) {
     if (e.type != TarEntry::Type::dir)
       fail("resolves to the layer root but is not a directory", EINVAL);
-    if (fchown(root_, e.uid, e.gid) < 0) fail("chown");
+    chowned(fchown(root_, e.uid, e.gid));
     if (fchmod(root_, e.mode) < 0) fail("chmod");
     set_xattrs_fd(root_, e);
     root_gid_ = e.gid;
@@ -386,7 +409,7 @@ class Unpacker {
     for (auto data = tr.read_data(); !data.empty(); data = tr.read_data())
       if (!write_all(fd.get(), data.data(), data.size())) fail("write");
     // Order matters: chown clears setuid/setgid and security.capability, writes clear caps.
-    if (needs_chown(p, e) && fchown(fd.get(), e.uid, e.gid) < 0) fail("chown");
+    if (needs_chown(p, e)) chowned(fchown(fd.get(), e.uid, e.gid));
     if (needs_chmod(p, e) && fchmod(fd.get(), e.mode) < 0) fail("chmod");
     set_xattrs_fd(fd.get(), e);
     Times ts = times(e);
@@ -408,7 +431,7 @@ class Unpacker {
     }
     UniqueFd fd(openat(p.fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) fail("open directory");
-    if ((existed || needs_chown(p, e)) && fchown(fd.get(), e.uid, e.gid) < 0) fail("chown");
+    if (existed || needs_chown(p, e)) chowned(fchown(fd.get(), e.uid, e.gid));
     if ((existed || needs_chmod(p, e)) && fchmod(fd.get(), e.mode) < 0) fail("chmod");
     set_xattrs_fd(fd.get(), e);
     dir_times_.emplace_back(rel, times(e));
@@ -425,8 +448,7 @@ class Unpacker {
       remove_existing(p.fd, name);
       if (symlinkat(e.linkpath.c_str(), p.fd, name.c_str()) < 0) fail("create symlink");
     }
-    if (needs_chown(p, e) && fchownat(p.fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) < 0)
-      fail("chown");
+    if (needs_chown(p, e)) chowned(fchownat(p.fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW));
     set_xattrs_at(p.fd, name, e);
     Times ts = times(e);
     if (utimensat(p.fd, name.c_str(), ts.data(), AT_SYMLINK_NOFOLLOW) < 0) fail("set times");
@@ -464,7 +486,7 @@ class Unpacker {
         if (n < 0) fail("copy lower-layer file");
         if (n == 0) break;
       }
-      if (fchown(dst.get(), st.st_uid, st.st_gid) < 0) fail("chown");
+      chowned(fchown(dst.get(), st.st_uid, st.st_gid));
       if (fchmod(dst.get(), st.st_mode & 07777) < 0) fail("chmod");
       struct timespec ts[2] = {st.st_atim, st.st_mtim};
       if (futimens(dst.get(), ts) < 0) fail("set times");
@@ -509,8 +531,7 @@ class Unpacker {
       remove_existing(p.fd, name);
       if (mknodat(p.fd, name.c_str(), type | (e.mode & 0777), dev) < 0) fail("create device node");
     }
-    if (needs_chown(p, e) && fchownat(p.fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) < 0)
-      fail("chown");
+    if (needs_chown(p, e)) chowned(fchownat(p.fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW));
     // Not a symlink: it was just created as a node, so following is moot.
     if (needs_chmod(p, e) && fchmodat(p.fd, name.c_str(), e.mode, 0) < 0) fail("chmod");
     set_xattrs_at(p.fd, name, e);
@@ -527,6 +548,7 @@ class Unpacker {
   bool root_setgid_ = false;
   bool acl_default_ = false;
   bool warned_xattr_ = false;
+  std::vector<std::string> unmapped_owner_;  // entries left ours (chowned)
   const TarEntry* cur_ = nullptr;
   std::unordered_map<std::string, CachedDir> dirs_;
   std::vector<UniqueFd> retired_;

@@ -78,6 +78,11 @@ def registry(racker_exe, bb_rootfs, user):  # noqa: F811
     img = Image([base_layer, owners, upper, device_layer()], cmd=["sh"], env=[PATH_ENV])
     reg = Registry(base / "registry").start()
     reg.push_image("test/rootless", "1", img)
+    # ids past the user's 65536: kept as the user's own (root inside), with one warning
+    wide = Layer([Dir("wide"), File("wide/by100000", "w", uid=100000, gid=100000),
+                  File("wide/by5", "5", uid=5, gid=5)])
+    reg.push_image("test/rootless-wide", "1",
+                   Image([base_layer, wide], cmd=["sh"], env=[PATH_ENV]))
     conf = base / "registries.conf"
     conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
     os.chmod(base, 0o755)
@@ -172,6 +177,18 @@ def test_run_sees_the_image_owners(rk):
                 "ls /opq; [ -e /gone ] || echo whited-out; cat /after-device; echo; id -u").stdout
     assert out.split() == ["0:0", "1000:1001", "65534:65534", "4755", "hard", "new",
                            "whited-out", "ok", "0"], out
+
+
+def test_owners_beyond_the_range_are_kept_with_one_warning(rk, registry):
+    ref = f"{registry[0].host}/test/rootless-wide:1"
+    r = rk.ok("pull", ref)
+    warnings = [l for l in r.stderr.splitlines() if "owners beyond the ids" in l]
+    assert len(warnings) == 1 and "wide/by100000" in warnings[0], r.stderr
+    assert "wide/by5" not in warnings[0]
+    out = rk.ok("run", "--rm", "--network", "none", ref, "stat", "-c", "%u:%g",
+                "/wide/by100000", "/wide/by5").stdout
+    assert out.split() == ["0:0", "5:5"], out
+    rk.ok("rmi", ref)
 
 
 def test_bind_volume_files_land_mapped(rk, user):
