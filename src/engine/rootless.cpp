@@ -1,12 +1,14 @@
 #include "engine/rootless.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,6 +203,36 @@ void make_pause(const std::string& pid_file) {
 
 bool rootless() {
   return !host_root();
+}
+
+std::string delegated_cgroup() {
+  std::string mount;
+  for (const char* m : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
+    struct statfs fs;
+    if (::statfs(m, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC) {
+      mount = m;
+      break;
+    }
+  }
+  if (mount.empty()) return "";
+  std::string own;
+  for (auto& line : split(read_file_if_exists("/proc/self/cgroup").value_or(""), '\n'))
+    if (line.starts_with("0::")) own = clean_path(line.substr(3));
+  // (inside the user namespace the user's files show as root's: geteuid() is the owner)
+  auto ours = [&](const std::string& rel) {
+    struct stat st;
+    std::string dir = mount + rel;
+    return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
+           ::access((dir + "/cgroup.procs").c_str(), W_OK) == 0 && ::access(dir.c_str(), W_OK) == 0;
+  };
+  if (own.empty() || own == "/" || !ours(own)) return "";
+  std::string top = own;
+  for (;;) {
+    std::string parent = top.substr(0, top.rfind('/'));
+    if (parent.empty() || !ours(parent)) break;
+    top = parent;
+  }
+  return top;
 }
 
 std::string default_store_root() {

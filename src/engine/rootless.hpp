@@ -27,6 +27,12 @@ std::string default_state_root();
 // Throws racker::Error with a line that says how to fix a missing helper or range.
 void enter_rootless_namespaces();
 
+// The cgroup (a path in the unified hierarchy) delegated to a rootless racker: the topmost
+// ancestor of its own cgroup that the user owns and may write, as systemd's user@UID.service
+// is on an ordinary cgroup v2 host; "" when its cgroup is not the user's (an ssh session's
+// scope, this host's root cgroup). Containers get theirs below it (racker/<id>).
+std::string delegated_cgroup();
+
 // The pause process' pid file ("" for root): tests stop it with SIGTERM.
 std::string pause_pid_file();
 

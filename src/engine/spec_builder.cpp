@@ -7,6 +7,7 @@
 
 #include "base/error.hpp"
 #include "base/strings.hpp"
+#include "engine/rootless.hpp"
 #include "oci/capabilities.hpp"
 #include "oci/spec.hpp"
 
@@ -237,7 +238,10 @@ BuiltSpec build_spec(const json& image_config, const RunFlags& f, const std::str
     ns.push_back({{"type", "network"}});
   }
   lx["namespaces"] = ns;
-  lx["cgroupsPath"] = f.systemd_cgroup ? "machine.slice:racker:" + id : "/racker/" + id;
+  // an ordinary user's containers go below the cgroup delegated to the user, if any (else the
+  // runtime finds /racker not writable and runs them without a cgroup)
+  std::string base = f.systemd_cgroup || !rootless() ? "" : delegated_cgroup();
+  lx["cgroupsPath"] = f.systemd_cgroup ? "machine.slice:racker:" + id : base + "/racker/" + id;
   if (f.privileged) {
     lx.erase("maskedPaths");
     lx.erase("readonlyPaths");

@@ -19,6 +19,7 @@
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "runtime/cgroups_internal.hpp"
@@ -199,12 +200,25 @@ class CgroupfsManager : public CgroupManager {
   }
 
   void add_process(pid_t pid, pid_t init_pid) override {
-    auto join = [&](const std::string& dir) {
-      write_knob("join cgroup", dir + "/cgroup.procs", std::to_string(pid));
+    // an ordinary user's exec from outside the cgroup delegated to the user (an ssh session
+    // next to a container started in the user's systemd session): the kernel wants write
+    // access to the common ancestor, which is root's. As runc, the process stays where it is.
+    auto outside_delegation = [&](int err) {
+      if (init_pid <= 0 || host_root() || (err != EACCES && err != EPERM)) return false;
+      log::debug("exec: the process stays in its own cgroup: " + errno_text(err));
+      return true;
     };
-    for (const auto& d : v1_) join(d.path);
+    auto join = [&](const std::string& dir) {
+      int err = write_raw(dir + "/cgroup.procs", std::to_string(pid));
+      if (err && !outside_delegation(err))
+        throw Error("join cgroup: write " + dir + "/cgroup.procs: " + errno_text(err), err);
+      return err == 0;
+    };
+    for (const auto& d : v1_)
+      if (!join(d.path)) return;
     if (!unified_) return;
     int err = write_raw(unified_->path + "/cgroup.procs", std::to_string(pid));
+    if (outside_delegation(err)) return;
     if (err == EBUSY && init_pid > 0) {
       // a booted systemd enabled controllers for its sub-cgroups: the container's cgroup
       // itself may hold no process, so join the init's leaf (what runc does too)
@@ -387,6 +401,10 @@ class CgroupfsManager : public CgroupManager {
                    need_v1("net_prio", field("network.priorities")).path + "/net_prio.ifpriomap",
                    prios[i].name + " " + str(uint64_t{prios[i].priority}));
     }
+    // an ordinary user can neither load a device filter nor make device nodes: the devices a
+    // rootless container has are bound from the host, guarded by their own permissions (runc
+    // and crun skip the rules alike)
+    if (!host_root()) return;
     if (!updating || !res.devices.empty()) {
       if (const auto* d = v1_dir("devices")) {
         v1_devices(*d, res.devices);
@@ -653,10 +671,11 @@ std::string cgroup_path_below_root(const std::string& cgroups_path) {
 namespace {
 
 std::string no_cgroup_reason() {
-  return "the container has no cgroup: none here is writable by uid " +
-         std::to_string(::geteuid()) +
-         " (run it from a cgroup delegated to you, e.g. systemd-run --user --scope -p "
-         "Delegate=yes)";
+  // (the root of a rootless racker's namespace is the user outside)
+  uid_t uid = ::geteuid() == 0 ? host_uid_of_root().value_or(0) : ::geteuid();
+  return "the container has no cgroup: none here is writable by uid " + std::to_string(uid) +
+         " (run it from a cgroup delegated to you: your systemd user session, or "
+         "systemd-run --user --scope)";
 }
 
 // What an ordinary user gets where no cgroup is theirs to write: no cgroup at all, as runc

@@ -56,9 +56,20 @@ class User:
         env.update(extra)
         return {k: v for k, v in env.items() if v is not None}
 
-    def run(self, argv, env, timeout=30, **kw):
-        """argv as this user (uid, gid, no supplementary groups); text output captured."""
-        return subprocess.run([str(a) for a in argv], env=env, user=self.uid, group=self.gid,
+    def run(self, argv, env, timeout=30, cgroups=(), **kw):
+        """argv as this user (uid, gid, no supplementary groups); text output captured. With
+        cgroups (directories), root first moves the process into each, as systemd puts a
+        user's processes into the cgroup it delegated to the user."""
+        argv = [str(a) for a in argv]
+        if cgroups:
+            script = ('for d in ' + " ".join(f"'{c}'" for c in cgroups) + '; do '
+                      'echo $$ > "$d/cgroup.procs" || exit 99; done; '
+                      f'exec setpriv --reuid={self.uid} --regid={self.gid} --clear-groups '
+                      '-- "$@"')
+            return subprocess.run(["sh", "-c", script, "sh", *argv], env=env,
+                                  capture_output=True, text=True, timeout=timeout, cwd="/",
+                                  **kw)
+        return subprocess.run(argv, env=env, user=self.uid, group=self.gid,
                               extra_groups=[], capture_output=True, text=True, timeout=timeout,
                               cwd="/", **kw)
 

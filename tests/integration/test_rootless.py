@@ -109,9 +109,9 @@ class UserRacker:
     def env(self, **extra):
         return self.user.env(self.runtime, XDG_DATA_HOME=str(self.data), **extra)
 
-    def __call__(self, *args, env=None, timeout=60):
+    def __call__(self, *args, env=None, timeout=60, cgroups=()):
         return self.user.run([self.exe, "--registries-conf", str(self.conf), *args],
-                             env or self.env(), timeout=timeout)
+                             env or self.env(), timeout=timeout, cgroups=cgroups)
 
     def ok(self, *args, **kw):
         r = self(*args, **kw)
@@ -351,6 +351,98 @@ def test_publish_a_port_as_user(rk, user, tun_for_users):
     assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
 
 
+def pure_v2():
+    return (subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True,
+                           text=True).stdout.strip() == "cgroup2fs")
+
+
+def v1_hierarchies(*controllers):
+    """Mount points of the cgroup v1 hierarchies holding any of controllers."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fstype, _, opts = right.split()[:3]
+            if fstype == "cgroup" and set(opts.split(",")) & set(controllers):
+                out.append(left.split()[4])
+    return out
+
+
+@pytest.fixture
+def delegated(user):
+    """A cgroup delegated to the user: (directories to run racker in, the delegated cgroup's
+    path in the unified hierarchy, the unified mount). On a systemd host it is systemd's own:
+    user@UID.service of a lingering user (racker runs in a leaf below it, as `systemd-run
+    --user --scope` puts it); elsewhere root makes one and gives it to the user in every
+    hierarchy with memory, pids or cpu, as systemd's user manager would have it."""
+    made = []
+    if pure_v2():
+        if not Path("/run/systemd/system").is_dir():
+            pytest.skip("a cgroup v2 host without systemd: no user@.service to delegate")
+        subprocess.run(["loginctl", "enable-linger", user.name], check=True)
+        rel = f"/user.slice/user-{user.uid}.slice/user@{user.uid}.service"
+        svc = Path("/sys/fs/cgroup" + rel)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (svc.is_dir() and svc.stat().st_uid == user.uid):
+            time.sleep(0.2)
+        assert svc.is_dir() and svc.stat().st_uid == user.uid, f"{svc} is not the user's"
+        leaf = svc / "racker-tests"
+        leaf.mkdir(exist_ok=True)
+        user.chown(leaf)
+        made.append(leaf)
+        yield [str(leaf)], rel, "/sys/fs/cgroup"
+    else:
+        name = f"/racker-deleg-{user.uid}"
+        unified = "/sys/fs/cgroup/unified"
+        dirs = [d for d in [unified] + v1_hierarchies("memory", "pids", "cpu")
+                if os.path.isdir(d)]
+        for d in dirs:
+            Path(d + name).mkdir(exist_ok=True)
+            user.chown(d + name)
+            made.append(Path(d + name))
+        yield [d + name for d in dirs], name, unified
+    for d in made:  # children first (racker/<id> are gone with their containers)
+        for sub in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):
+            if sub.is_dir():
+                sub.rmdir()
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    if pure_v2():
+        subprocess.run(["loginctl", "disable-linger", user.name], check=False)
+
+
+def test_limits_in_a_delegated_cgroup(rk, user, delegated):
+    leaves, base, unified = delegated
+    r = rk("run", "-d", "--name", "lim", "--network", "none", "--memory", "64m",
+           "--pids-limit", "20", rk.ref, "sleep", "60", cgroups=leaves)
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    try:
+        cg = f"{base}/racker/{cid}"
+        if pure_v2():
+            d = Path(unified + cg)
+            assert (d / "memory.max").read_text().strip() == str(64 << 20)
+            assert (d / "pids.max").read_text().strip() == "20"
+            assert (d / "cgroup.procs").read_text().split(), "the container's processes"
+        else:
+            (mem,) = [h for h in v1_hierarchies("memory")]
+            (pids,) = [h for h in v1_hierarchies("pids")]
+            assert Path(mem + cg + "/memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+            assert Path(pids + cg + "/pids.max").read_text().strip() == "20"
+            assert Path(pids + cg + "/cgroup.procs").read_text().split()
+        # the container sees its limit
+        r = rk("exec", "lim", "sh", "-c", "cat /sys/fs/cgroup/pids.max "
+               "/sys/fs/cgroup/pids/pids.max 2>/dev/null")
+        assert "20" in r.stdout.split(), (r.stdout, r.stderr)
+    finally:
+        rk.ok("rm", "-f", "lim")
+    assert not Path(unified + f"{base}/racker/{cid}").exists()
+    for h in v1_hierarchies("memory", "pids"):
+        assert not Path(h + f"{base}/racker/{cid}").exists()
+
+
 def test_private_network_without_pasta_is_one_line(rk):
     empty = rk.data.parent / "nopasta"
     empty.mkdir(exist_ok=True)
@@ -384,7 +476,8 @@ def test_what_is_not_rootless_yet_says_so(rk):
     for args, want in ((["--boot"], "booting an OS container as an ordinary user is not "
                                     "supported yet"),
                        (["--userns", "auto"], "--userns=auto needs root"),
-                       (["--memory", "64m", "--network", "none"], "has no cgroup")):
+                       (["--memory", "64m", "--network", "none"],
+                        f"has no cgroup: none here is writable by uid {rk.user.uid}")):
         r = rk("run", "--rm", *args, rk.ref, "true")
         assert r.returncode == 125, (args, r.stderr)
         lines = r.stderr.strip().splitlines()

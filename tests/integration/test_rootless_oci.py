@@ -229,7 +229,7 @@ def test_limits_without_a_cgroup_of_ones_own(rl, user):
     assert r.returncode == 1
     line = one_line(r.stderr)
     assert "linux.resources.memory" in line and "no cgroup" in line, line
-    assert f"writable by uid {user.uid}" in line and "Delegate=yes" in line, line
+    assert f"writable by uid {user.uid}" in line and "systemd-run --user --scope" in line, line
     assert rl.ids() == []
 
 
