@@ -21,6 +21,7 @@
 #include "base/strings.hpp"
 #include "base/timing.hpp"
 #include "engine/host_limits.hpp"
+#include "engine/rootless.hpp"
 #include "engine/spec_builder.hpp"
 #include "oci/capabilities.hpp"
 #include "runtime/caps.hpp"
@@ -223,8 +224,15 @@ UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std
   };
   if (hybrid) {
     // v1 controllers stay read-only (as nspawn does); systemd's own hierarchies are writable
+    // (an ordinary user's container gets its cgroup, made by the runtime after this, only in
+    // the hierarchies delegated to the user: where the nearest directory on its path is theirs)
+    auto delegated = [&](std::string dir) {
+      while (dir.size() > 1 && !path_exists(dir)) dir = dir.substr(0, dir.rfind('/'));
+      return ::access(dir.c_str(), W_OK) == 0;
+    };
     for (const char* h : {"systemd", "unified"})
-      if (path_exists(std::string("/sys/fs/cgroup/") + h))
+      if (path_exists(std::string("/sys/fs/cgroup/") + h) &&
+          (!rootless() || delegated(std::string("/sys/fs/cgroup/") + h + cg)))
         bind(std::string("/sys/fs/cgroup/") + h + cg, std::string("/sys/fs/cgroup/") + h, false);
   }
   auto tmpfs = [&](const std::string& dst, nlohmann::json o) {
@@ -352,7 +360,7 @@ Booted start_and_wait(runtime::Runtime& rt, const std::string& id,
   // instead of letting its queue (net.unix.max_dgram_qlen) fill, after which systemd as PID 1
   // blocks in sendmsg (systemd 257 did, and then never shut down).
   ::shutdown(notify_fd, SHUT_RD);
-  if (runtime::systemd::booted()) {
+  if (runtime::systemd::booted() && !rootless()) {  // (machined registers root's only)
     register_machine(container_name(cdir, id), b.pid, cdir + "/rootfs");
   }
   return b;

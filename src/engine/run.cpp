@@ -454,10 +454,13 @@ bool decide_boot(const RunRequest& req, image::ImageRecord& rec) {
   bool boot = req.boot == RunRequest::Boot::yes ||
               (req.boot == RunRequest::Boot::automatic && (!req.detach || req.flags.args.empty()) &&
                image_is_os(images, rec));
-  if (boot && rootless())
+  // systemd in an ordinary user's container needs a cgroup tree it may write (as under
+  // systemd-nspawn -U): one below the cgroup delegated to the user
+  if (boot && rootless() && delegated_cgroup().empty())
     throw Error(
-        "booting an OS container as an ordinary user is not supported yet: use "
-        "--no-boot for a plain container, or run racker as root",
+        "booting an OS container as an ordinary user needs a cgroup delegated to you: run "
+        "racker from your systemd user session (or systemd-run --user --scope racker ...), or "
+        "use --no-boot",
         ENOTSUP, ErrorKind::invalid);
   if (!boot || image_has_systemd(images, rec)) return boot;
   ProvisionOptions po;

@@ -9,6 +9,7 @@ a setuid file, files of several owners, a device node)."""
 
 import io
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import read_pty
 from racker_ctx import bb_rootfs, racker_snapshot  # noqa: F401 (fixture)
 from registry_util import (Dir, File, Hardlink, Image, Layer, Opaque, RawTar, Registry,
                            Whiteout)
@@ -374,7 +376,8 @@ def delegated(user):
     path in the unified hierarchy, the unified mount). On a systemd host it is systemd's own:
     user@UID.service of a lingering user (racker runs in a leaf below it, as `systemd-run
     --user --scope` puts it); elsewhere root makes one and gives it to the user in every
-    hierarchy with memory, pids or cpu, as systemd's user manager would have it."""
+    hierarchy with memory, pids or cpu and systemd's own, as systemd's user manager would have
+    it."""
     made = []
     if pure_v2():
         if not Path("/run/systemd/system").is_dir():
@@ -388,13 +391,16 @@ def delegated(user):
         assert svc.is_dir() and svc.stat().st_uid == user.uid, f"{svc} is not the user's"
         leaf = svc / "racker-tests"
         leaf.mkdir(exist_ok=True)
-        user.chown(leaf)
+        # what systemd gives a delegated unit's user: the directory and these three files
+        for f in (leaf, leaf / "cgroup.procs", leaf / "cgroup.subtree_control",
+                  leaf / "cgroup.threads"):
+            os.chown(f, user.uid, user.gid)
         made.append(leaf)
         yield [str(leaf)], rel, "/sys/fs/cgroup"
     else:
         name = f"/racker-deleg-{user.uid}"
         unified = "/sys/fs/cgroup/unified"
-        dirs = [d for d in [unified] + v1_hierarchies("memory", "pids", "cpu")
+        dirs = [d for d in [unified] + v1_hierarchies("memory", "pids", "cpu", "name=systemd")
                 if os.path.isdir(d)]
         for d in dirs:
             Path(d + name).mkdir(exist_ok=True)
@@ -443,6 +449,107 @@ def test_limits_in_a_delegated_cgroup(rk, user, delegated):
         assert not Path(h + f"{base}/racker/{cid}").exists()
 
 
+BAKE_CACHE = Path("/var/cache/racker-tests/bake")
+OS_IMAGE = "racker-rootless-os:bookworm"
+
+
+@pytest.fixture(scope="module")
+def os_image(rk, racker_exe):
+    """Debian bookworm with systemd in the user's store: baked by root (the rootfs cached as
+    test_boot.py has it), saved, and loaded by the user."""
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap not installed (apt-get install mmdebstrap)")
+    BAKE_CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rk-rootless-os-"))
+    os.chmod(work, 0o755)
+    try:
+        p = subprocess.run([racker_exe, "--root", str(work / "store"), "bake", "-q",
+                            "--cache-dir", str(BAKE_CACHE), "--suite", "bookworm", "--include",
+                            "systemd,systemd-sysv,dbus", "--name", OS_IMAGE, "debian"],
+                           capture_output=True, text=True, timeout=900)
+        if p.returncode != 0 and "mmdebstrap failed" in p.stderr:
+            pytest.skip("mmdebstrap could not build bookworm (no Debian archive?): "
+                        + p.stderr[-300:])
+        assert p.returncode == 0, p.stderr
+        tar = work / "os.tar"
+        subprocess.run([racker_exe, "--root", str(work / "store"), "save", "-o", str(tar),
+                        OS_IMAGE], check=True, capture_output=True, timeout=300)
+        os.chmod(tar, 0o644)
+        rk.ok("load", "-q", "-i", str(tar), timeout=300)
+    finally:
+        subprocess.run([racker_exe, "--root", str(work / "store"), "rmi", "-f", OS_IMAGE],
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return OS_IMAGE
+
+
+def cgroups_below(base, unified):
+    """Container cgroups left below the delegated cgroup, in any hierarchy."""
+    found = []
+    for h in [unified] + v1_hierarchies("memory", "pids", "cpu", "name=systemd"):
+        d = Path(h + base + "/racker")
+        if d.is_dir():
+            found += [str(c) for c in d.iterdir() if c.is_dir()]
+    return found
+
+
+def test_boot_as_user(rk, delegated, os_image):
+    """systemd boots in the user's namespace (what systemd-nspawn -U does) below the cgroup
+    delegated to the user; the command runs in the booted system, which then shuts down."""
+    leaves, base, unified = delegated
+    r = rk("run", "--rm", "--network", "none", os_image, "sh", "-c",
+           "systemctl is-system-running --wait; cat /proc/1/comm; id -u; "
+           "cat /proc/self/uid_map | head -1; exit 7", cgroups=leaves, timeout=120)
+    assert r.returncode == 7, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[:3] == ["running", "systemd", "0"], r.stdout
+    assert lines[3].split()[:2] == ["0", str(rk.user.uid)], r.stdout  # root inside is the user
+    assert cgroups_below(base, unified) == []
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_boot_detached_exec_and_stop_as_user(rk, delegated, os_image):
+    leaves, base, unified = delegated
+    r = rk("run", "-d", "--name", "os1", "--network", "none", os_image, cgroups=leaves,
+           timeout=120)
+    assert r.returncode == 0, r.stderr
+    try:
+        out = rk("exec", "os1", "systemctl", "is-system-running", "--wait", cgroups=leaves,
+                 timeout=60)
+        assert out.stdout.strip() == "running", (out.stdout, out.stderr)
+        assert cgroups_below(base, unified), "the system's cgroup is below the delegated one"
+        rk.ok("stop", "os1", timeout=60)
+    finally:
+        rk.ok("rm", "-f", "os1", timeout=60)
+    assert cgroups_below(base, unified) == []
+
+
+def test_boot_interactive_as_user(rk, delegated, os_image):
+    """racker run -it --rm IMAGE bash as an ordinary user."""
+    leaves, _, _ = delegated
+    master, slave = pty.openpty()
+    script = ("for d in " + " ".join(f"'{c}'" for c in leaves) + "; do "
+              "echo $$ > \"$d/cgroup.procs\" || exit 99; done; "
+              f"exec setpriv --reuid={rk.user.uid} --regid={rk.user.gid} --clear-groups -- "
+              '"$@"')
+    p = subprocess.Popen(["sh", "-c", script, "sh", rk.exe, "--registries-conf", str(rk.conf),
+                          "run", "-it", "--rm", "--network", "none", os_image, "bash"],
+                         stdin=slave, stdout=slave, stderr=slave, env=rk.env(TERM="dumb"),
+                         cwd="/", start_new_session=True)
+    os.close(slave)
+    try:
+        os.write(master, b"echo answer=$((6*7)); tty; exit 3\n")
+        out = read_pty(master, timeout=60)
+        assert p.wait(timeout=30) == 3, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    assert b"answer=42" in out and b"/dev/pts/" in out, out
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
 def test_private_network_without_pasta_is_one_line(rk):
     empty = rk.data.parent / "nopasta"
     empty.mkdir(exist_ok=True)
@@ -473,8 +580,8 @@ def test_users_own_registries_conf(rk, user, registry):
 
 
 def test_what_is_not_rootless_yet_says_so(rk):
-    for args, want in ((["--boot"], "booting an OS container as an ordinary user is not "
-                                    "supported yet"),
+    for args, want in ((["--boot"], "booting an OS container as an ordinary user needs a "
+                                    "cgroup delegated to you"),
                        (["--userns", "auto"], "--userns=auto needs root"),
                        (["--memory", "64m", "--network", "none"],
                         f"has no cgroup: none here is writable by uid {rk.user.uid}")):

@@ -111,7 +111,14 @@ cp "$here/guest-run.sh" "$share/guest-run.sh"
 kvm_usable() {
   # KVM_GET_API_VERSION (ioctl 0xAE00) answers 12 where /dev/kvm really works
   [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
-    python3 -c 'import fcntl, os; fd = os.open("/dev/kvm", os.O_RDWR); assert fcntl.ioctl(fd, 0xAE00) == 12' 2>/dev/null
+    python3 -c 'import fcntl, os; fd = os.open("/dev/kvm", os.O_RDWR); assert fcntl.ioctl(fd, 0xAE00) == 12' 2>/dev/null ||
+    return 1
+  # and a machine starts on it (stopped, -S): a nested KVM may refuse the vCPU's MSRs, and
+  # qemu aborts at once; a working one is still up when the probe's 2 s are over
+  local rc=0
+  (timeout 2 "$qemu" -machine q35 -accel kvm -cpu "${cpu:-host}" -display none -nodefaults \
+    -no-user-config -S -monitor none -serial none </dev/null >/dev/null 2>&1) 2>/dev/null || rc=$?
+  [ $rc = 124 ]
 }
 if kvm_usable; then
   accel=(-accel kvm); cpu=${cpu:-host}
