@@ -7,16 +7,28 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "base/fs.hpp"
+#include "engine/rootless.hpp"
 #include "image/digest.hpp"
 #include "image/http.hpp"
 
 namespace racker::probe {
+
+std::string default_package_cache() {
+  if (!engine::rootless()) return kDefaultPackageCache;
+  for (const char* var : {"XDG_CACHE_HOME", "HOME"}) {
+    const char* v = std::getenv(var);
+    if (v && *v == '/')
+      return std::string(v) + (var[0] == 'X' ? "" : "/.cache") + "/postroj/packages";
+  }
+  throw Error("postroj: HOME is not set (an ordinary user's package cache is kept there)", EINVAL);
+}
 namespace http = image::http;
 namespace {
 

@@ -1,7 +1,8 @@
 // Packages for pkgprobe: a local path, or an http(s) URL downloaded on the host into a cache
-// directory (default /var/cache/postroj/packages). A download goes to <file>.part first and
-// resumes from where it stopped (HTTP Range) when tried again; it is renamed into place when
-// complete. Concurrent fetches of the same URL wait for each other (a lock per file).
+// directory (default /var/cache/postroj/packages, an ordinary user's ~/.cache/postroj/packages). A
+// download goes to <file>.part first and resumes from where it stopped (HTTP Range) when tried
+// again; it is renamed into place when complete. Concurrent fetches of the same URL wait for each
+// other (a lock per file).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,9 @@
 namespace racker::probe {
 
 inline constexpr const char* kDefaultPackageCache = "/var/cache/postroj/packages";
+// root's kDefaultPackageCache; an ordinary user's $XDG_CACHE_HOME/postroj/packages (else
+// ~/.cache/postroj/packages).
+std::string default_package_cache();
 
 struct PackageArg {
   bool is_url = false;
@@ -29,7 +33,7 @@ PackageArg parse_package_arg(const std::string& arg);
 std::string cache_path_for(const std::string& cache_dir, const PackageArg& p);
 
 struct FetchOptions {
-  std::string cache_dir = kDefaultPackageCache;
+  std::string cache_dir = default_package_cache();
   bool refresh = false;  // download again even when the file is cached
   long timeout_s = 600;  // whole transfer
   long connect_timeout_s = 30;

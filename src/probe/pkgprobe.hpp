@@ -19,7 +19,7 @@ namespace racker::probe {
 struct ProbeEnv {
   std::string store_root = engine::default_store_root();
   std::string state_root = engine::default_state_root();
-  std::string package_cache = kDefaultPackageCache;
+  std::string package_cache = default_package_cache();
   std::string bake_cache;  // "" = <store root>/bake-cache
   std::string registries_conf;
   std::function<void(const std::string&)> on_status;  // progress lines for humans (stderr)

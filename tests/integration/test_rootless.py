@@ -370,7 +370,7 @@ def v1_hierarchies(*controllers):
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def delegated(user):
     """A cgroup delegated to the user: (directories to run racker in, the delegated cgroup's
     path in the unified hierarchy, the unified mount). On a systemd host it is systemd's own:
@@ -383,6 +383,9 @@ def delegated(user):
         if not Path("/run/systemd/system").is_dir():
             pytest.skip("a cgroup v2 host without systemd: no user@.service to delegate")
         subprocess.run(["loginctl", "enable-linger", user.name], check=True)
+        # (linger starts it too, in the background: wait for it here)
+        subprocess.run(["systemctl", "start", f"user@{user.uid}.service"], check=True,
+                       timeout=300)
         rel = f"/user.slice/user-{user.uid}.slice/user@{user.uid}.service"
         svc = Path("/sys/fs/cgroup" + rel)
         deadline = time.time() + 60
@@ -547,6 +550,48 @@ def test_boot_interactive_as_user(rk, delegated, os_image):
             p.wait()
         os.close(master)
     assert b"answer=42" in out and b"/dev/pts/" in out, out
+    assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
+@pytest.fixture(scope="module")
+def postroj_exe(racker_exe):
+    build = os.environ.get("RACKER_BUILD")
+    path = Path(build) / "postroj" if build else Path(__file__).parents[2] / "build" / "postroj"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"postroj binary not found at {path}")
+    copy = Path(racker_exe).parent / "postroj"
+    shutil.copy2(path, copy)
+    return str(copy)
+
+
+def test_pkgprobe_of_a_real_package_as_user(rk, delegated, tun_for_users, postroj_exe):
+    """postroj pkgprobe as an ordinary user: its own store, bake cache and package cache; the
+    catalog's debian-bookworm baked (mmdebstrap in the user's namespace) and provisioned,
+    lighttpd's .debs installed, its unit and its port checked."""
+    leaves, _, _ = delegated
+    debs = rk.data.parent / "debs"
+    debs.mkdir(exist_ok=True)
+    p = subprocess.run(["apt-get", "download", "lighttpd", "media-types", "lsb-base"], cwd=debs,
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        pytest.skip("apt-get download lighttpd failed (no Debian archive?): "
+                    + p.stderr[-300:])
+    os.chmod(debs, 0o755)
+    report = rk.data / "probe.xml"  # (rk.data is the user's; its parent root's)
+    r = rk.user.run([postroj_exe, "--bake-cache", rk.data / "bake-cache", "pkgprobe",
+                     "--image=debian-bookworm",
+                     *[f"--package={f}" for f in sorted(debs.glob("*.deb"))],
+                     "--check-unit=lighttpd", "--check-network=http://127.0.0.1:80/",
+                     "--network-timeout=20", f"--report=junit:{report}"],
+                    rk.env(XDG_CACHE_HOME=str(rk.data / "cache")), timeout=900,
+                    cgroups=leaves)
+    if r.returncode != 0 and ("mmdebstrap failed" in r.stderr or "apt" in r.stdout
+                              and "Could not resolve" in r.stdout + r.stderr):
+        pytest.skip("no Debian archive to bake and provision from: " + r.stderr[-300:])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "PASSED: " in r.stdout and " 0 failed" in r.stdout, r.stdout  # (+ pull image: 5)
+    assert "unit lighttpd.service" in r.stdout and "network http://127.0.0.1:80/" in r.stdout
+    assert report.stat().st_uid == rk.user.uid
     assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
 
 

@@ -117,7 +117,8 @@ kvm_usable() {
   # qemu aborts at once; a working one is still up when the probe's 2 s are over
   local rc=0
   (timeout 2 "$qemu" -machine q35 -accel kvm -cpu "${cpu:-host}" -display none -nodefaults \
-    -no-user-config -S -monitor none -serial none </dev/null >/dev/null 2>&1) 2>/dev/null || rc=$?
+    -no-user-config -S -monitor none -serial none </dev/null >/dev/null 2>&1; exit $?) \
+    2>/dev/null || rc=$? # (the exit keeps the subshell, which reports an abort to /dev/null)
   [ $rc = 124 ]
 }
 if kvm_usable; then

@@ -23,7 +23,7 @@ struct Globals {
   std::string state_root = engine::default_state_root();
   std::string catalog;  // "" = $POSTROJ_CATALOG or built-in
   std::string bake_cache;
-  std::string package_cache = probe::kDefaultPackageCache;
+  std::string package_cache = probe::default_package_cache();
   std::string registries_conf;
   bool quiet = false;
 };

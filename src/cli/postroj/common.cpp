@@ -9,14 +9,16 @@ namespace racker::cli::postroj {
 const std::vector<OptionSpec>& global_options() {
   static const std::vector<OptionSpec> specs = {
       {"store-root", 0, true, false,
-       "racker's image store (default /var/lib/racker, $RACKER_ROOT)"},
+       "racker's image store (default /var/lib/racker, $RACKER_ROOT; an ordinary user's "
+       "~/.local/share/racker)"},
       {"state-root", 0, true, false, "runtime state of containers (default /run/racker)"},
       {"catalog", 0, true, false,
        "catalog file to use instead of the built-in one ($POSTROJ_CATALOG)"},
       {"bake-cache", 0, true, false,
        "rootfs tarball cache for baked images (default <store>/bake-cache)"},
       {"package-cache", 0, true, false,
-       "downloaded packages (default /var/cache/postroj/packages)"},
+       "downloaded packages (default /var/cache/postroj/packages; an ordinary user's "
+       "~/.cache/postroj/packages)"},
       {"registries-conf", 0, true, false, "registries.conf for pulls"},
       {"quiet", 'q', false, false, "no progress lines on stderr"},
   };

@@ -1,6 +1,7 @@
 // postroj: package acceptance testing in OS containers. Parses the global options and
 // dispatches to one command (one file each).
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -82,6 +83,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     log::configure("", log::Format::text, g.flag("debug"));
+    // an ordinary user's postroj works in the user's racker namespaces and store, as racker
+    if (::geteuid() != 0) engine::enter_rootless_namespaces();
     Globals globals;
     if (const char* r = std::getenv("RACKER_ROOT"); r && *r) globals.store_root = r;
     apply_globals(g, globals);
