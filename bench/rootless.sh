@@ -2,7 +2,9 @@
 # Rootless racker run --rm busybox /bin/true against rootful racker and rootless podman (same
 # user, runc, alternating). The user is made once (racker-bench, with subordinate ids); the
 # image comes from a local docker-registry.
-#   [RACKER=path/to/racker] bench/rootless.sh [N]
+#   [RACKER=path/to/racker] [NO_PKGPROBE=1] bench/rootless.sh [N] [N_PKGPROBE]
+# Then a warm pkgprobe cycle, rootless against rootful (both in a cgroup delegated to the user
+# as systemd's user@UID.service is; the user's image baked once in the user's namespace).
 # Private networks need /dev/net/tun open to the user (pasta, slirp4netns): where it is root's
 # only (this host), the private rows are left out and the header says so.
 # shellcheck source=bench/common.sh
@@ -19,6 +21,7 @@ fi
 uid=$(id -u "$user")
 gid=$(id -g "$user")
 work=$(mktemp -d /var/tmp/racker-bench-rootless.XXXXXX)
+tun_mode=
 chmod 755 "$work"
 home=$work/home
 mkdir -p "$home/xdg" "$home/data"
@@ -28,7 +31,28 @@ chmod 700 "$home/xdg"
 cp "$racker" "$work/racker"
 chown -R "$uid:$gid" "$home" "$prun"
 start_registry "$work"
-AS="setpriv --reuid=$uid --regid=$gid --clear-groups env HOME=$home XDG_RUNTIME_DIR=$home/xdg XDG_DATA_HOME=$home/data PATH=/usr/bin:/bin"
+# a cgroup delegated to the user, as systemd's user@UID.service is on a cgroup v2 host (a
+# rootless boot needs one): made by root in every hierarchy with memory, pids, cpu or
+# systemd's, and the user's commands start in it (as-user.sh)
+deleg=()
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+  hier=(/sys/fs/cgroup)
+else
+  mapfile -t hier < <(awk '{for (i = 7; i < NF; i++) if ($i == "-") { t = $(i + 1); o = $(i + 3); break }
+    if (t == "cgroup2" || (t == "cgroup" && o ~ /(^|,)(memory|pids|cpu|name=systemd)(,|$)/)) print $5}' /proc/self/mountinfo)
+fi
+for h in "${hier[@]}"; do
+  mkdir -p "$h/racker-bench-$uid/leaf"
+  chown -R "$uid:$gid" "$h/racker-bench-$uid" 2>/dev/null || true
+  deleg+=("$h/racker-bench-$uid/leaf")
+done
+cat >"$work/as-user.sh" <<SH
+#!/bin/sh
+for d in ${deleg[*]}; do echo \$\$ > "\$d/cgroup.procs" || exit 99; done
+exec setpriv --reuid=$uid --regid=$gid --clear-groups env HOME=$home XDG_RUNTIME_DIR=$home/xdg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$home/cache PATH=/usr/bin:/bin "\$@"
+SH
+chmod 755 "$work/as-user.sh"
+AS="$work/as-user.sh"
 cleanup() {
   kill $reg 2>/dev/null || true
   $AS podman --root "$home/podman" --runroot "$prun/run" rm -af >/dev/null 2>&1 || true
@@ -36,6 +60,12 @@ cleanup() {
   if [ -n "$pause" ]; then kill "$pause" 2>/dev/null || true; fi
   $AS podman unshare rm -rf "$home/podman" >/dev/null 2>&1 || true
   pkill -u "$uid" 2>/dev/null || true # the pause processes of both (the user is the bench's own)
+  sleep 0.5
+  for d in "${deleg[@]}"; do
+    find "$(dirname "$d")" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null || true
+    rmdir "$(dirname "$d")" 2>/dev/null || true
+  done
+  if [ -n "$tun_mode" ]; then chmod "$tun_mode" /dev/net/tun; fi
   rm -rf "$work" "$prun"
 }
 trap cleanup EXIT
@@ -63,3 +93,23 @@ else
   echo "note: rootless podman does not run here: $(tail -1 "$work/podman.err")"
 fi
 /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" "${rows[@]}"
+
+# a warm pkgprobe cycle (boot debian-bookworm, check journald, shut down), rootless against
+# rootful; each side bakes and provisions the image once first (BAKE_CACHE: root's cache)
+if [ -n "${NO_PKGPROBE:-}" ] || ! command -v mmdebstrap >/dev/null; then
+  echo "note: pkgprobe rows left out (NO_PKGPROBE set or mmdebstrap missing)"
+  exit 0
+fi
+postroj=${POSTROJ:-$(dirname "$racker")/postroj}
+cp "$postroj" "$work/postroj"
+tun_mode=$(stat -c %a /dev/net/tun)
+chmod 666 /dev/net/tun # a private network for the probe (ordinary hosts have it so)
+PR="$top/build/postroj -q --store-root $work/store --bake-cache ${BAKE_CACHE:-/var/cache/racker-bench/bake}"
+PU="$AS $work/postroj -q --bake-cache $home/data/bake-cache"
+$PR pull debian-bookworm >/dev/null
+$PU pull debian-bookworm >/dev/null
+echo
+echo "pkgprobe --image=debian-bookworm --check-unit=systemd-journald (run = one probe cycle):"
+/usr/bin/python3 "$top/bench/run_bench.py" "${2:-10}" \
+  "pkgprobe rootless=$PU pkgprobe --image=debian-bookworm --check-unit=systemd-journald" \
+  "pkgprobe rootful=$PR pkgprobe --image=debian-bookworm --check-unit=systemd-journald"

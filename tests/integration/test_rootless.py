@@ -150,6 +150,44 @@ def files_named(root, name):
     return [Path(d) / name for d, _, files in os.walk(root) if name in files]
 
 
+# --- nothing outside the user's paths: a snapshot before the module's first test, compared
+# after its last (the user writes only below its store, runtime and cache directories, which
+# live under /tmp here, and what it binds) -----------------------------------------------------
+
+HOST_TREES = ["/etc", "/usr", "/var", "/home", "/root", "/opt", "/srv", "/boot"]
+# what root itself touches meanwhile (the bake cache, apt's lists for apt-get download,
+# systemd's linger flag, logs), and the checkout (pytest's caches)
+NOT_THE_USERS = ["/var/tmp", "/var/log", "/var/cache/racker-tests", "/var/cache/apt",
+                 "/var/lib/apt", "/var/lib/systemd", "/var/cache/man", "/var/lib/dpkg",
+                 str(Path(__file__).resolve().parents[2])]
+_snapshot = {}
+
+
+def host_files(skip):
+    """path -> (uid, gid, mode, size, mtime) of every file below HOST_TREES but skip."""
+    out = {}
+    for top in HOST_TREES:
+        for d, dirs, files in os.walk(top):
+            dirs[:] = [x for x in dirs if not any(os.path.join(d, x) == p or
+                                                   os.path.join(d, x).startswith(p + "/")
+                                                   for p in skip)]
+            for name in dirs + files:
+                path = os.path.join(d, name)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                out[path] = (st.st_uid, st.st_gid, st.st_mode, st.st_size,
+                             0 if name in dirs else st.st_mtime_ns)
+    return out
+
+
+def test_00_snapshot_of_the_host(user):
+    _snapshot["skip"] = NOT_THE_USERS + [user.home]
+    _snapshot["files"] = host_files(_snapshot["skip"])
+    assert len(_snapshot["files"]) > 1000
+
+
 def test_pull_maps_the_owners(rk, user):
     r = rk.ok("pull", rk.ref)
     assert "device nodes cannot be made here" in r.stderr and "devnull" in r.stderr, r.stderr
@@ -635,3 +673,14 @@ def test_what_is_not_rootless_yet_says_so(rk):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and want in lines[0], (args, r.stderr)
     assert rk.ok("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_zz_nothing_changed_outside_the_users_paths(user):
+    """After every test above: no file outside the user's own paths (and root's, listed in
+    NOT_THE_USERS) appeared, went, or changed owner, mode, size or contents (mtime)."""
+    if "files" not in _snapshot:
+        pytest.skip("no snapshot (test_00 did not run)")
+    after = host_files(_snapshot["skip"])
+    before = _snapshot["files"]
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert changed == [], changed[:20]

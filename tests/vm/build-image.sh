@@ -39,8 +39,9 @@ PACKAGES=(
   # test tools the registry tests look for (else they skip): registry, TLS/htpasswd auth
   docker-registry openssl apache2-utils
   # rootless racker and racker-oci: newuidmap/newgidmap, pasta; useradd (passwd) makes the
-  # test user
-  uidmap passt passwd
+  # test user; pam_systemd gives a lingering user's manager (user@UID.service, the cgroup
+  # systemd delegates) its XDG_RUNTIME_DIR
+  uidmap passt passwd libpam-systemd
 )
 
 # --- customize: runs inside mmdebstrap (root mode: /proc, /sys, /dev are mounted in $1) --------

@@ -67,8 +67,8 @@ void usage() {
       "  cp          copy files between a container and the host\n\n"
       "as an ordinary user (rootless): a store of your own and one user namespace with your\n"
       "subordinate ids (/etc/subuid, /etc/subgid; newuidmap from uidmap), held by a pause\n"
-      "process; private networks through pasta (passt). Not yet rootless: booted OS\n"
-      "containers (--no-boot works), limits without a cgroup delegated to you, postroj.\n\n"
+      "process; private networks through pasta (passt). Booted OS containers and limits need\n"
+      "a cgroup delegated to you (your systemd user session, or systemd-run --user --scope).\n\n"
       "global options:\n%s",
       cli::options_help(kGlobal).c_str());
 }
