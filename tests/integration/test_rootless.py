@@ -244,6 +244,37 @@ def test_bind_volume_files_land_mapped(rk, user):
         shutil.rmtree(vol, ignore_errors=True)
 
 
+def test_run_and_exec_with_a_tty(rk):
+    """-it as an ordinary user: run's and exec's ttys are the container's own ptys."""
+    def with_pty(*args, send):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([rk.exe, "--registries-conf", str(rk.conf), *args], stdin=slave,
+                             stdout=slave, stderr=slave, env=rk.env(TERM="dumb"), cwd="/",
+                             user=rk.user.uid, group=rk.user.gid, extra_groups=[],
+                             start_new_session=True)
+        os.close(slave)
+        try:
+            os.write(master, send)
+            out = read_pty(master, timeout=30)
+            return p.wait(timeout=30), out
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            os.close(master)
+
+    rc, out = with_pty("run", "-it", "--rm", "--network", "none", rk.ref, "sh",
+                       send=b"echo in=$((40+2)); tty; exit 4\n")
+    assert rc == 4 and b"in=42" in out and b"/dev/pts/0" in out, out
+    rk.ok("run", "-d", "--name", "tty1", "--network", "none", rk.ref, "sleep", "60")
+    try:
+        rc, out = with_pty("exec", "-it", "tty1", "sh",
+                           send=b"echo ex=$((50+5)); tty; id -u; exit 6\n")
+        assert rc == 6 and b"ex=55" in out and b"/dev/pts/" in out, out
+    finally:
+        rk.ok("rm", "-f", "tty1")
+
+
 def test_exit_status_and_rm_leave_nothing(rk):
     r = rk("run", "--rm", "--network", "none", rk.ref, "sh", "-c", "exit 5")
     assert r.returncode == 5, r.stderr
