@@ -611,7 +611,8 @@ class V2Manager final : public CgroupfsManager {
     if (res.network && (res.network->class_id || !res.network->priorities.empty()))
       throw Error(field("network") + ": net_cls/net_prio do not exist on cgroup v2", ENOTSUP);
     write_unified(d, res.unified);
-    if (!updating || !res.devices.empty()) set_v2_devices(res);
+    // (an ordinary user can load no device filter: see set_v1)
+    if (host_root() && (!updating || !res.devices.empty())) set_v2_devices(res);
   }
 
   // Like runc: every controller the root offers, so later `update`s find their files.
