@@ -75,7 +75,8 @@ std::string tcp_connect(const std::string& host, int port, int timeout_ms) {
   return why;
 }
 
-// An HTTP GET (redirects not followed: a 3xx passes). Sets status.
+// An HTTP GET (redirects not followed); passes with any status unless u names classes. Sets
+// status.
 std::string http_get(const CheckUrl& u, int timeout_ms, long& status) {
   try {
     image::http::Session session;
@@ -90,8 +91,16 @@ std::string http_get(const CheckUrl& u, int timeout_ms, long& status) {
     auto r = session.perform(q, u.url);
     if (r.failure) return u.url + ": " + r.failure->message;
     status = r.status;
-    if (status < 200 || status >= 400) return u.url + ": HTTP " + std::to_string(status);
-    return "";
+    if (u.status_classes.empty()) return "";  // it answers
+    for (int c : u.status_classes)
+      if (status / 100 == c) return "";
+    std::string want;
+    for (int c : u.status_classes) {
+      if (!want.empty()) want += ',';
+      want += static_cast<char>('0' + c);
+      want += "xx";
+    }
+    return u.url + ": HTTP " + std::to_string(status) + " (--http-status=" + want + ")";
   } catch (const std::exception& e) {
     return u.url + ": " + e.what();
   }
@@ -169,6 +178,22 @@ CheckUrl parse_check_url(const std::string& url) {
   }
   if (u.scheme == "tcp" && u.path != "/") throw bad("tcp:// takes no path");
   return u;
+}
+
+std::vector<int> parse_status_classes(const std::string& text) {
+  std::vector<int> out;
+  if (text == "any") return out;
+  for (auto& c : split(text, ',')) {
+    if (c.size() != 3 || c[0] < '1' || c[0] > '5' || c.substr(1) != "xx")
+      throw Error("invalid --http-status \"" + text + "\": \"" + c +
+                      "\" is not a status class (1xx ... 5xx; e.g. 2xx,3xx, or any)",
+                  EINVAL, ErrorKind::invalid);
+    out.push_back(c[0] - '0');
+  }
+  if (out.empty())
+    throw Error("invalid --http-status \"\": use classes like 2xx,3xx, or any", EINVAL,
+                ErrorKind::invalid);
+  return out;
 }
 
 NetCheckResult check_once(const std::string& netns_path, const CheckUrl& u, int timeout_ms) {

@@ -275,6 +275,7 @@ PkgprobeOutcome run_pkgprobe(const Catalog& catalog, const PkgprobeOptions& o,
   for (auto& url : o.network_urls) {
     steps.run("network " + url, [&](std::string&) {
       auto cu = parse_check_url(url);
+      cu.status_classes = o.http_status;
       auto r = check_until(c->netns_path(), cu, o.network_timeout_s * 1000);
       if (r.ok) return std::string();
       return "network " + url + ": " + r.message + " (" + std::to_string(r.attempts) +

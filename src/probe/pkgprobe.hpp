@@ -30,6 +30,7 @@ struct PkgprobeOptions {
   std::vector<std::string> packages;      // URLs or paths
   std::vector<std::string> units;         // "nginx" or "nginx.service"
   std::vector<std::string> network_urls;  // http://, https://, tcp://
+  std::vector<int> http_status;           // classes an http(s) answer must be in; {}: any
   int network_timeout_s = 30;
   int timeout_s = 60;  // per unit: enable --now until active
   int install_timeout_s = 900;

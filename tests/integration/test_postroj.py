@@ -301,6 +301,36 @@ def test_pkgprobe_web_server_package(pr, image, packages, tmp_path):
     assert pr.containers_left() == []
 
 
+WEBFS_DEPS = ["webfs", "ucf", "lsb-base"]
+
+
+@pytest.fixture(scope="session")
+def webfs_debs(session_dir):
+    d = session_dir / "webfs"
+    d.mkdir()
+    p = subprocess.run(["apt-get", "download", *WEBFS_DEPS], cwd=d, capture_output=True,
+                       text=True, timeout=120)
+    if p.returncode != 0:
+        pytest.skip("apt-get download webfs failed (no Debian archive?): " + p.stderr[-300:])
+    return sorted(str(f) for f in d.glob("*.deb"))
+
+
+def test_pkgprobe_webfs_readme_example(pr, image, webfs_debs):
+    """The original README's webfs example: webfs answers 404 on / (a minimal image has no
+    /var/www/html), and an answer is what --check-network asks for; --http-status asks more."""
+    args = ["pkgprobe", f"--image={image}", *[f"--package={f}" for f in webfs_debs],
+            "--check-unit=webfs", "--check-network=http://localhost:8000"]
+    p = pr.run(*args)
+    assert p.returncode == 0, p
+    assert "network http://localhost:8000" in p.stdout and "unit webfs.service" in p.stdout, p
+    p = pr.run(*args, "--http-status=2xx,3xx", "--network-timeout=3")
+    assert p.returncode == 1, p
+    assert "http://localhost:8000: HTTP 404 (--http-status=2xx,3xx)" in p.stdout, p
+    assert pr.containers_left() == []
+    p = pr.run("pkgprobe", f"--image={image}", "--http-status=200")
+    assert p.returncode == 2 and "invalid --http-status \"200\"" in p.stderr, p
+
+
 def test_pkgprobe_broken_unit(pr, image, packages, tmp_path):
     _, d = packages
     rep = tmp_path / "r.json"

@@ -22,6 +22,7 @@ namespace {
 void usage() {
   std::vector<cli::OptionSpec> top = global_options();
   top.push_back({"debug", 0, false, false, "debug logging"});
+  top.push_back({"verbose", 0, false, false, "as --debug (the original racker's option)"});
   top.push_back({"version", 'v', false, false, "print the version"});
   top.push_back({"help", 'h', false, false, "show help"});
   out("postroj: package acceptance testing in OS containers\n\n"
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
   try {
     auto specs = global_options();
     specs.push_back({"debug", 0, false, false, ""});
+    specs.push_back({"verbose", 0, false, false, ""});
     specs.push_back({"version", 'v', false, false, ""});
     specs.push_back({"help", 'h', false, false, ""});
     cli::ParsedArgs g;
@@ -82,7 +84,7 @@ int main(int argc, char** argv) {
       usage();
       return 2;
     }
-    log::configure("", log::Format::text, g.flag("debug"));
+    log::configure("", log::Format::text, g.flag("debug") || g.flag("verbose"));
     // an ordinary user's postroj works in the user's racker namespaces and store, as racker
     if (::geteuid() != 0) engine::enter_rootless_namespaces();
     Globals globals;

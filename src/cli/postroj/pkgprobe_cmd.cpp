@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli/postroj/commands.hpp"
+#include "probe/netcheck.hpp"
 #include "probe/report.hpp"
 
 namespace racker::cli::postroj {
@@ -14,17 +15,22 @@ int cmd_pkgprobe(const std::vector<std::string>& args, Globals& g) {
        {"check-unit", 0, true, true, "systemd unit that must become active (repeatable)"},
        {"check-network", 0, true, true,
         "http://, https:// or tcp://HOST:PORT that must answer from inside (repeatable)"},
+       {"http-status", 0, true, false,
+        "status classes an http(s) check must answer with, e.g. 2xx,3xx (default: any "
+        "answer, as the original postroj)"},
        {"network-timeout", 0, true, false, "seconds to retry each network check (default 30)"},
        {"timeout", 0, true, false, "seconds for each unit to become active (default 60)"},
        {"report", 0, true, true, "junit:FILE or json:FILE (repeatable)"},
        {"keep", 0, false, false, "leave the container running and print its name"}},
       "pkgprobe --image=LABEL [--package=URL|PATH]... [--check-unit=UNIT]...\n"
-      "         [--check-network=URL]... [--network-timeout=S] [--timeout=S]\n"
+      "         [--check-network=URL]... [--http-status=2xx,3xx] [--network-timeout=S]\n"
+      "         [--timeout=S]\n"
       "         [--report=junit:FILE|json:FILE] [--keep]",
       "Boots the image's systemd in a new container on a private network, installs the\n"
       "packages with the distribution's package manager (dependencies resolve from its\n"
       "archive), enables and starts each unit and requires `active`, and requires each URL\n"
-      "to answer (TCP connect; for http(s) a 2xx/3xx status) from inside the container.\n"
+      "to answer (TCP connect; for http(s) any HTTP status, or one of --http-status) from\n"
+      "inside the container.\n"
       "Package URLs are downloaded on the host into the package cache (resumable).\n"
       "Exit status: 0 when every check passed, 1 when one failed, 2 for usage errors.\n\n",
       0, 0, g);
@@ -34,6 +40,13 @@ int cmd_pkgprobe(const std::vector<std::string>& args, Globals& g) {
   o.packages = a.all("package");
   o.units = a.all("check-unit");
   o.network_urls = a.all("check-network");
+  if (a.has("http-status")) {
+    try {
+      o.http_status = probe::parse_status_classes(a.get("http-status"));
+    } catch (const Error& e) {
+      throw UsageError(e.what());
+    }
+  }
   o.timeout_s = seconds_option(a, "timeout", 60);
   o.network_timeout_s = seconds_option(a, "network-timeout", 30);
   o.keep = a.flag("keep");

@@ -33,6 +33,7 @@ const std::vector<cli::OptionSpec> kGlobal = {
     {"authfile", 0, true, false, "credentials file (default: containers auth.json)"},
     {"cert-dir", 0, true, false, "CA certificates per registry: DIR/HOST[:PORT]/*.crt"},
     {"debug", 0, false, false, "debug logging"},
+    {"verbose", 0, false, false, "what racker does, step by step (the original's; as --debug)"},
     {"version", 'v', false, false, "print the version"},
     {"help", 'h', false, false, "show help"},
 };
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
       usage();
       return g.positional.empty() && !g.flag("help") ? 1 : 0;
     }
-    log::configure("", log::Format::text, g.flag("debug"));
+    log::configure("", log::Format::text, g.flag("debug") || g.flag("verbose"));
     // an ordinary user's racker runs as root of the user's own namespaces (engine/rootless)
     if (::geteuid() != 0) engine::enter_rootless_namespaces();
     cli::RackerGlobals globals;

@@ -66,13 +66,36 @@ TEST(NetCheck, HttpStatusesAndTcp) {
   EXPECT_EQ(ok.http_status, 200);
   auto moved = check_once("", parse_check_url(srv.url("/moved")), 3000);
   EXPECT_TRUE(moved.ok) << moved.message;
-  auto missing = check_once("", parse_check_url(srv.url("/nope")), 3000);
+  // any answer will do by default (the original's webfs example answers 404)
+  auto answers = check_once("", parse_check_url(srv.url("/nope")), 3000);
+  EXPECT_TRUE(answers.ok) << answers.message;
+  EXPECT_EQ(answers.http_status, 404);
+  auto strict = [&](const std::string& path) {
+    auto u = parse_check_url(srv.url(path));
+    u.status_classes = parse_status_classes("2xx,3xx");
+    return check_once("", u, 3000);
+  };
+  EXPECT_TRUE(strict("/ok").ok);
+  EXPECT_TRUE(strict("/moved").ok);
+  auto missing = strict("/nope");
   EXPECT_FALSE(missing.ok);
-  EXPECT_EQ(missing.message, srv.url("/nope") + ": HTTP 404");
-  auto err = check_once("", parse_check_url(srv.url("/err")), 3000);
-  EXPECT_EQ(err.message, srv.url("/err") + ": HTTP 503");
+  EXPECT_EQ(missing.message, srv.url("/nope") + ": HTTP 404 (--http-status=2xx,3xx)");
+  EXPECT_EQ(strict("/err").message, srv.url("/err") + ": HTTP 503 (--http-status=2xx,3xx)");
   auto tcp = check_once("", parse_check_url("tcp://127.0.0.1:" + std::to_string(srv.port())), 3000);
   EXPECT_TRUE(tcp.ok) << tcp.message;
+}
+
+TEST(NetCheck, StatusClasses) {
+  EXPECT_EQ(parse_status_classes("2xx,3xx"), (std::vector<int>{2, 3}));
+  EXPECT_EQ(parse_status_classes("any"), std::vector<int>{});
+  for (const char* bad : {"", "200", "6xx", "2xx,", "2XX"}) {
+    try {
+      parse_status_classes(bad);
+      ADD_FAILURE() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("invalid --http-status"), std::string::npos) << bad;
+    }
+  }
 }
 
 TEST(NetCheck, RefusedIsRetriedUntilTheDeadline) {
