@@ -8,7 +8,8 @@ pkgs=(build-essential cmake g++ pkg-config clang-format
   docker-registry apache2-utils openssl skopeo umoci mmdebstrap tini
   qemu-system-x86 qemu-utils e2fsprogs
   clang libclang-rt-14-dev llvm
-  uidmap passt slirp4netns)
+  uidmap passt slirp4netns
+  qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,6 +19,7 @@
 #include "engine/boot.hpp"
 #include "engine/containers.hpp"
 #include "engine/flat_rootfs.hpp"
+#include "engine/foreign_arch.hpp"
 #include "engine/idrange.hpp"
 #include "engine/monitor.hpp"
 #include "engine/network.hpp"
@@ -274,6 +275,9 @@ PreparedContainer prepare_container(const RunRequest& req, const image::ImageRec
   PreparedContainer p;
   p.rec = rec;
   p.image_config = nlohmann::json::parse(content.read_blob(rec.config_digest));
+  // another architecture's image runs through qemu-user, or says why it cannot
+  if (p.image_config.contains("architecture") && p.image_config["architecture"].is_string())
+    ensure_runnable_arch(p.image_config["architecture"].get<std::string>());
   p.id = id.empty() ? random_hex(64) : id;
   p.name = req.name.empty() ? "racker-" + p.id.substr(0, 12) : req.name;
   p.store_root = req.store_root;

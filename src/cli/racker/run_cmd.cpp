@@ -57,7 +57,9 @@ const std::vector<OptionSpec> kRunOpts = {
     {"boot-timeout", 0, true, false, "seconds to wait for the booted system (default 30)"},
     {"init", 0, false, false,
      "run an init (tini) as PID 1 that forwards signals and reaps zombies"},
-    {"platform", 0, true, false, "os/arch[/variant] to pull"},
+    {"platform", 0, true, false,
+     "os/arch[/variant] to pull; another architecture runs through qemu-user "
+     "(qemu-user-static, binfmt_misc)"},
     {"pull", 0, true, false, "always, missing (default) or never"},
     {"help", 0, false, false, "show help"},
 };
