@@ -33,7 +33,7 @@ chown -R "$uid:$gid" "$home" "$prun"
 start_registry "$work"
 # a cgroup delegated to the user, as systemd's user@UID.service is on a cgroup v2 host (a
 # rootless boot needs one): made by root in every hierarchy with memory, pids, cpu or
-# systemd's, and the user's commands start in it (as-user.sh)
+# systemd's; the benchmarked commands start in it (in_leaf)
 deleg=()
 if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
   hier=(/sys/fs/cgroup)
@@ -48,11 +48,17 @@ for h in "${hier[@]}"; do
 done
 cat >"$work/as-user.sh" <<SH
 #!/bin/sh
-for d in ${deleg[*]}; do echo \$\$ > "\$d/cgroup.procs" || exit 99; done
 exec setpriv --reuid=$uid --regid=$gid --clear-groups env HOME=$home XDG_RUNTIME_DIR=$home/xdg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$home/cache PATH=/usr/bin:/bin "\$@"
 SH
 chmod 755 "$work/as-user.sh"
 AS="$work/as-user.sh"
+# the benchmark itself runs in the delegated leaf, so every command it starts (root's and the
+# user's) is born there, as in a user's session: moving a process between cgroups costs
+# milliseconds (v1: an RCU grace period), which no row should pay
+in_leaf() {
+  sh -c 'for d in "$@"; do case $d in --) break ;; esac; echo $$ > "$d/cgroup.procs" || exit 99; done
+    while [ "$1" != -- ]; do shift; done; shift; exec "$@"' sh "${deleg[@]}" -- "$@"
+}
 cleanup() {
   kill $reg 2>/dev/null || true
   $AS podman --root "$home/podman" --runroot "$prun/run" rm -af >/dev/null 2>&1 || true
@@ -73,26 +79,35 @@ push_busybox "$work"
 chmod 644 "$work/registries.conf"
 R="$racker --root $work/store --registries-conf $work/registries.conf"
 U="$AS $work/racker --registries-conf $work/registries.conf"
+# the rows: the user's commands started by the benchmark itself as the user (no wrapper)
+export BENCH_USER_ENV="HOME=$home XDG_RUNTIME_DIR=$home/xdg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$home/cache PATH=/usr/bin:/bin"
+UR="as:$uid:$gid $work/racker --registries-conf $work/registries.conf"
 P="$AS podman --root $home/podman --runroot $prun/run --runtime runc --cgroup-manager cgroupfs --events-backend file"
+PB="as:$uid:$gid podman --root $home/podman --runroot $prun/run --runtime runc --cgroup-manager cgroupfs --events-backend file"
 $R pull -q "$img" >/dev/null
 $U pull -q "$img" >/dev/null
 podman_ok=1
 $P pull -q --tls-verify=false "$img" >/dev/null 2>"$work/podman.err" || podman_ok=0
-rows=("racker rootless (none)=$U run --rm --network none $img /bin/true"
+rows=("racker rootless (none)=$UR run --rm --network none $img /bin/true"
   "racker rootful (none)=$R run --rm --network none $img /bin/true")
 tun_ok=0
 $AS sh -c 'exec 3<>/dev/net/tun' 2>/dev/null && tun_ok=1
 if [ $tun_ok = 1 ]; then
-  rows+=("racker rootless (pasta)=$U run --rm $img /bin/true" "racker rootful (bridge)=$R run --rm $img /bin/true")
+  rows+=("racker rootless (pasta)=$UR run --rm $img /bin/true" "racker rootful (bridge)=$R run --rm $img /bin/true")
 else
   echo "note: /dev/net/tun is not open to $user here: rootless private networks left out"
 fi
+in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" "${rows[@]}"
+# podman apart: its run returns before its cleanup (podman container cleanup, conmon) is
+# done, which would run into whatever comes next
+echo
 if [ $podman_ok = 1 ] && $P run --rm --network none "$img" /bin/true >/dev/null 2>>"$work/podman.err"; then
-  rows+=("podman rootless (none)=$P run --rm --network none $img /bin/true")
+  in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" \
+    "racker rootless (none)=$UR run --rm --network none $img /bin/true" \
+    "podman rootless (none)=$PB run --rm --network none $img /bin/true"
 else
   echo "note: rootless podman does not run here: $(tail -1 "$work/podman.err")"
 fi
-/usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" "${rows[@]}"
 
 # a warm pkgprobe cycle (boot debian-bookworm, check journald, shut down), rootless against
 # rootful; each side bakes and provisions the image once first (BAKE_CACHE: root's cache)
@@ -106,10 +121,12 @@ tun_mode=$(stat -c %a /dev/net/tun)
 chmod 666 /dev/net/tun # a private network for the probe (ordinary hosts have it so)
 PR="$top/build/postroj -q --store-root $work/store --bake-cache ${BAKE_CACHE:-/var/cache/racker-bench/bake}"
 PU="$AS $work/postroj -q --bake-cache $home/data/bake-cache"
+PUB="as:$uid:$gid $work/postroj -q --bake-cache $home/data/bake-cache"
 $PR pull debian-bookworm >/dev/null
-$PU pull debian-bookworm >/dev/null
+# shellcheck disable=SC2086 # (a command line, split on purpose)
+in_leaf $PU pull debian-bookworm >/dev/null
 echo
 echo "pkgprobe --image=debian-bookworm --check-unit=systemd-journald (run = one probe cycle):"
-/usr/bin/python3 "$top/bench/run_bench.py" "${2:-10}" \
-  "pkgprobe rootless=$PU pkgprobe --image=debian-bookworm --check-unit=systemd-journald" \
+in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${2:-10}" \
+  "pkgprobe rootless=$PUB pkgprobe --image=debian-bookworm --check-unit=systemd-journald" \
   "pkgprobe rootful=$PR pkgprobe --image=debian-bookworm --check-unit=systemd-journald"

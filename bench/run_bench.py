@@ -5,7 +5,15 @@
 
 Each COMMAND is a shell-free argv given as one string split on spaces ({i} is replaced by the
 run number, for unique container names). Prints medians and each tool's ratio to the first.
+Each round runs every tool once, in a shuffled order (seeded: the same for every run of the
+script): what one tool leaves behind (a cgroup migration's RCU grace period, page cache, a
+daemon's work) falls on whichever runs after it, not always on the same one.
+A COMMAND that starts with as:UID:GID runs as that user (no supplementary groups) with the
+environment's K=V pairs of $BENCH_USER_ENV (space-separated) added, started directly as a
+user's shell would start it, without wrappers.
 """
+import os
+import random
 import statistics
 import subprocess
 import sys
@@ -18,11 +26,20 @@ def main():
     n = int(sys.argv[1])
     tools = [a.split("=", 1) for a in sys.argv[2:]]
     times = {name: [] for name, _ in tools}
+    rng = random.Random(12)
     for i in range(-2, n):  # two warm-up rounds
-        for name, cmd in tools:
+        for name, cmd in rng.sample(tools, len(tools)):
             argv = cmd.replace("{i}", str(i + 2)).split()
+            kw = {}
+            if argv[0].startswith("as:"):
+                _, uid, gid = argv.pop(0).split(":")
+                env = dict(os.environ)
+                env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_USER_ENV", "").split())
+                kw = {"user": int(uid), "group": int(gid), "extra_groups": [], "env": env,
+                      "cwd": "/"}
             t0 = time.perf_counter()
-            r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               **kw)
             dt = (time.perf_counter() - t0) * 1000
             if r.returncode != 0:
                 raise SystemExit(f"{name} failed ({r.returncode}): {r.stderr.strip()[-300:]}")
@@ -30,7 +47,7 @@ def main():
                 times[name].append(dt)
     first = tools[0][0]
     base = statistics.median(times[first])
-    print(f"run /bin/true, {n} runs each, alternating")
+    print(f"run /bin/true, {n} runs each, alternating in a shuffled order")
     print(f"{'tool':<22} {'median ms':>10} {'p10':>8} {'p90':>8} {'vs ' + first:>16}")
     for name, v in times.items():
         q = statistics.quantiles(v, n=10)
