@@ -169,6 +169,30 @@ UniqueFd bind_notify_socket(const std::string& cdir, const nlohmann::json& confi
   return sock;
 }
 
+// The version of the systemd in rootfs (from its libsystemd-shared-NNN.so); 0 when unknown.
+int systemd_version(const std::string& rootfs) {
+  int best = 0;
+  std::vector<std::string> dirs = {"/usr/lib/systemd", "/lib/systemd"};
+  try {
+    for (auto& d : dir_names(runtime::secure_join(rootfs, "/usr/lib")))
+      if (d.find("-linux-") != std::string::npos) dirs.push_back("/usr/lib/" + d + "/systemd");
+  } catch (const Error&) {
+  }
+  for (auto& d : dirs) {
+    std::vector<std::string> names;
+    try {
+      names = dir_names(runtime::secure_join(rootfs, d));
+    } catch (const Error&) {
+      continue;
+    }
+    for (auto& n : names)
+      if (n.starts_with("libsystemd-shared-") && n.ends_with(".so"))
+        if (auto v = parse_uint(n.substr(18, n.size() - 21)); v && *v < 100000)
+          best = std::max(best, static_cast<int>(*v));
+  }
+  return best;
+}
+
 UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std::string& init,
                       const SeccompChoice& seccomp) {
   auto& p = config["process"];
@@ -222,7 +246,17 @@ UniqueFd prepare_spec(nlohmann::json& config, const std::string& cdir, const std
     if (ro) o.push_back("ro");
     mounts.push_back({{"destination", dst}, {"type", "bind"}, {"source", src}, {"options", o}});
   };
-  if (hybrid) {
+  int sd_version = systemd_version(config["root"].value("path", ""));
+  if (hybrid && sd_version >= 258 && path_exists("/sys/fs/cgroup/unified")) {
+    // systemd 258 dropped cgroup v1: on a hybrid host its container gets the unified
+    // hierarchy alone, its own cgroup there as /sys/fs/cgroup (as nspawn does for it)
+    for (auto& m : mounts)
+      if (m["destination"] == "/sys/fs/cgroup")
+        m = {{"destination", "/sys/fs/cgroup"},
+             {"type", "bind"},
+             {"source", "/sys/fs/cgroup/unified" + cg},
+             {"options", {"rbind", "rprivate", "nosuid", "nodev", "noexec"}}};
+  } else if (hybrid) {
     // v1 controllers stay read-only (as nspawn does); systemd's own hierarchies are writable
     // (an ordinary user's container gets its cgroup, made by the runtime after this, only in
     // the hierarchies delegated to the user: where the nearest directory on its path is theirs)

@@ -22,7 +22,10 @@
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "base/fs.hpp"
+#include "base/log.hpp"
+#include "base/strings.hpp"
 #include "image/digest.hpp"
+#include "image/http.hpp"
 #include "image/importer.hpp"
 #include "image/manifest.hpp"
 #include "image/reference.hpp"
@@ -210,18 +213,40 @@ void filter_rootfs_tar(int fd, const Sink& out) {
   out(std::string(2 * tar::kBlock, '\0').data(), 2 * tar::kBlock);
 }
 
-int run_command(const std::vector<std::string>& argv) {
+// Runs argv (stdin /dev/null, its output to our stderr: our stdout stays for results) and
+// returns its exit status; with tail, the last 8 KiB of what it wrote are kept there too.
+int run_command(const std::vector<std::string>& argv, std::string* tail = nullptr) {
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  int p[2] = {-1, -1};
+  if (tail && ::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, 2, 1);  // our stdout stays for results
+  if (tail) {
+    posix_spawn_file_actions_adddup2(&fa, wr.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa, wr.get(), 2);
+  } else {
+    posix_spawn_file_actions_adddup2(&fa, 2, 1);
+  }
   pid_t pid;
   int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw_errno("run " + argv[0], rc);
+  if (tail) {
+    wr.reset();
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(rd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      (void)!::write(2, buf, static_cast<size_t>(n));
+      tail->append(buf, static_cast<size_t>(n));
+      if (tail->size() > 8192) tail->erase(0, tail->size() - 8192);
+    }
+  }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0)
     if (errno != EINTR) throw_errno("wait for " + argv[0]);
@@ -360,6 +385,65 @@ LayerBlob tree_to_layer(const std::string& dir, ContentStore& content, const std
   });
 }
 
+static std::string archive_of(const BakeOptions& o) {
+  std::string mirror = !o.mirror.empty()      ? o.mirror
+                       : o.distro == "ubuntu" ? "http://archive.ubuntu.com/ubuntu"
+                                              : "http://deb.debian.org/debian";
+  while (!mirror.empty() && mirror.back() == '/') mirror.pop_back();
+  return mirror;
+}
+
+// Whether the suite's InRelease is past its Valid-Until (a mirror no longer refreshed).
+static bool release_expired(const BakeOptions& o) {
+  std::string url = archive_of(o) + "/dists/" + o.suite + "/InRelease";
+  try {
+    http::Session session;
+    session.options.connect_timeout = std::chrono::seconds(10);
+    http::Request q;
+    q.url = url;
+    std::string body;
+    q.sink = [&](const http::Response&, const char* p, size_t n) {
+      body.append(p, n);
+      return body.size() < (1u << 20) && body.find("\nValid-Until:") == std::string::npos;
+    };
+    session.perform(q, url);
+    auto at = body.find("\nValid-Until:");
+    if (at == std::string::npos) return false;
+    auto end = body.find('\n', at + 1);
+    if (end == std::string::npos) return false;  // (cut off mid-line)
+    std::string when = trim(body.substr(at + 14, end - at - 14));
+    struct tm tm = {};
+    if (!::strptime(when.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return false;
+    return ::timegm(&tm) < ::time(nullptr);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// After mmdebstrap failed: whether the archive answers for the suite at all, in words (": the
+// archive URL is unreachable: ..."); "" when it does (the failure was something else).
+static std::string archive_diagnosis(const BakeOptions& o) {
+  std::string mirror = archive_of(o);
+  std::string url = mirror + "/dists/" + o.suite + "/Release";
+  try {
+    http::Session session;
+    session.options.connect_timeout = std::chrono::seconds(10);
+    session.options.stall_timeout = std::chrono::seconds(10);
+    http::Request q;
+    q.method = "HEAD";
+    q.url = url;
+    auto r = session.perform(q, url);
+    if (r.failure) return ": the archive " + mirror + " is unreachable: " + r.failure->message;
+    if (r.status == 404)
+      return ": the archive " + mirror + " has no suite " + o.suite + " (HTTP 404 for " + url + ")";
+    if (r.status >= 400)
+      return ": the archive " + mirror + " answers HTTP " + std::to_string(r.status) + " for " +
+             url;
+  } catch (const Error&) {
+  }
+  return "";
+}
+
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& in) {
   BakeOptions o = normalize_bake_options(in);
   std::string what = "bake " + o.distro + " " + o.suite;
@@ -390,10 +474,27 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
         for (auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
         status(o, "building rootfs: " + cmd);
         ::unlink(partial.c_str());
-        int rc = run_command(argv);
+        std::string output;
+        int rc = run_command(argv, &output);
+        if (rc != 0 &&
+            (output.find("is expired") != std::string::npos ||
+             (output.find("apt-get update") != std::string::npos && release_expired(o)))) {
+          // a mirror that is not refreshed any more (a snapshot): its Release files are past
+          // Valid-Until. Signatures are still checked; only their age is let go, as
+          // mmdebstrap's manual says to do for snapshots.
+          log::warn("bake " + o.distro + " " + o.suite +
+                    ": the archive's Release file has expired (a stale mirror?): baking from "
+                    "it anyway, its signatures still checked");
+          argv.insert(argv.begin() + 1, "--aptopt=Acquire::Check-Valid-Until \"false\"");
+          ::unlink(partial.c_str());
+          output.clear();
+          rc = run_command(argv, &output);
+        }
         if (rc != 0) {
           ::unlink(partial.c_str());
-          throw Error("mmdebstrap failed (exit status " + std::to_string(rc) + ")", EIO);
+          throw Error(
+              "mmdebstrap failed (exit status " + std::to_string(rc) + ")" + archive_diagnosis(o),
+              EIO);
         }
         // record what the tarball is, for people looking into the cache
         json meta = {{"distro", o.distro},   {"suite", o.suite},   {"variant", o.variant},

@@ -53,6 +53,7 @@ image::ImageRecord acquire_image(const CatalogEntry& e, const AcquireOptions& o)
       b.include = bake_packages(e);
       b.name = base_name;
       b.cache_dir = o.bake_cache;
+      b.mirror = e.bake_mirror;
       b.quiet = true;
       b.on_status = status;
       status("baking " + e.source_text() + " with " + b.include[0] + " (mmdebstrap)");

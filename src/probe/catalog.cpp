@@ -51,6 +51,7 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
     if (!b->is_object()) throw Error(at + ": source.bake must be an object", EINVAL);
     e.bake_distro = field_string(*b, "distro", at + ": source.bake");
     if (b->contains("suite")) e.bake_suite = field_string(*b, "suite", at + ": source.bake");
+    if (b->contains("mirror")) e.bake_mirror = field_string(*b, "mirror", at + ": source.bake");
     if (e.bake_distro != "debian" && e.bake_distro != "ubuntu")
       throw Error(
           at + ": source.bake: distro \"" + e.bake_distro + "\" cannot be baked (debian or ubuntu)",
@@ -61,6 +62,14 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
     e.image_ref = i->get<std::string>();
   } else {
     throw Error(at + ": unknown source \"" + src->begin().key() + "\" (bake or image)", EINVAL);
+  }
+  if (auto a = j.find("aliases"); a != j.end()) {
+    if (!a->is_array()) throw Error(at + ": \"aliases\" must be an array of labels", EINVAL);
+    for (auto& x : *a) {
+      if (!x.is_string() || !valid_label(x.get<std::string>()))
+        throw Error(at + ": aliases: " + x.dump() + " is not a valid label", EINVAL);
+      e.aliases.push_back(x.get<std::string>());
+    }
   }
   e.family = field_string(j, "family", at);
   if (!kFamilies.count(e.family))
@@ -99,6 +108,9 @@ Catalog Catalog::parse(std::string_view json_text, const std::string& origin) {
     auto e = parse_entry(j, origin + ": images[" + std::to_string(n++) + "]");
     if (!seen.insert(e.label).second)
       throw Error(origin + ": duplicate label \"" + e.label + "\"", EINVAL);
+    for (auto& a : e.aliases)
+      if (!seen.insert(a).second)
+        throw Error(origin + ": alias \"" + a + "\" of " + e.label + " is taken", EINVAL);
     c.entries_.push_back(std::move(e));
   }
   if (c.entries_.empty()) throw Error(origin + ": no images", EINVAL);
@@ -120,6 +132,9 @@ Catalog Catalog::load(const std::string& path) {
 const CatalogEntry* Catalog::find(std::string_view label) const {
   for (auto& e : entries_)
     if (e.label == label) return &e;
+  for (auto& e : entries_)
+    for (auto& a : e.aliases)
+      if (a == label) return &e;
   return nullptr;
 }
 

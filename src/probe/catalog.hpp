@@ -14,11 +14,13 @@ namespace racker::probe {
 struct CatalogEntry {
   std::string label;  // "debian-bookworm"
   // Exactly one source: bake_distro (+ bake_suite) or image_ref.
-  std::string bake_distro;      // "debian", "ubuntu"
-  std::string bake_suite;       // "bookworm"
-  std::string image_ref;        // "docker.io/library/archlinux:latest"
-  std::string family;           // debian, ubuntu, fedora, rhel, suse, arch
-  std::string package_manager;  // apt, dnf, yum, microdnf, zypper, pacman
+  std::string bake_distro;           // "debian", "ubuntu"
+  std::string bake_suite;            // "bookworm"
+  std::string image_ref;             // "docker.io/library/archlinux:latest"
+  std::string family;                // debian, ubuntu, fedora, rhel, suse, arch
+  std::string package_manager;       // apt, dnf, yum, microdnf, zypper, pacman
+  std::vector<std::string> aliases;  // other names it answers to ("debian-12")
+  std::string bake_mirror;           // a baked image's archive ("" = the distribution's)
 
   bool baked() const { return !bake_distro.empty(); }
   // "bake debian bookworm" or the registry reference, for humans.
@@ -35,6 +37,7 @@ class Catalog {
   static std::string_view builtin_text();
 
   const std::vector<CatalogEntry>& entries() const { return entries_; }
+  // By label or alias.
   const CatalogEntry* find(std::string_view label) const;
   // find(), or throws racker::Error "unknown image label "x" (known: a, b, ...)" (ENOENT).
   const CatalogEntry& at(std::string_view label) const;

@@ -170,12 +170,22 @@ def test_list_images_table(pr):
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["LABEL", "FAMILY", "PKG-MGR", "PRESENT", "SOURCE"], p
     labels = [l.split()[0] for l in lines[1:]]
-    for want in ("debian-bookworm", "debian-trixie", "ubuntu-noble", "fedora-41",
-                 "rockylinux-9", "opensuse-tumbleweed", "archlinux"):
-        assert want in labels, p
+    for want in ORIGINAL_LABELS + ["almalinux-9", "fedora-41", "fedora-42", "archlinux",
+                                   "debian-forky"]:
+        assert want in labels, (want, p)
     row = next(l for l in lines if l.startswith("debian-bookworm "))
     assert row.split()[1:3] == ["debian", "apt"], row
     assert "bake debian bookworm" in row, row
+
+
+# every label of the original postroj's catalog
+ORIGINAL_LABELS = [
+    "debian-stretch", "debian-buster", "debian-bullseye", "debian-bookworm", "debian-trixie",
+    "debian-sid", "ubuntu-focal", "ubuntu-jammy", "ubuntu-noble", "fedora-35", "fedora-36",
+    "fedora-37", "fedora-44", "fedora-45", "rhel-8", "rhel-9", "rhel-10", "opensuse-leap15",
+    "opensuse-leap16", "opensuse-tumbleweed", "sles-15", "sles-bci", "centos-7", "centos-8",
+    "centos-9", "centos-10", "rockylinux-8", "rockylinux-9", "amazonlinux-2023",
+    "oraclelinux-10", "archlinux-20220501"]
 
 
 def test_list_images_json(pr, tmp_path):
@@ -188,6 +198,9 @@ def test_list_images_json(pr, tmp_path):
                                                             "suite": "bookworm"}}
     assert images["debian-bookworm"]["image"] == "postroj.local/debian-bookworm:latest"
     assert "image" in images["opensuse-tumbleweed"]["source"]
+    assert images["debian-bullseye"]["aliases"] == ["debian-11"]
+    assert images["debian-buster"]["source"]["bake"]["mirror"] == "http://archive.debian.org/debian"
+    assert len(images) == len(set(images)) >= len(ORIGINAL_LABELS)
     # the binary carries its catalog: it works from anywhere
     p2 = subprocess.run([pr.exe, "list-images", "--format=json"], capture_output=True, text=True,
                         cwd=tmp_path)
@@ -263,6 +276,36 @@ def test_pull_force_provisions_again(pr, image):
 
 
 # --- pkgprobe -----------------------------------------------------------------------------
+
+
+def test_a_version_alias_names_the_same_image(pr, image):
+    p = pr.run("pkgprobe", "--image=debian-12", "--check-unit=systemd-journald")
+    assert p.returncode == 0, p
+    assert "pkgprobe debian-bookworm:" in p.stdout, p
+
+
+@pytest.mark.parametrize("label", ["debian-bullseye", "debian-trixie", "debian-sid",
+                                   "debian-forky"])
+def test_each_debian_release_bakes_and_probes(pr, pulled, label):
+    """The Debian labels this host's archive serves bake and pass pkgprobe."""
+    p = pr.run("pull", label, timeout=900)
+    if p.returncode != 0 and "is unreachable" in p.stderr + p.stdout:
+        pytest.skip(f"{label}: the archive is unreachable here")
+    if p.returncode != 0 and "has no suite" in p.stderr + p.stdout:
+        pytest.skip(f"{label}: the archive does not have it (yet)")
+    assert p.returncode == 0, p
+    p = pr.run("pkgprobe", f"--image={label}", "--check-unit=systemd-journald")
+    assert p.returncode == 0 and "PASSED" in p.stdout, p
+    assert pr.containers_left() == []
+
+
+def test_an_unreachable_archive_is_named(pr, pulled):
+    """debian-buster bakes from archive.debian.org: where that cannot be reached, the error
+    says so (and where it can, the image is made)."""
+    p = pr.run("pull", "debian-buster", timeout=900)
+    if p.returncode == 0:
+        return
+    assert "the archive http://archive.debian.org/debian is unreachable" in p.stderr, p
 
 
 def test_pkgprobe_journald(pr, image, tmp_path):
@@ -444,14 +487,19 @@ def test_interrupted_during_boot_exits_128_plus_n(pr, image):
     """SIGTERM while the system boots (boot's own handler is in charge then): the same 143
     as at any other moment, not 1 as if the probe had failed. Several delays, so one of
     them lands in the boot (~200 ms here)."""
-    for delay in (0.05, 0.1, 0.15, 0.2, 0.3):
+    interrupted = 0
+    for delay in (0.03, 0.06, 0.1, 0.15, 0.2, 0.3):
         p = subprocess.Popen(pr.argv("pkgprobe", f"--image={image}"), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=60)
+        if p.returncode == 0 and "PASSED" in out and "teardown" in out:
+            continue  # (a fast host: the whole probe was over before the signal came)
         assert p.returncode == 128 + signal.SIGTERM, (delay, out, err)
+        interrupted += 1
         assert pr.containers_left() == []
+    assert interrupted >= 2, "the signal should have landed in most of the runs"
 
 
 def test_racker_run_accepts_a_label(pr, image):

@@ -26,6 +26,7 @@ int cmd_list_images(const std::vector<std::string>& args, Globals& g) {
       if (e.baked()) {
         source["bake"] = {{"distro", e.bake_distro}};
         if (!e.bake_suite.empty()) source["bake"]["suite"] = e.bake_suite;
+        if (!e.bake_mirror.empty()) source["bake"]["mirror"] = e.bake_mirror;
       } else {
         source["image"] = e.image_ref;
       }
@@ -33,6 +34,7 @@ int cmd_list_images(const std::vector<std::string>& args, Globals& g) {
                      {"source", source},
                      {"family", e.family},
                      {"package_manager", e.package_manager},
+                     {"aliases", e.aliases},
                      {"image", probe::image_name_for(e.label)},
                      {"present", probe::find_ready_image(g.store_root, e).has_value()}});
     }
