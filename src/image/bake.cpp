@@ -22,6 +22,7 @@
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "base/fs.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "image/digest.hpp"
@@ -256,17 +257,7 @@ int run_command(const std::vector<std::string>& argv, std::string* tail = nullpt
 
 bool on_path(const std::string& prog) {
   if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
-  const char* path = std::getenv("PATH");
-  std::string p = path ? path : "/usr/bin:/bin";
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find(':', i);
-    if (j == std::string::npos) j = p.size();
-    std::string dir = p.substr(i, j - i);
-    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
-    i = j + 1;
-  }
-  return false;
+  return !find_in_path(prog).empty();
 }
 
 void status(const BakeOptions& o, const std::string& s) {
