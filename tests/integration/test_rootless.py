@@ -10,6 +10,7 @@ a setuid file, files of several owners, a device node)."""
 import io
 import os
 import pty
+import pwd
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from conftest import read_pty
 from racker_ctx import bb_rootfs, racker_snapshot  # noqa: F401 (fixture)
 from registry_util import (Dir, File, Hardlink, Image, Layer, Opaque, RawTar, Registry,
                            Whiteout)
-from rootless_user import ensure_user
+from rootless_user import User, ensure_user, subid_range
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -182,8 +183,31 @@ def host_files(skip):
     return out
 
 
-def test_00_snapshot_of_the_host(user):
-    _snapshot["skip"] = NOT_THE_USERS + [user.home]
+class NoRangeUser(User):
+    """A second user, without subordinate ids (made by root with useradd's counts at 0)."""
+
+    NAME = "racker-norange"
+
+    def __init__(self):
+        try:
+            pwd.getpwnam(self.NAME)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "-K",
+                            "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", self.NAME], check=True,
+                           capture_output=True)
+        pw = pwd.getpwnam(self.NAME)
+        self.name, self.uid, self.gid, self.home = self.NAME, pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.subuid = subid_range("/etc/subuid", self.NAME)
+        self.subgid = subid_range("/etc/subgid", self.NAME)
+
+
+@pytest.fixture(scope="module")
+def norange_user(user):
+    return NoRangeUser()
+
+
+def test_00_snapshot_of_the_host(user, norange_user):
+    _snapshot["skip"] = NOT_THE_USERS + [user.home, norange_user.home]
     _snapshot["files"] = host_files(_snapshot["skip"])
     assert len(_snapshot["files"]) > 1000
 
@@ -297,6 +321,31 @@ def test_missing_helper_is_one_line(rk, user, tmp_path):
     finally:
         other.stop()
         shutil.rmtree(other.data.parent, ignore_errors=True)
+
+
+def test_no_subordinate_ids_is_one_warning(norange_user, racker_exe, registry):
+    """Without ranges the user alone is mapped (root inside): one warning says what is lost and
+    how to add a range; the image's other owners become the user's, said once too."""
+    if norange_user.subuid or norange_user.subgid:
+        pytest.skip(f"{norange_user.name} has subordinate ids here")
+    base = Path(tempfile.mkdtemp(prefix="rk-norange-"))
+    os.chmod(base, 0o755)
+    r = UserRacker(norange_user, racker_exe, registry[1], base)
+    try:
+        out = r("run", "--rm", "--network", "none", registry[2], "sh", "-c",
+                "id -u; stat -c %u /owned/by1000; cat /proc/self/uid_map")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.split("\n")
+        assert lines[:2] == ["0", "0"], out.stdout
+        assert lines[2].split() == ["0", str(norange_user.uid), "1"], out.stdout
+        warn = [l for l in out.stderr.splitlines() if "has no subordinate ids" in l]
+        assert len(warn) == 1 and "usermod --add-subuids" in warn[0], out.stderr
+        # the namespace is made once: the next command says nothing
+        again = r("run", "--rm", "--network", "none", registry[2], "true")
+        assert again.returncode == 0 and "subordinate" not in again.stderr, again.stderr
+    finally:
+        r.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
