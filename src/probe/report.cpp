@@ -179,6 +179,34 @@ std::string to_json(const Report& r) {
   return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
+Report report_from_json(const std::string& text) {
+  Report r;
+  try {
+    auto doc = nlohmann::json::parse(text);
+    r.tool = doc.value("tool", "postroj");
+    for (auto& s : doc.at("suites")) {
+      SuiteResult suite;
+      suite.name = s.value("name", "");
+      suite.image = s.value("image", "");
+      for (auto& c : s.at("checks")) {
+        CheckResult check;
+        check.name = c.value("name", "");
+        std::string status = c.value("status", "failed");
+        check.passed = status == "passed";
+        check.skipped = status == "skipped";
+        check.seconds = c.value("time", 0.0);
+        check.message = c.value("message", "");
+        check.detail = c.value("detail", "");
+        suite.checks.push_back(std::move(check));
+      }
+      r.suites.push_back(std::move(suite));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("not a postroj JSON report: ") + e.what(), EINVAL);
+  }
+  return r;
+}
+
 std::string to_human(const Report& r) {
   std::string o;
   for (auto& s : r.suites) {

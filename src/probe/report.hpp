@@ -45,6 +45,9 @@ ReportSpec parse_report_spec(const std::string& arg);
 std::string xml_escape(const std::string& s);
 std::string to_junit_xml(const Report& r);
 std::string to_json(const Report& r);
+// A report to_json wrote, read back (postroj matrix merges its probes' reports); throws
+// racker::Error (EINVAL) for what is not one.
+Report report_from_json(const std::string& text);
 // Per-check lines with timings and a verdict.
 std::string to_human(const Report& r);
 // Writes the report atomically in the spec's format; throws racker::Error naming the file.

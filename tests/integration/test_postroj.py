@@ -374,6 +374,43 @@ def test_pkgprobe_webfs_readme_example(pr, image, webfs_debs):
     assert p.returncode == 2 and "invalid --http-status \"200\"" in p.stderr, p
 
 
+def junit_suites(path):
+    return [ts.get("name") for ts in ET.parse(path).getroot().iter("testsuite")]
+
+
+def test_matrix_of_three_releases_and_two_packages(pr, image, webfs_debs, tmp_path):
+    """3 Debian releases x 2 probes, two at a time, one JUnit file; shards 1/2 and 2/2
+    together run each cell exactly once."""
+    labels = ["debian-bookworm", "debian-trixie", "debian-bullseye"]
+    matrix = {"images": labels,
+              "probes": [{"name": "webfs", "packages": webfs_debs, "units": ["webfs"],
+                          "network": ["http://localhost:8000"]},
+                         {"name": "journald", "units": ["systemd-journald"]}]}
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps(matrix))
+    p = pr.run("matrix", str(f), "--jobs", "2", f"--report=junit:{tmp_path / 'all.xml'}",
+               timeout=1800)
+    if p.returncode != 0 and "mmdebstrap failed" in p.stdout + p.stderr:
+        pytest.skip("a release could not be baked here: " + p.stdout[-300:])
+    assert p.returncode == 0, p
+    assert "6 of 6 cells passed (shard 1/1, 2 at a time)" in p.stdout, p
+    every = junit_suites(tmp_path / "all.xml")
+    assert sorted(every) == sorted(f"pkgprobe {l} {n}" for l in labels
+                                   for n in ("webfs", "journald")), every
+    shards = []
+    for i in (1, 2):
+        rep = tmp_path / f"shard{i}.xml"
+        p = pr.run("matrix", str(f), "--jobs", "2", "--shard", f"{i}/2", f"--report=junit:{rep}",
+                   timeout=1800)
+        assert p.returncode == 0, p
+        shards.append(junit_suites(rep))
+    assert len(shards[0]) == len(shards[1]) == 3, shards
+    assert sorted(shards[0] + shards[1]) == sorted(every), shards
+    assert pr.containers_left() == []
+    p = pr.run("matrix", str(f), "--shard", "3/2")
+    assert p.returncode == 2 and "invalid --shard \"3/2\"" in p.stderr, p
+
+
 def test_pkgprobe_broken_unit(pr, image, packages, tmp_path):
     _, d = packages
     rep = tmp_path / "r.json"

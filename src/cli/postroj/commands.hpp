@@ -48,5 +48,6 @@ int cmd_list_images(const std::vector<std::string>& args, Globals& g);
 int cmd_pull(const std::vector<std::string>& args, Globals& g);
 int cmd_pkgprobe(const std::vector<std::string>& args, Globals& g);
 int cmd_selftest(const std::vector<std::string>& args, Globals& g);
+int cmd_matrix(const std::vector<std::string>& args, Globals& g);
 
 }  // namespace racker::cli::postroj

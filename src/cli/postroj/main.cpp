@@ -31,7 +31,8 @@ void usage() {
       "  list-images   the curated catalog of OS images\n"
       "  pull          bake or pull catalog images and provision systemd\n"
       "  pkgprobe      install packages in a booted OS and check units and ports\n"
-      "  selftest      built-in probes over the catalog (hostnamectl, pkgprobe)\n\n"
+      "  selftest      built-in probes over the catalog (hostnamectl, pkgprobe)\n"
+      "  matrix        images x probes from a file, in parallel, sharded, one report\n\n"
       "`postroj COMMAND --help` shows a command's options.\n\n"
       "global options:\n" +
       cli::options_help(top));
@@ -97,7 +98,8 @@ int main(int argc, char** argv) {
         kCommands = {{"list-images", cmd_list_images},
                      {"pull", cmd_pull},
                      {"pkgprobe", cmd_pkgprobe},
-                     {"selftest", cmd_selftest}};
+                     {"selftest", cmd_selftest},
+                     {"matrix", cmd_matrix}};
     auto it = kCommands.find(verb);
     if (it == kCommands.end())
       throw UsageError("unknown command \"" + verb + "\" (see postroj --help)");
