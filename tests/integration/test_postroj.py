@@ -378,13 +378,33 @@ def junit_suites(path):
     return [ts.get("name") for ts in ET.parse(path).getroot().iter("testsuite")]
 
 
-def test_matrix_of_three_releases_and_two_packages(pr, image, webfs_debs, tmp_path):
-    """3 Debian releases x 2 probes, two at a time, one JUnit file; shards 1/2 and 2/2
-    together run each cell exactly once."""
+def make_sleeper_deb(d):
+    """postroj-sleeper (Architecture: all, no dependencies): a unit that stays active, so it
+    installs on every release."""
+    root = d / "sleeper-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: postroj-sleeper\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: postroj tests <tests@example.org>\nDescription: a unit that stays up\n")
+    unit_dir = root / "lib" / "systemd" / "system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "postroj-sleeper.service").write_text(
+        "[Unit]\nDescription=postroj sleeper\n\n[Service]\nExecStart=/bin/sleep infinity\n\n"
+        "[Install]\nWantedBy=multi-user.target\n")
+    deb = d / "postroj-sleeper_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
+                   check=True, capture_output=True)
+    return deb
+
+
+def test_matrix_of_three_releases_and_two_packages(pr, image, tmp_path):
+    """3 Debian releases x 2 probes (a package of ours, journald), two at a time, one JUnit
+    file; shards 1/2 and 2/2 together run each cell exactly once."""
     labels = ["debian-bookworm", "debian-trixie", "debian-bullseye"]
+    make_sleeper_deb(tmp_path)
     matrix = {"images": labels,
-              "probes": [{"name": "webfs", "packages": webfs_debs, "units": ["webfs"],
-                          "network": ["http://localhost:8000"]},
+              "probes": [{"name": "sleeper", "packages": ["postroj-sleeper_1.0_all.deb"],
+                          "units": ["postroj-sleeper"]},
                          {"name": "journald", "units": ["systemd-journald"]}]}
     f = tmp_path / "m.json"
     f.write_text(json.dumps(matrix))
@@ -396,7 +416,7 @@ def test_matrix_of_three_releases_and_two_packages(pr, image, webfs_debs, tmp_pa
     assert "6 of 6 cells passed (shard 1/1, 2 at a time)" in p.stdout, p
     every = junit_suites(tmp_path / "all.xml")
     assert sorted(every) == sorted(f"pkgprobe {l} {n}" for l in labels
-                                   for n in ("webfs", "journald")), every
+                                   for n in ("sleeper", "journald")), every
     shards = []
     for i in (1, 2):
         rep = tmp_path / f"shard{i}.xml"
