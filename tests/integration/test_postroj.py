@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot_binary
+from conftest import make_busybox_rootfs, snapshot_binary
+from registry_util import Dir, File, Image, Layer, Registry
 from test_boot import BAKE_CACHE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,6 +307,35 @@ def test_an_unreachable_archive_is_named(pr, pulled):
     if p.returncode == 0:
         return
     assert "the archive http://archive.debian.org/debian is unreachable" in p.stderr, p
+
+
+def test_a_registry_label_resolves_through_a_mirror(pr, tmp_path):
+    """ubuntu-noble's source is docker.io/library/ubuntu:noble: with a registries.conf mirror
+    for docker.io, `postroj pull ubuntu-noble` gets it from there (a test image pushed under
+    that name: busybox with an apt-get that records its calls), and provisions it."""
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry missing")
+    bb = make_busybox_rootfs(tmp_path / "bb")
+    fake_apt = "#!/bin/sh\necho \"$*\" >> /apt-calls\n"
+    layer = Layer([Dir("usr"), Dir("usr/bin"), File("usr/bin/apt-get", fake_apt, mode=0o755),
+                   Dir("etc"), File("etc/os-release", "ID=ubuntu\nVERSION_ID=\"24.04\"\n")])
+    reg = Registry(tmp_path / "reg").start()
+    try:
+        reg.push_image("library/ubuntu", "noble", Image([Layer.from_dir(bb), layer]))
+        conf = tmp_path / "registries.conf"
+        conf.write_text('[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+                        f'[[registry.mirror]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        p = pr.run("--registries-conf", str(conf), "pull", "ubuntu-noble", timeout=300)
+        assert p.returncode == 0, p
+        assert "ok     ubuntu-noble" in p.stdout, p
+        racker = Path(os.environ.get("RACKER_BUILD") or REPO / "build") / "racker"
+        out = subprocess.run([str(racker), "--root", str(pr.store),
+                              "run", "--rm", "--no-boot", "--network", "none",
+                              "postroj.local/ubuntu-noble", "cat", "/apt-calls"],
+                             capture_output=True, text=True, timeout=60)
+        assert "install -y -q --no-install-recommends systemd systemd-sysv dbus" in out.stdout, out
+    finally:
+        reg.stop()
 
 
 def test_pkgprobe_journald(pr, image, tmp_path):
