@@ -98,11 +98,11 @@ else
   echo "note: /dev/net/tun is not open to $user here: rootless private networks left out"
 fi
 in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" "${rows[@]}"
-# podman apart: its run returns before its cleanup (podman container cleanup, conmon) is
-# done, which would run into whatever comes next
+# podman apart, one tool after the other: its run returns before its cleanup (podman container
+# cleanup, conmon) is done, which would run into whatever comes next
 echo
 if [ $podman_ok = 1 ] && $P run --rm --network none "$img" /bin/true >/dev/null 2>>"$work/podman.err"; then
-  in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" \
+  in_leaf /usr/bin/python3 "$top/bench/run_bench.py" --blocks "${1:-30}" \
     "racker rootless (none)=$UR run --rm --network none $img /bin/true" \
     "podman rootless (none)=$PB run --rm --network none $img /bin/true"
 else

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Benchmark: start-to-exit of /bin/true in a container, alternating between tools.
 
-    bench/run_bench.py N NAME=COMMAND...
+    bench/run_bench.py [--blocks] N NAME=COMMAND...
 
 Each COMMAND is a shell-free argv given as one string split on spaces ({i} is replaced by the
 run number, for unique container names). Prints medians and each tool's ratio to the first.
 Each round runs every tool once, in a shuffled order (seeded: the same for every run of the
 script): what one tool leaves behind (a cgroup migration's RCU grace period, page cache, a
-daemon's work) falls on whichever runs after it, not always on the same one.
+daemon's work) falls on whichever runs after it, not always on the same one. --blocks runs
+each tool's rounds together instead, one tool after the other: for a tool that leaves work
+running after it returns (podman's cleanup), which would otherwise be charged to the next.
 A COMMAND that starts with as:UID:GID runs as that user (no supplementary groups) with the
 environment's K=V pairs of $BENCH_USER_ENV (space-separated) added, started directly as a
 user's shell would start it, without wrappers.
@@ -23,12 +25,20 @@ import time
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
-    n = int(sys.argv[1])
-    tools = [a.split("=", 1) for a in sys.argv[2:]]
+    args = sys.argv[1:]
+    blocks = args[0] == "--blocks"
+    if blocks:
+        args = args[1:]
+    n = int(args[0])
+    tools = [a.split("=", 1) for a in args[1:]]
     times = {name: [] for name, _ in tools}
     rng = random.Random(12)
-    for i in range(-2, n):  # two warm-up rounds
-        for name, cmd in rng.sample(tools, len(tools)):
+    if blocks:  # each tool's runs together (two warm-ups each), one tool after the other
+        order = [(i, t) for t in tools for i in range(-2, n)]
+    else:
+        order = [(i, t) for i in range(-2, n) for t in rng.sample(tools, len(tools))]
+    for i, (name, cmd) in order:
+        if True:
             argv = cmd.replace("{i}", str(i + 2)).split()
             kw = {}
             if argv[0].startswith("as:"):
@@ -47,7 +57,8 @@ def main():
                 times[name].append(dt)
     first = tools[0][0]
     base = statistics.median(times[first])
-    print(f"run /bin/true, {n} runs each, alternating in a shuffled order")
+    print(f"run /bin/true, {n} runs each, " +
+          ("one tool after the other" if blocks else "alternating in a shuffled order"))
     print(f"{'tool':<22} {'median ms':>10} {'p10':>8} {'p90':>8} {'vs ' + first:>16}")
     for name, v in times.items():
         q = statistics.quantiles(v, n=10)
