@@ -134,25 +134,21 @@ class Unpacker {
 
   void finish() {
     cur_ = nullptr;
-    if (!skipped_devices_.empty()) {
+    // the first five paths, and how many more
+    auto some = [](const std::vector<std::string>& paths) {
       std::string names;
-      for (size_t i = 0; i < skipped_devices_.size() && i < 5; ++i)
-        names += (i ? ", " : "") + skipped_devices_[i];
-      if (skipped_devices_.size() > 5)
-        names += " and " + std::to_string(skipped_devices_.size() - 5) + " more";
-      log::warn("device nodes cannot be made here (a user namespace): skipped " + names);
-    }
-    if (!unmapped_owner_.empty()) {
-      std::string names;
-      for (size_t i = 0; i < unmapped_owner_.size() && i < 5; ++i)
-        names += (i ? ", " : "") + unmapped_owner_[i];
-      if (unmapped_owner_.size() > 5)
-        names += " and " + std::to_string(unmapped_owner_.size() - 5) + " more";
+      for (size_t i = 0; i < paths.size() && i < 5; ++i) names += (i ? ", " : "") + paths[i];
+      if (paths.size() > 5) names += " and " + std::to_string(paths.size() - 5) + " more";
+      return names;
+    };
+    if (!skipped_devices_.empty())
+      log::warn("device nodes cannot be made here (a user namespace): skipped " +
+                some(skipped_devices_));
+    if (!unmapped_owner_.empty())
       log::warn(
           "owners beyond the ids of this user namespace (a larger subordinate range in "
           "/etc/subuid and /etc/subgid gives them): kept as root's for " +
-          names);
-    }
+          some(unmapped_owner_));
     for (auto& [path, ts] : dir_times_) {
       if (auto it = dirs_.find(path);
           it != dirs_.end() && it->second.exact && futimens(it->second.fd.get(), ts.data()) == 0)

@@ -76,13 +76,7 @@ std::string ready_image(const CatalogEntry& e, const ProbeEnv& env, Steps& steps
     env.on_status(e.label + " is not pulled yet: " + (e.baked() ? "baking" : "pulling") +
                   " it first");
   steps.run("pull image " + e.label, [&](std::string&) {
-    AcquireOptions a;
-    a.store_root = env.store_root;
-    a.state_root = env.state_root;
-    a.bake_cache = env.bake_cache;
-    a.registries_conf = env.registries_conf;
-    a.on_status = env.on_status;
-    id = acquire_image(e, a).id;
+    id = acquire_image(e, acquire_options(env)).id;
     return std::string();
   });
   return id;
@@ -186,6 +180,16 @@ void validate_pkgprobe(const Catalog& catalog, const PkgprobeOptions& o) {
       throw Error("invalid --check-unit \"" + u + "\"", EINVAL);
   if (o.timeout_s <= 0) throw Error("--timeout must be positive", EINVAL);
   if (o.network_timeout_s <= 0) throw Error("--network-timeout must be positive", EINVAL);
+}
+
+AcquireOptions acquire_options(const ProbeEnv& env) {
+  AcquireOptions a;
+  a.store_root = env.store_root;
+  a.state_root = env.state_root;
+  a.bake_cache = env.bake_cache;
+  a.registries_conf = env.registries_conf;
+  a.on_status = env.on_status;
+  return a;
 }
 
 PkgprobeOutcome run_pkgprobe(const Catalog& catalog, const PkgprobeOptions& o,

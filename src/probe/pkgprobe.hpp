@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/rootless.hpp"
+#include "probe/acquire.hpp"
 #include "probe/catalog.hpp"
 #include "probe/fetch.hpp"
 #include "probe/report.hpp"
@@ -47,6 +48,9 @@ struct PkgprobeOutcome {
 // Checks the arguments (labels, package arguments, URLs) without doing anything; throws
 // racker::Error (EINVAL/ENOENT) naming the bad one.
 void validate_pkgprobe(const Catalog& catalog, const PkgprobeOptions& o);
+
+// What acquire_image needs of a probe's environment.
+AcquireOptions acquire_options(const ProbeEnv& env);
 
 // Never throws for check failures: they end up in the suite (later checks skipped).
 PkgprobeOutcome run_pkgprobe(const Catalog& catalog, const PkgprobeOptions& o, const ProbeEnv& env);

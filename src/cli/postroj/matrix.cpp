@@ -134,13 +134,7 @@ int cmd_matrix(const std::vector<std::string>& args, Globals& g) {
   auto cells = probe::matrix_cells(m, shard.first, shard.second);
 
   // each image once, before the probes run side by side (one bake, not one per cell)
-  probe::AcquireOptions ao;
-  ao.store_root = g.store_root;
-  ao.state_root = g.state_root;
-  ao.bake_cache = g.bake_cache;
-  ao.registries_conf = g.registries_conf;
-  if (!g.quiet)
-    ao.on_status = [](const std::string& s) { std::fprintf(stderr, "postroj: %s\n", s.c_str()); };
+  probe::AcquireOptions ao = probe::acquire_options(probe_env(g));
   std::map<std::string, std::string> unavailable;
   for (auto& c : cells) {
     if (unavailable.count(c.image)) continue;

@@ -27,14 +27,8 @@ int cmd_pull(const std::vector<std::string>& args, Globals& g) {
   if (labels.empty()) throw UsageError("usage: postroj pull LABEL...|--all [--force]");
   for (auto& l : labels) catalog.at(l);  // unknown labels are usage errors, before any work
 
-  probe::AcquireOptions o;
-  o.store_root = g.store_root;
-  o.state_root = g.state_root;
-  o.bake_cache = g.bake_cache;
-  o.registries_conf = g.registries_conf;
+  probe::AcquireOptions o = probe::acquire_options(probe_env(g));
   o.force = a.flag("force");
-  if (!g.quiet)
-    o.on_status = [](const std::string& s) { std::fprintf(stderr, "postroj: %s\n", s.c_str()); };
 
   struct Row {
     std::string label, result;
