@@ -4,12 +4,12 @@ set -euo pipefail
 pkgs=(build-essential cmake g++ pkg-config clang-format
   libseccomp-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   busybox-static python3 python3-pytest jq iproute2 util-linux iptables nftables
-  libcurl4-openssl-dev libsystemd-dev libssl-dev libzstd-dev libisal-dev libtomlplusplus-dev
+  libcurl4-openssl-dev libsystemd-dev libssl-dev libzstd-dev libisal-dev libtomlplusplus-dev liblzma-dev
   docker-registry apache2-utils openssl skopeo umoci mmdebstrap tini
   qemu-system-x86 qemu-utils e2fsprogs
   clang libclang-rt-14-dev llvm
   uidmap passt slirp4netns
-  qemu-user-static)
+  qemu-user-static arch-test)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

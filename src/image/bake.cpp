@@ -25,6 +25,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "image/decompress.hpp"
 #include "image/digest.hpp"
 #include "image/http.hpp"
 #include "image/importer.hpp"
@@ -112,10 +113,10 @@ class GzipWriter {
   std::vector<uint8_t> buf_;
 };
 
-// Reads fd sequentially in big chunks.
+// Reads fd sequentially in big chunks, decompressed when it is gzip, zstd or xz.
 class Reader {
  public:
-  explicit Reader(int fd) : fd_(fd), buf_(kChunk) {}
+  explicit Reader(int fd) : dec_(make_decompressor(fd, Compression::detect)), buf_(kChunk) {}
   // Exactly n bytes to sink (or dropped when sink is null); false at a clean EOF before any.
   bool take(uint64_t n, const Sink* sink) {
     bool any = false;
@@ -135,16 +136,11 @@ class Reader {
 
  private:
   bool fill() {
-    for (;;) {
-      ssize_t r = ::read(fd_, buf_.data(), buf_.size());
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) throw_errno("read rootfs tarball");
-      pos_ = 0;
-      len_ = static_cast<size_t>(r);
-      return r > 0;
-    }
+    pos_ = 0;
+    len_ = dec_->read(buf_.data(), buf_.size());
+    return len_ > 0;
   }
-  int fd_;
+  std::unique_ptr<Decompressor> dec_;
   std::vector<uint8_t> buf_;
   size_t pos_ = 0, len_ = 0;
 };
@@ -301,6 +297,16 @@ BakeOptions normalize_bake_options(const BakeOptions& in) {
   if (!o.mirror.empty() && (o.mirror.find("://") == std::string::npos ||
                             o.mirror.find_first_of(" \t\n") != std::string::npos))
     throw Error("bake " + o.distro + ": invalid mirror \"" + o.mirror + "\" (want a URL)", EINVAL);
+  if (o.arch.empty()) o.arch = debian_arch_of(host_platform());
+  if (o.arch.empty())
+    throw Error("bake: this machine's architecture (" + host_platform().architecture +
+                    ") has no Debian name: use --arch",
+                EINVAL);
+  try {
+    platform_of_debian_arch(o.arch);
+  } catch (const Error& e) {
+    throw e.with_context("bake " + o.distro);
+  }
   if (o.name.empty()) o.name = o.distro + ":" + o.suite;
   Reference ref = parse_reference(o.name);
   if (!ref.digest.empty()) throw Error("bake: cannot name an image by digest: " + o.name, EINVAL);
@@ -317,6 +323,8 @@ std::string bake_cache_key(const BakeOptions& o, const std::string& arch) {
 std::vector<std::string> mmdebstrap_argv(const BakeOptions& o, const std::string& out) {
   std::vector<std::string> argv = {o.mmdebstrap, "--variant=" + o.variant, "--format=tar"};
   if (o.quiet) argv.push_back("--quiet");
+  if (!o.arch.empty() && o.arch != debian_arch_of(host_platform()))
+    argv.push_back("--architectures=" + o.arch);
   if (!o.include.empty()) {
     std::string inc;
     for (auto& p : o.include) inc += (inc.empty() ? "" : ",") + p;
@@ -435,6 +443,46 @@ static std::string archive_diagnosis(const BakeOptions& o) {
   return "";
 }
 
+ImageRecord import_rootfs_tarball(ContentStore& content, ImageStore& images,
+                                  const std::string& tarball, const RootfsImage& what,
+                                  const std::function<void(const std::string&)>& on_status) {
+  auto status = [&](const std::string& s) {
+    if (on_status) on_status(s);
+  };
+  UniqueFd tar(::open(tarball.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!tar) throw_errno("open " + tarball);
+  struct stat st;
+  if (::fstat(tar.get(), &st) != 0) throw_errno("stat " + tarball);
+  status("compressing layer");
+  LayerBlob layer = rootfs_tar_to_layer(tar.get(), content, content.root() + "/ingest");
+
+  // created: when the rootfs was made, so importing the same tarball gives the same image id
+  std::string created = rfc3339(st.st_mtim.tv_sec);
+  const Platform& pf = what.platform;
+  json cfg = {{"architecture", pf.architecture},
+              {"os", pf.os},
+              {"created", created},
+              {"config", {{"Env", {kPath}}, {"Cmd", {"/bin/bash"}}}},
+              {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id}}}},
+              {"history", {{{"created", created}, {"created_by", what.created_by}}}}};
+  if (!pf.variant.empty()) cfg["variant"] = pf.variant;
+  std::string cfg_body = cfg.dump();
+  std::string cfg_digest = content.put_blob(cfg_body);
+  json manifest = {
+      {"schemaVersion", 2},
+      {"mediaType", media::oci_manifest},
+      {"config",
+       {{"mediaType", media::oci_config}, {"digest", cfg_digest}, {"size", cfg_body.size()}}},
+      {"layers",
+       {{{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+         {"digest", layer.digest},
+         {"size", layer.size}}}}};
+  status("unpacking layer");
+  return import_images(content, images, {{manifest.dump(), "", {what.name}, nullptr}}, pf)
+      .at(0)
+      .record;
+}
+
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& in) {
   BakeOptions o = normalize_bake_options(in);
   std::string what = "bake " + o.distro + " " + o.suite;
@@ -447,7 +495,7 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
     Platform host = host_platform();
     std::string cache = o.cache_dir.empty() ? content.root() + "/bake-cache" : o.cache_dir;
     mkdir_p(cache, 0700);
-    std::string key = bake_cache_key(o, host.architecture);
+    std::string key = bake_cache_key(o, o.arch);
     BakeResult res;
     res.name = o.name;
     res.rootfs_tar = cache + "/" + key + ".tar";
@@ -459,6 +507,10 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
       } else {
         if (!on_path(o.mmdebstrap))
           throw Error(o.mmdebstrap + " not found (apt-get install mmdebstrap)", ENOENT);
+        if (o.arch != debian_arch_of(host) && !on_path("arch-test"))
+          throw Error(
+              "mmdebstrap needs arch-test to build " + o.arch + " here (apt-get install arch-test)",
+              ENOENT);
         std::string partial = res.rootfs_tar + ".partial";
         auto argv = mmdebstrap_argv(o, partial);
         std::string cmd;
@@ -489,22 +541,13 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
         }
         // record what the tarball is, for people looking into the cache
         json meta = {{"distro", o.distro},   {"suite", o.suite},   {"variant", o.variant},
-                     {"include", o.include}, {"mirror", o.mirror}, {"arch", host.architecture}};
+                     {"include", o.include}, {"mirror", o.mirror}, {"arch", o.arch}};
         write_file_atomic(cache + "/" + key + ".json", meta.dump(1) + "\n", 0644);
         if (::rename(partial.c_str(), res.rootfs_tar.c_str()) != 0)
           throw_errno("rename " + partial);
       }
     }
 
-    UniqueFd tar(::open(res.rootfs_tar.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!tar) throw_errno("open " + res.rootfs_tar);
-    struct stat st;
-    if (::fstat(tar.get(), &st) != 0) throw_errno("stat " + res.rootfs_tar);
-    status(o, "compressing layer");
-    LayerBlob layer = rootfs_tar_to_layer(tar.get(), content, content.root() + "/ingest");
-
-    // created: when the rootfs was built, so a bake from the cache gives the same image id
-    std::string created = rfc3339(st.st_mtim.tv_sec);
     std::string created_by = "racker bake --suite " + o.suite + " --variant " + o.variant;
     if (!o.include.empty()) {
       std::string inc;
@@ -512,29 +555,11 @@ BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptio
       created_by += " --include " + inc;
     }
     if (!o.mirror.empty()) created_by += " --mirror " + o.mirror;
+    if (o.arch != debian_arch_of(host)) created_by += " --arch " + o.arch;
     created_by += " " + o.distro;
-    json cfg = {{"architecture", host.architecture},
-                {"os", host.os},
-                {"created", created},
-                {"config", {{"Env", {kPath}}, {"Cmd", {"/bin/bash"}}}},
-                {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.diff_id}}}},
-                {"history", {{{"created", created}, {"created_by", created_by}}}}};
-    if (!host.variant.empty()) cfg["variant"] = host.variant;
-    std::string cfg_body = cfg.dump();
-    std::string cfg_digest = content.put_blob(cfg_body);
-    json manifest = {
-        {"schemaVersion", 2},
-        {"mediaType", media::oci_manifest},
-        {"config",
-         {{"mediaType", media::oci_config}, {"digest", cfg_digest}, {"size", cfg_body.size()}}},
-        {"layers",
-         {{{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
-           {"digest", layer.digest},
-           {"size", layer.size}}}}};
-    status(o, "unpacking layer");
-    auto imported =
-        import_images(content, images, {{manifest.dump(), "", {o.name}, nullptr}}, host);
-    res.record = imported.at(0).record;
+    res.record = import_rootfs_tarball(content, images, res.rootfs_tar,
+                                       {o.name, created_by, platform_of_debian_arch(o.arch)},
+                                       [&](const std::string& s) { status(o, s); });
     return res;
   } catch (const Error& e) {
     throw e.with_context(what);

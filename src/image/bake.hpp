@@ -12,6 +12,7 @@
 
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
+#include "image/manifest.hpp"
 
 namespace racker::image {
 
@@ -30,9 +31,12 @@ struct BakeOptions {
   std::string variant = "minbase";
   std::vector<std::string> include;  // extra packages
   std::string mirror;                // "" = the distribution's (and its updates and security)
-  std::string name;                  // "" = "<distro>:<suite>"
-  std::string cache_dir;             // "" = <store root>/bake-cache
-  bool quiet = false;                // mmdebstrap's own output off
+  // Debian architecture name ("" = this machine's). A foreign one is built by mmdebstrap
+  // through qemu-user: binfmt_misc must run its programs (engine::ensure_runnable_arch).
+  std::string arch;
+  std::string name;       // "" = "<distro>:<suite>"
+  std::string cache_dir;  // "" = <store root>/bake-cache
+  bool quiet = false;     // mmdebstrap's own output off
   std::string mmdebstrap = "mmdebstrap";
   std::function<void(const std::string&)> on_status;  // progress lines for humans
 };
@@ -70,6 +74,18 @@ LayerBlob store_layer(
 // blob: the tree as tar -c of it (image/tar.hpp write_tree), without ./dev/*, as for rootfs
 // tarballs.
 LayerBlob tree_to_layer(const std::string& dir, ContentStore& content, const std::string& tmp_dir);
+
+// A root filesystem tarball (uncompressed, gzip, zstd or xz) as a one-layer image with a minimal
+// config (PATH, Cmd /bin/bash, created = the tarball's mtime so a re-import gives the same id),
+// stored and named: what bake and postroj's tarball sources (cloud images) make of a tarball.
+struct RootfsImage {
+  std::string name;        // canonical reference
+  std::string created_by;  // its one history entry
+  Platform platform;
+};
+ImageRecord import_rootfs_tarball(ContentStore& content, ImageStore& images,
+                                  const std::string& tarball, const RootfsImage& what,
+                                  const std::function<void(const std::string&)>& on_status = {});
 
 // Builds (or takes from the cache) the rootfs, then stores and names the image.
 BakeResult bake_image(ContentStore& content, ImageStore& images, const BakeOptions& o);

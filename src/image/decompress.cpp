@@ -1,6 +1,7 @@
 #include "image/decompress.hpp"
 
 #include <isa-l/igzip_lib.h>
+#include <lzma.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "base/dynlib.hpp"
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "image/digest.hpp"
@@ -262,6 +264,88 @@ class ZstdReader : public Decompressor {
   bool done_ = false;
 };
 
+// liblzma, resolved on first use: only rootfs tarballs (and the odd docker-saved layer) are xz,
+// so no other command loads it.
+struct Lzma {
+  decltype(&lzma_stream_decoder) stream_decoder = nullptr;
+  decltype(&lzma_code) code = nullptr;
+  decltype(&lzma_end) end = nullptr;
+
+  static const Lzma& get() {
+    static const Lzma lib = [] {
+      Lzma l;
+      std::string error;
+      void* h = open_library("liblzma.so.5", error);
+      resolve_symbol(h, "lzma_stream_decoder", l.stream_decoder, error);
+      resolve_symbol(h, "lzma_code", l.code, error);
+      resolve_symbol(h, "lzma_end", l.end, error);
+      if (!error.empty())
+        throw Error("liblzma.so.5 could not be loaded (apt-get install liblzma5): " + error,
+                    ENOENT);
+      return l;
+    }();
+    return lib;
+  }
+};
+
+const char* lzma_error(lzma_ret r) {
+  switch (r) {
+    case LZMA_FORMAT_ERROR:
+      return "not an xz stream";
+    case LZMA_OPTIONS_ERROR:
+      return "unsupported xz options";
+    case LZMA_DATA_ERROR:
+      return "corrupt xz data";
+    case LZMA_BUF_ERROR:
+      return "truncated xz stream";
+    case LZMA_MEM_ERROR:
+      return "out of memory";
+    case LZMA_MEMLIMIT_ERROR:
+      return "xz stream needs too much memory";
+    default:
+      return "decompression failed";
+  }
+}
+
+class XzReader : public Decompressor {
+ public:
+  XzReader(Source src, const Prefix& p) : lib_(Lzma::get()), in_(src, p) {
+    // concatenated streams, as xz -d reads them; 1 GiB of dictionary at most
+    lzma_ret r = lib_.stream_decoder(&st_, 1ull << 30, LZMA_CONCATENATED);
+    if (r != LZMA_OK) throw Error(std::string("xz: ") + lzma_error(r), EINVAL);
+    st_.next_in = in_.data();
+    st_.avail_in = in_.len();
+  }
+  ~XzReader() override { lib_.end(&st_); }
+
+  size_t read(uint8_t* out, size_t cap) override {
+    if (done_) return 0;
+    st_.next_out = out;
+    st_.avail_out = cap;
+    while (st_.avail_out > 0) {
+      if (st_.avail_in == 0 && !in_.eof()) {
+        in_.refill();
+        st_.next_in = in_.data();
+        st_.avail_in = in_.len();
+      }
+      lzma_action action = st_.avail_in == 0 && in_.eof() ? LZMA_FINISH : LZMA_RUN;
+      lzma_ret r = lib_.code(&st_, action);
+      if (r == LZMA_STREAM_END) {
+        done_ = true;
+        break;
+      }
+      if (r != LZMA_OK) throw Error(std::string("xz: ") + lzma_error(r), EINVAL);
+    }
+    return cap - st_.avail_out;
+  }
+
+ private:
+  const Lzma& lib_;
+  Input in_;
+  lzma_stream st_ = LZMA_STREAM_INIT;
+  bool done_ = false;
+};
+
 Compression sniff(const Prefix& p) {
   const uint8_t* b = p.bytes;
   if (p.len >= 2 && b[0] == 0x1f && b[1] == 0x8b) return Compression::gzip;
@@ -270,6 +354,8 @@ Compression sniff(const Prefix& p) {
   // zstd skippable frame (magic 0x184D2A5?, little-endian)
   if (p.len >= 4 && (b[0] & 0xf0) == 0x50 && b[1] == 0x2a && b[2] == 0x4d && b[3] == 0x18)
     return Compression::zstd;
+  if (p.len >= 4 && b[0] == 0xfd && b[1] == '7' && b[2] == 'z' && b[3] == 'X')
+    return Compression::xz;
   return Compression::none;
 }
 
@@ -291,6 +377,8 @@ std::unique_ptr<Decompressor> make_decompressor(int fd, Compression c, int cance
       return std::make_unique<GzipReader>(src, p);
     case Compression::zstd:
       return std::make_unique<ZstdReader>(src, p);
+    case Compression::xz:
+      return std::make_unique<XzReader>(src, p);
     default:
       return std::make_unique<PlainReader>(src, p);
   }

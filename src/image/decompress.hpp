@@ -1,6 +1,6 @@
 // Streaming decompression of layer blobs read from a file descriptor: gzip (ISA-L igzip, multi-
-// member), zstd (multi-frame) or none, and the pipelined, hashed layer stream built on it.
-// Internal to image/.
+// member), zstd (multi-frame), xz (liblzma, loaded with dlopen when first needed) or none, and the
+// pipelined, hashed layer stream built on it. Internal to image/.
 #pragma once
 
 #include <cstddef>

@@ -160,6 +160,32 @@ Platform host_platform() {
   return p;
 }
 
+const std::vector<DebianArch>& debian_archs() {
+  static const std::vector<DebianArch> a = {
+      {"amd64", "amd64", ""},     {"i386", "386", ""},    {"arm64", "arm64", "v8"},
+      {"armhf", "arm", "v7"},     {"armel", "arm", "v5"}, {"ppc64el", "ppc64le", ""},
+      {"riscv64", "riscv64", ""}, {"s390x", "s390x", ""}, {"mips64el", "mips64le", ""}};
+  return a;
+}
+
+Platform platform_of_debian_arch(const std::string& debian_arch) {
+  std::string names;
+  for (auto& a : debian_archs()) {
+    if (debian_arch == a.debian) return Platform{"linux", a.oci, a.variant};
+    names += (names.empty() ? "" : ", ") + std::string(a.debian);
+  }
+  throw Error("unknown architecture \"" + debian_arch + "\" (Debian's names: " + names + ")",
+              EINVAL);
+}
+
+std::string debian_arch_of(const Platform& p) {
+  for (auto& a : debian_archs())
+    if (p.architecture == a.oci && (p.architecture != "arm" || p.variant == a.variant ||
+                                    (p.variant.empty() && std::string(a.variant) == "v7")))
+      return a.debian;
+  return "";
+}
+
 Platform parse_platform(const std::string& s) {
   auto parts = split(s, '/');
   Platform p;

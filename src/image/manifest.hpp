@@ -57,6 +57,19 @@ Manifest parse_manifest(const std::string& body, const std::string& what);
 Index parse_index(const std::string& body, const std::string& what);
 
 Platform host_platform();
+
+// Debian's architecture names and the OCI platforms they are: amd64, i386, arm64, armhf,
+// armel, ppc64el, riscv64, s390x, mips64el (data, for bake --arch and pkgprobe --arch).
+struct DebianArch {
+  const char* debian;   // "ppc64el"
+  const char* oci;      // "ppc64le"
+  const char* variant;  // "v7" for armhf, "" when none
+};
+const std::vector<DebianArch>& debian_archs();
+// "arm64" -> linux/arm64/v8; throws EINVAL naming the known names.
+Platform platform_of_debian_arch(const std::string& debian_arch);
+// The Debian name of an OCI platform's architecture ("arm64" for linux/arm64), "" when none.
+std::string debian_arch_of(const Platform& p);
 // "linux/arm64/v8", "linux/amd64", "arm64" -> Platform; throws on junk.
 Platform parse_platform(const std::string& s);
 // Picks the manifest for platform p; throws naming the available platforms when none fits.

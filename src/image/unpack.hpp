@@ -14,7 +14,8 @@ enum class Compression {
   none,
   gzip,
   zstd,
-  detect,  // sniff the magic bytes: gzip, zstd, otherwise an uncompressed tar
+  xz,      // rootfs tarballs (cloud images); docker load takes xz layers too
+  detect,  // sniff the magic bytes: gzip, zstd, xz, otherwise an uncompressed tar
 };
 
 // What unpacking one layer could not settle alone, because it depends on the lower layers

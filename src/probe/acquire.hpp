@@ -18,6 +18,8 @@ struct AcquireOptions {
   std::string state_root = engine::default_state_root();
   std::string bake_cache;  // "" = <store root>/bake-cache
   std::string registries_conf;
+  std::string download_cache;  // tarball sources; "" = default_download_cache()
+  std::string arch;    // Debian architecture ("" = this machine's): foreign ones through qemu-user
   bool force = false;  // bake/pull and provision again even when the image is there
   std::function<void(const std::string&)> on_status;
 };
@@ -29,9 +31,15 @@ std::vector<std::string> bake_packages(const CatalogEntry& e);
 // volatile journal (shell commands for engine::ProvisionOptions::extra_commands).
 std::vector<std::string> probe_image_commands(const CatalogEntry& e);
 
-// The ready image of a label, if it is in the store.
+// The ready image of a label (for arch, a Debian name, "" = this machine's), if it is in the
+// store.
 std::optional<image::ImageRecord> find_ready_image(const std::string& store_root,
-                                                   const CatalogEntry& e);
+                                                   const CatalogEntry& e,
+                                                   const std::string& arch = "");
+
+// The sha256 hex a SHA256SUMS text gives for file_name ("<hex> *name" or "<hex>  name"
+// lines), "" when it names no such file.
+std::string sha256sums_entry(const std::string& sums_text, const std::string& file_name);
 // Bakes or pulls, provisions and names the image; returns its record. Throws racker::Error
 // prefixed "LABEL: ".
 image::ImageRecord acquire_image(const CatalogEntry& e, const AcquireOptions& o);

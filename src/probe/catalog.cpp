@@ -46,7 +46,9 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
   auto src = j.find("source");
   if (src == j.end()) throw Error(at + ": missing \"source\"", EINVAL);
   if (!src->is_object() || src->size() != 1)
-    throw Error(at + ": \"source\" must be {\"bake\": {...}} or {\"image\": \"REF\"}", EINVAL);
+    throw Error(at + ": \"source\" must be {\"bake\": {...}}, {\"image\": \"REF\"} or "
+                     "{\"tarball\": {...}}",
+                EINVAL);
   if (auto b = src->find("bake"); b != src->end()) {
     if (!b->is_object()) throw Error(at + ": source.bake must be an object", EINVAL);
     e.bake_distro = field_string(*b, "distro", at + ": source.bake");
@@ -60,8 +62,24 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
     if (!i->is_string() || i->get<std::string>().empty())
       throw Error(at + ": source.image must be a registry reference", EINVAL);
     e.image_ref = i->get<std::string>();
+  } else if (auto t = src->find("tarball"); t != src->end()) {
+    if (!t->is_object()) throw Error(at + ": source.tarball must be an object", EINVAL);
+    e.tarball_url = field_string(*t, "url", at + ": source.tarball");
+    if (t->contains("sha256sums"))
+      e.tarball_sums = field_string(*t, "sha256sums", at + ": source.tarball");
+    for (auto* u : {&e.tarball_url, &e.tarball_sums})
+      if (!u->empty() && !u->starts_with("http://") && !u->starts_with("https://"))
+        throw Error(at + ": source.tarball: \"" + *u + "\" is not an http(s) URL", EINVAL);
+    if (e.tarball_sums.empty()) {
+      std::string dir = e.tarball_url.substr(0, e.tarball_url.find_last_of('/'));
+      if (dir.find("://") + 3 > dir.size() ||
+          dir.find('/', dir.find("://") + 3) == std::string::npos)
+        throw Error(at + ": source.tarball: url has no file name", EINVAL);
+      e.tarball_sums = dir + "/SHA256SUMS";
+    }
   } else {
-    throw Error(at + ": unknown source \"" + src->begin().key() + "\" (bake or image)", EINVAL);
+    throw Error(at + ": unknown source \"" + src->begin().key() + "\" (bake, image or tarball)",
+                EINVAL);
   }
   if (auto a = j.find("aliases"); a != j.end()) {
     if (!a->is_array()) throw Error(at + ": \"aliases\" must be an array of labels", EINVAL);
@@ -88,6 +106,7 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
 
 std::string CatalogEntry::source_text() const {
   if (baked()) return "bake " + bake_distro + (bake_suite.empty() ? "" : " " + bake_suite);
+  if (from_tarball()) return tarball_url;
   return image_ref;
 }
 
@@ -145,12 +164,19 @@ const CatalogEntry& Catalog::at(std::string_view label) const {
   throw Error("unknown image label \"" + std::string(label) + "\" (known: " + known + ")", ENOENT);
 }
 
-std::string image_name_for(std::string_view label) {
-  return "postroj.local/" + std::string(label) + ":latest";
+std::string image_name_for(std::string_view label, std::string_view arch) {
+  return "postroj.local/" + std::string(label) + ":" + std::string(arch.empty() ? "latest" : arch);
 }
 
-std::string base_image_name_for(std::string_view label) {
-  return "postroj.local/base/" + std::string(label) + ":latest";
+std::string base_image_name_for(std::string_view label, std::string_view arch) {
+  return "postroj.local/base/" + std::string(label) + ":" +
+         std::string(arch.empty() ? "latest" : arch);
+}
+
+std::string with_arch(const std::string& url, const std::string& debian_arch) {
+  std::string out = url;
+  for (size_t at; (at = out.find("{arch}")) != std::string::npos;) out.replace(at, 6, debian_arch);
+  return out;
 }
 
 }  // namespace racker::probe

@@ -13,7 +13,7 @@ namespace racker::probe {
 
 struct CatalogEntry {
   std::string label;  // "debian-bookworm"
-  // Exactly one source: bake_distro (+ bake_suite) or image_ref.
+  // Exactly one source: bake_distro (+ bake_suite), image_ref or tarball_url.
   std::string bake_distro;           // "debian", "ubuntu"
   std::string bake_suite;            // "bookworm"
   std::string image_ref;             // "docker.io/library/archlinux:latest"
@@ -21,8 +21,13 @@ struct CatalogEntry {
   std::string package_manager;       // apt, dnf, yum, microdnf, zypper, pacman
   std::vector<std::string> aliases;  // other names it answers to ("debian-12")
   std::string bake_mirror;           // a baked image's archive ("" = the distribution's)
+  // A root filesystem tarball (the Ubuntu cloud images'), checked against a SHA256SUMS file
+  // ("" = the SHA256SUMS next to it). "{arch}" in either stands for the Debian architecture.
+  std::string tarball_url;
+  std::string tarball_sums;
 
   bool baked() const { return !bake_distro.empty(); }
+  bool from_tarball() const { return !tarball_url.empty(); }
   // "bake debian bookworm" or the registry reference, for humans.
   std::string source_text() const;
 };
@@ -48,9 +53,12 @@ class Catalog {
   std::string origin_;
 };
 
-// The name of a label's ready-to-boot image in racker's store: postroj.local/<label>:latest.
-std::string image_name_for(std::string_view label);
+// The name of a label's ready-to-boot image in racker's store: postroj.local/<label>:latest,
+// or :<arch> for a foreign architecture (a Debian name; "" = this machine's).
+std::string image_name_for(std::string_view label, std::string_view arch = "");
 // The name under which the unprovisioned base (as baked or pulled) is kept.
-std::string base_image_name_for(std::string_view label);
+std::string base_image_name_for(std::string_view label, std::string_view arch = "");
+// A tarball source's URL with "{arch}" replaced.
+std::string with_arch(const std::string& url, const std::string& debian_arch);
 
 }  // namespace racker::probe

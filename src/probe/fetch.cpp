@@ -20,14 +20,24 @@
 
 namespace racker::probe {
 
-std::string default_package_cache() {
-  if (!engine::rootless()) return kDefaultPackageCache;
+namespace {
+std::string cache_dir_named(const char* name) {
+  if (!engine::rootless()) return std::string("/var/cache/postroj/") + name;
   for (const char* var : {"XDG_CACHE_HOME", "HOME"}) {
     const char* v = std::getenv(var);
     if (v && *v == '/')
-      return std::string(v) + (var[0] == 'X' ? "" : "/.cache") + "/postroj/packages";
+      return std::string(v) + (var[0] == 'X' ? "" : "/.cache") + "/postroj/" + name;
   }
-  throw Error("postroj: HOME is not set (an ordinary user's package cache is kept there)", EINVAL);
+  throw Error("postroj: HOME is not set (an ordinary user's caches are kept there)", EINVAL);
+}
+}  // namespace
+
+std::string default_package_cache() {
+  return cache_dir_named("packages");
+}
+
+std::string default_download_cache() {
+  return cache_dir_named("downloads");
 }
 namespace http = image::http;
 namespace {
@@ -145,7 +155,7 @@ FetchResult fetch_package(const PackageArg& p, const FetchOptions& o) {
     r.size = static_cast<uint64_t>(st.st_size);
     return r;
   }
-  std::string what = "package " + p.url;
+  std::string what = o.noun + " " + p.url;
   try {
     mkdir_p(o.cache_dir);
   } catch (const Error& e) {

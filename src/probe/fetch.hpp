@@ -15,6 +15,9 @@ inline constexpr const char* kDefaultPackageCache = "/var/cache/postroj/packages
 // root's kDefaultPackageCache; an ordinary user's $XDG_CACHE_HOME/postroj/packages (else
 // ~/.cache/postroj/packages).
 std::string default_package_cache();
+// Where rootfs tarballs (catalog tarball sources) are downloaded: /var/cache/postroj/downloads,
+// an ordinary user's $XDG_CACHE_HOME/postroj/downloads.
+std::string default_download_cache();
 
 struct PackageArg {
   bool is_url = false;
@@ -37,6 +40,7 @@ struct FetchOptions {
   bool refresh = false;  // download again even when the file is cached
   long timeout_s = 600;  // whole transfer
   long connect_timeout_s = 30;
+  std::string noun = "package";  // what errors call the file: "package URL: HTTP 404"
   std::function<void(const std::string&)> on_status;
 };
 

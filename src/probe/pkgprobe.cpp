@@ -70,11 +70,11 @@ std::string unit_name(const std::string& u) {
 
 // Makes sure the label's image is in the store (pulling or baking it when missing).
 std::string ready_image(const CatalogEntry& e, const ProbeEnv& env, Steps& steps) {
-  if (auto rec = find_ready_image(env.store_root, e)) return rec->id;
+  if (auto rec = find_ready_image(env.store_root, e, env.arch)) return rec->id;
   std::string id;
   if (env.on_status)
-    env.on_status(e.label + " is not pulled yet: " + (e.baked() ? "baking" : "pulling") +
-                  " it first");
+    env.on_status(e.label + (env.arch.empty() ? "" : " (" + env.arch + ")") +
+                  " is not pulled yet: " + (e.baked() ? "baking" : "pulling") + " it first");
   steps.run("pull image " + e.label, [&](std::string&) {
     id = acquire_image(e, acquire_options(env)).id;
     return std::string();
@@ -188,6 +188,8 @@ AcquireOptions acquire_options(const ProbeEnv& env) {
   a.state_root = env.state_root;
   a.bake_cache = env.bake_cache;
   a.registries_conf = env.registries_conf;
+  a.download_cache = env.download_cache;
+  a.arch = env.arch;
   a.on_status = env.on_status;
   return a;
 }

@@ -23,6 +23,8 @@ struct ProbeEnv {
   std::string package_cache = default_package_cache();
   std::string bake_cache;  // "" = <store root>/bake-cache
   std::string registries_conf;
+  std::string download_cache;  // "" = default_download_cache()
+  std::string arch;            // Debian architecture of the image ("" = this machine's)
   std::function<void(const std::string&)> on_status;  // progress lines for humans (stderr)
 };
 

@@ -25,6 +25,8 @@ struct Globals {
   std::string bake_cache;
   std::string package_cache = probe::default_package_cache();
   std::string registries_conf;
+  std::string download_cache;  // "" = probe::default_download_cache()
+  std::string arch;            // Debian architecture of the images ("" = this machine's)
   bool quiet = false;
 };
 

@@ -1,8 +1,10 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/error.hpp"
 #include "base/strings.hpp"
 #include "cli/postroj/commands.hpp"
+#include "image/manifest.hpp"
 
 namespace racker::cli::postroj {
 
@@ -19,7 +21,13 @@ const std::vector<OptionSpec>& global_options() {
       {"package-cache", 0, true, false,
        "downloaded packages (default /var/cache/postroj/packages; an ordinary user's "
        "~/.cache/postroj/packages)"},
+      {"download-cache", 0, true, false,
+       "downloaded rootfs tarballs (default /var/cache/postroj/downloads; an ordinary user's "
+       "~/.cache/postroj/downloads)"},
       {"registries-conf", 0, true, false, "registries.conf for pulls"},
+      {"arch", 0, true, false,
+       "Debian architecture of the images (arm64, armhf, ppc64el, riscv64, s390x, ...; default "
+       "this machine's): foreign ones run through qemu-user (qemu-user-static)"},
       {"quiet", 'q', false, false, "no progress lines on stderr"},
   };
   return specs;
@@ -32,6 +40,16 @@ void apply_globals(const ParsedArgs& a, Globals& g) {
   g.bake_cache = a.get("bake-cache", g.bake_cache);
   g.package_cache = a.get("package-cache", g.package_cache);
   g.registries_conf = a.get("registries-conf", g.registries_conf);
+  g.download_cache = a.get("download-cache", g.download_cache);
+  if (a.has("arch")) {
+    g.arch = a.get("arch");
+    try {
+      image::platform_of_debian_arch(g.arch);
+    } catch (const Error& e) {
+      throw UsageError(std::string("--arch: ") + e.what());
+    }
+    if (g.arch == image::debian_arch_of(image::host_platform())) g.arch.clear();  // native
+  }
   if (a.has("quiet")) g.quiet = a.flag("quiet");
 }
 
@@ -71,6 +89,8 @@ probe::ProbeEnv probe_env(const Globals& g) {
   env.package_cache = g.package_cache;
   env.bake_cache = g.bake_cache;
   env.registries_conf = g.registries_conf;
+  env.download_cache = g.download_cache;
+  env.arch = g.arch;
   if (!g.quiet)
     env.on_status = [](const std::string& s) { std::fprintf(stderr, "postroj: %s\n", s.c_str()); };
   return env;

@@ -42,7 +42,7 @@ int cmd_pull(const std::vector<std::string>& args, Globals& g) {
     try {
       auto rec = probe::acquire_image(catalog.at(l), o);
       r.ok = true;
-      r.result = probe::image_name_for(catalog.at(l).label) + " " + rec.id.substr(7, 12);
+      r.result = probe::image_name_for(catalog.at(l).label, g.arch) + " " + rec.id.substr(7, 12);
     } catch (const Error& e) {
       r.result = e.what();
       std::fprintf(stderr, "postroj: pull %s\n", printable(e.what(), true).c_str());

@@ -10,10 +10,12 @@
 #include "cli/args.hpp"
 #include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
+#include "engine/foreign_arch.hpp"
 #include "image/archive.hpp"
 #include "image/bake.hpp"
 #include "image/content_store.hpp"
 #include "image/image_store.hpp"
+#include "image/manifest.hpp"
 #include "image/reference.hpp"
 
 namespace racker::cli {
@@ -83,7 +85,12 @@ int cmd_bake(const std::vector<std::string>& args, const RackerGlobals& g) {
              {"include", 0, true, true, "extra packages, comma-separated (repeatable)"},
              {"mirror", 0, true, false,
               "archive URL (default: the distribution's, with its updates and security suites)"},
-             {"name", 0, true, false, "image name (default DISTRO:SUITE, e.g. debian:bookworm)"},
+             {"arch", 0, true, false,
+              "Debian architecture to build (arm64, armhf, ppc64el, riscv64, s390x, ...; default "
+              "this machine's): foreign ones through qemu-user (qemu-user-static)"},
+             {"name", 0, true, false,
+              "image name (default DISTRO:SUITE, e.g. debian:bookworm; DISTRO:SUITE-ARCH for a "
+              "foreign --arch)"},
              {"cache-dir", 0, true, false, "rootfs tarball cache (default <root>/bake-cache)"},
              {"quiet", 'q', false, false, "no progress output"}},
             "bake [options] DISTRO",
@@ -104,6 +111,20 @@ int cmd_bake(const std::vector<std::string>& args, const RackerGlobals& g) {
     for (auto& p : split(inc, ',')) o.include.push_back(trim(p));
   o.mirror = a.get("mirror");
   o.name = a.get("name");
+  o.arch = a.get("arch");
+  if (!o.arch.empty()) {
+    image::Platform pf = image::platform_of_debian_arch(o.arch);  // names the known ones
+    if (!engine::runs_natively(pf.architecture)) {
+      engine::ensure_runnable_arch(pf.architecture);
+      if (o.name.empty()) {
+        std::string suite = o.suite;
+        if (suite.empty())
+          for (auto& d : image::bake_distros())
+            if (o.distro == d.name) suite = d.default_suite;
+        o.name = o.distro + ":" + suite + "-" + o.arch;
+      }
+    }
+  }
   o.cache_dir = a.get("cache-dir");
   o.quiet = a.flag("quiet");
   if (!o.quiet) o.on_status = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };

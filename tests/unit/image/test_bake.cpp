@@ -110,6 +110,11 @@ TEST(BakeOptions, Refusals) {
   o = debian();
   o.name = "x@sha256:" + std::string(64, 'a');
   EXPECT_EQ(error_of(o), "bake: cannot name an image by digest: " + o.name);
+  o = debian();
+  o.arch = "aarch64";  // qemu's name, not Debian's
+  EXPECT_EQ(error_of(o),
+            "bake debian: unknown architecture \"aarch64\" (Debian's names: amd64, i386, arm64, "
+            "armhf, armel, ppc64el, riscv64, s390x, mips64el)");
 }
 
 TEST(BakeOptions, CacheKey) {
@@ -145,6 +150,26 @@ TEST(BakeOptions, MmdebstrapCommandLine) {
             (std::vector<std::string>{"mmdebstrap", "--variant=minbase", "--format=tar",
                                       "--components=main,universe",
                                       std::string("--keyring=") + kUbuntuKeyring, "noble", "out"}));
+  // this machine's architecture is left to mmdebstrap; a foreign one is asked for
+  BakeOptions n = debian();
+  n.arch = debian_arch_of(host_platform());
+  EXPECT_EQ(mmdebstrap_argv(normalize_bake_options(n), "out").size(), 5u);
+  BakeOptions f = debian();
+  f.arch = n.arch == "arm64" ? "s390x" : "arm64";
+  EXPECT_EQ(mmdebstrap_argv(normalize_bake_options(f), "out")[3], "--architectures=" + f.arch);
+}
+
+TEST(BakeOptions, DebianArchitecturesAsPlatforms) {
+  EXPECT_EQ(platform_of_debian_arch("arm64").str(), "linux/arm64/v8");
+  EXPECT_EQ(platform_of_debian_arch("armhf").str(), "linux/arm/v7");
+  EXPECT_EQ(platform_of_debian_arch("ppc64el").str(), "linux/ppc64le");
+  EXPECT_EQ(platform_of_debian_arch("riscv64").str(), "linux/riscv64");
+  EXPECT_EQ(platform_of_debian_arch("s390x").str(), "linux/s390x");
+  EXPECT_EQ(platform_of_debian_arch("i386").str(), "linux/386");
+  for (auto& a : debian_archs())
+    EXPECT_EQ(debian_arch_of(platform_of_debian_arch(a.debian)), a.debian) << a.debian;
+  EXPECT_EQ(debian_arch_of(parse_platform("linux/arm")), "armhf");  // arm without variant: v7
+  EXPECT_EQ(debian_arch_of(parse_platform("linux/sparc64")), "");
 }
 
 TEST_F(BakeLayerTest, RootfsTarBecomesGzipLayerWithoutDev) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <isa-l/igzip_lib.h>
 #include <linux/fs.h>
+#include <lzma.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -165,6 +166,17 @@ std::string zstd(std::string_view in) {
   size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
   EXPECT_FALSE(ZSTD_isError(n));
   out.resize(n);
+  return out;
+}
+
+std::string xz(std::string_view in) {
+  std::string out(lzma_stream_buffer_bound(in.size()), '\0');
+  size_t pos = 0;
+  EXPECT_EQ(lzma_easy_buffer_encode(1, LZMA_CHECK_CRC64, nullptr,
+                                    reinterpret_cast<const uint8_t*>(in.data()), in.size(),
+                                    reinterpret_cast<uint8_t*>(out.data()), &pos, out.size()),
+            LZMA_OK);
+  out.resize(pos);
   return out;
 }
 
@@ -698,7 +710,8 @@ TEST_F(Unpack, AllCompressionsGiveTheSameTreeAndDiffId) {
   };
   std::vector<Case> cases = {{tar, Compression::none},       {tar, Compression::detect},
                              {gzip(tar), Compression::gzip}, {gzip(tar), Compression::detect},
-                             {zstd(tar), Compression::zstd}, {zstd(tar), Compression::detect}};
+                             {zstd(tar), Compression::zstd}, {zstd(tar), Compression::detect},
+                             {xz(tar), Compression::xz},     {xz(tar), Compression::detect}};
   for (auto& c : cases) {
     remove_tree(root_);
     ASSERT_EQ(mkdir(root_.c_str(), 0755), 0);
@@ -728,6 +741,13 @@ TEST_F(Unpack, MultiMemberGzipMultiFrameZstdAndTrailingData) {
   std::string zs =
       zstd(std::string_view(whole).substr(0, cut)) + zstd(std::string_view(whole).substr(cut));
   st = unpack(zs, Compression::zstd);
+  EXPECT_EQ(st.diff_id, sha256_digest(whole));
+
+  remove_tree(root_);
+  ASSERT_EQ(mkdir(root_.c_str(), 0755), 0);
+  std::string x =
+      xz(std::string_view(whole).substr(0, cut)) + xz(std::string_view(whole).substr(cut));
+  st = unpack(x, Compression::detect);  // concatenated streams, as xz -d reads them
   EXPECT_EQ(st.diff_id, sha256_digest(whole));
 }
 
@@ -1026,6 +1046,14 @@ TEST_F(Unpack, CorruptCompressedStreamsFail) {
   expect_throws(zs.substr(0, zs.size() - 10), "truncated zstd stream", Compression::detect);
   expect_throws(zs + "garbage!", "zstd", Compression::zstd);
   expect_throws("not a zstd stream at all", "zstd", Compression::zstd);
+
+  std::string x = xz(tar);
+  expect_throws(x.substr(0, x.size() - 10), "xz: truncated xz stream", Compression::detect);
+  std::string x_bad = x;
+  x_bad[x_bad.size() / 2] ^= 0x55;
+  expect_throws(x_bad, "xz: ", Compression::xz);
+  expect_throws(x + "garbage!", "xz: ", Compression::xz);
+  expect_throws("not an xz stream at all", "xz: not an xz stream", Compression::xz);
   expect_host_untouched();
 }
 

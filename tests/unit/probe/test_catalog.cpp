@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "base/error.hpp"
+#include "probe/acquire.hpp"
 #include "probe/catalog.hpp"
 #include "test_support.hpp"
 
@@ -56,6 +57,36 @@ TEST(Catalog, ParsesBothSources) {
   EXPECT_EQ(c.at("b").source_text(), "bake ubuntu");
 }
 
+TEST(Catalog, TarballSourcesAndTheirChecksums) {
+  auto c = Catalog::parse(
+      "{\"images\": [{\"label\": \"t\", \"source\": {\"tarball\": {\"url\": "
+      "\"https://h/rel/x-{arch}-root.tar.xz\"}}, \"family\": \"ubuntu\", \"package_manager\": "
+      "\"apt\"}, {\"label\": \"u\", \"source\": {\"tarball\": {\"url\": \"http://h/a.tar\", "
+      "\"sha256sums\": \"http://h/sums/SUMS\"}}, \"family\": \"ubuntu\", \"package_manager\": "
+      "\"apt\"}]}",
+      "x");
+  auto& t = c.at("t");
+  EXPECT_TRUE(t.from_tarball());
+  EXPECT_FALSE(t.baked());
+  EXPECT_EQ(t.tarball_sums, "https://h/rel/SHA256SUMS");  // next to the tarball by default
+  EXPECT_EQ(t.source_text(), "https://h/rel/x-{arch}-root.tar.xz");
+  EXPECT_EQ(racker::probe::with_arch(t.tarball_url, "arm64"), "https://h/rel/x-arm64-root.tar.xz");
+  EXPECT_EQ(c.at("u").tarball_sums, "http://h/sums/SUMS");
+  // the original's Ubuntu labels come from the cloud images' minimal root tarballs
+  auto b = Catalog::parse(Catalog::builtin_text(), "built-in");
+  for (auto* l : {"ubuntu-focal", "ubuntu-jammy", "ubuntu-noble"}) {
+    EXPECT_TRUE(b.at(l).from_tarball()) << l;
+    EXPECT_TRUE(b.at(l).tarball_url.starts_with("https://cloud-images.ubuntu.com/minimal/"));
+  }
+
+  const std::string h1(64, 'a'), h2(64, 'B');
+  std::string sums = h1 + " *ubuntu-24.04-root.tar.xz\n" + h2 + "  other.tar\n" + "junk line\n";
+  EXPECT_EQ(racker::probe::sha256sums_entry(sums, "ubuntu-24.04-root.tar.xz"), h1);
+  EXPECT_EQ(racker::probe::sha256sums_entry(sums, "other.tar"), std::string(64, 'b'));
+  EXPECT_EQ(racker::probe::sha256sums_entry(sums, "missing.tar"), "");
+  EXPECT_EQ(racker::probe::sha256sums_entry(sums, "root.tar.xz"), "");  // whole names only
+}
+
 TEST(Catalog, ValidationErrorsNameTheEntryAndField) {
   const std::string src = "\"source\": {\"bake\": {\"distro\": \"debian\"}}";
   const std::string tail = ", \"family\": \"debian\", \"package_manager\": \"apt\"}";
@@ -68,10 +99,17 @@ TEST(Catalog, ValidationErrorsNameTheEntryAndField) {
             "cat.json: images[0]: invalid label \"Bad Label\" (use a-z, 0-9, '-', '.', '_')");
   EXPECT_EQ(err_of(one("{\"label\": \"x\"" + tail)), "cat.json: images[0] (x): missing \"source\"");
   EXPECT_EQ(err_of(one("{\"label\": \"x\", \"source\": {\"git\": \"u\"}" + tail)),
-            "cat.json: images[0] (x): unknown source \"git\" (bake or image)");
+            "cat.json: images[0] (x): unknown source \"git\" (bake, image or tarball)");
   EXPECT_EQ(
       err_of(one("{\"label\": \"x\", \"source\": {\"image\": \"a\", \"bake\": {}}" + tail)),
-      "cat.json: images[0] (x): \"source\" must be {\"bake\": {...}} or {\"image\": \"REF\"}");
+      "cat.json: images[0] (x): \"source\" must be {\"bake\": {...}}, {\"image\": \"REF\"} or "
+      "{\"tarball\": {...}}");
+  EXPECT_EQ(err_of(one("{\"label\": \"x\", \"source\": {\"tarball\": {\"url\": "
+                       "\"ftp://h/r.tar.xz\"}}" +
+                       tail)),
+            "cat.json: images[0] (x): source.tarball: \"ftp://h/r.tar.xz\" is not an http(s) URL");
+  EXPECT_EQ(err_of(one("{\"label\": \"x\", \"source\": {\"tarball\": {}}" + tail)),
+            "cat.json: images[0] (x): source.tarball: missing \"url\"");
   EXPECT_EQ(
       err_of(one("{\"label\": \"x\", \"source\": {\"bake\": {\"distro\": \"fedora\"}}" + tail)),
       "cat.json: images[0] (x): source.bake: distro \"fedora\" cannot be baked (debian or "
@@ -128,4 +166,6 @@ TEST(Catalog, ImageNames) {
   EXPECT_EQ(racker::probe::image_name_for("debian-bookworm"),
             "postroj.local/debian-bookworm:latest");
   EXPECT_EQ(racker::probe::base_image_name_for("archlinux"), "postroj.local/base/archlinux:latest");
+  EXPECT_EQ(racker::probe::image_name_for("debian-bookworm", "arm64"),
+            "postroj.local/debian-bookworm:arm64");
 }
