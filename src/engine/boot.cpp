@@ -66,9 +66,10 @@ std::string container_name(const std::string& cdir, const std::string& id) {
   }
 }
 
-// SIGRTMIN+3 (systemd's "halt"), SIGKILL after timeout_ms; reaps the init (our child).
-void shut_down(pid_t pid, int pidfd, int timeout_ms) {
-  ::kill(pid, SIGRTMIN + 3);
+// SIGRTMIN+3 (systemd's "halt"; sent by the caller when signal is false), SIGKILL after
+// timeout_ms; reaps the init (our child).
+void shut_down(pid_t pid, int pidfd, int timeout_ms, bool signal = true) {
+  if (signal) ::kill(pid, SIGRTMIN + 3);
   bool gone = false;
   if (pidfd >= 0) {
     struct pollfd p = {pidfd, POLLIN, 0};
@@ -412,6 +413,17 @@ void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOpti
     ::kill(b.pid, SIGKILL);
     while (::waitpid(b.pid, nullptr, 0) < 0 && errno == EINTR) {
     }
+  } else if (bo.emulated) {
+    // the guest's own kill, through the same qemu: its SIGRTMIN+3 arrives as SIGRTMIN+3
+    runtime::ExecOptions q;
+    q.args = {"sh", "-c", "kill -s RTMIN+3 1"};
+    bool sent = false;
+    try {
+      sent = with_stdio_to("/dev/null", [&] { return rt.exec(id, q); }) == 0;
+    } catch (const Error& e) {
+      log::debug("halt emulated container " + id + ": " + e.what());
+    }
+    shut_down(b.pid, b.pidfd.get(), sent ? bo.shutdown_timeout_ms : 0, false);
   } else {
     shut_down(b.pid, b.pidfd.get(), bo.shutdown_timeout_ms);
   }

@@ -35,6 +35,9 @@ struct BootOptions {
   int ready_timeout_ms = 30000;     // READY=1 deadline
   int shutdown_timeout_ms = 10000;  // SIGRTMIN+3 -> SIGKILL
   bool fast_teardown = false;       // SIGKILL everything instead of a clean shutdown
+  // The image's programs run through qemu-user, which maps the guest's real-time signals onto
+  // other host numbers (by its version): the halt is sent from inside, by the guest's kill.
+  bool emulated = false;
 };
 
 struct Booted {

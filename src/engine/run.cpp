@@ -547,9 +547,11 @@ int run_container(const RunRequest& req) {
         p.record.command = {init};
         p.record.stop_signal = "SIGRTMIN+3";  // systemd's halt: racker stop shuts it down
       }
-      booted = [&, boot_exec](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
+      bool emulated = !runs_natively(p.image_config.value("architecture", host_oci_arch()));
+      booted = [&, boot_exec, emulated](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
+        bo.emulated = emulated;
         if (!req.detach) return boot::run_booted(rt, p.id, opts, cdir, notify.get(), boot_exec, bo);
         boot::start_and_wait(rt, p.id, opts, cdir, notify.get(), bo);  // its pidfd closed
         return 0;  // up; it keeps running without us
@@ -648,9 +650,11 @@ int start_container(const std::string& store_root, const std::string& state_root
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
       p.record.stop_signal = "SIGRTMIN+3";
       store.save(p.record);
-      booted = [&, cmd](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
+      bool emulated = !runs_natively(p.image_config.value("architecture", host_oci_arch()));
+      booted = [&, cmd, emulated](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = p.record.boot_timeout_s * 1000;
+        bo.emulated = emulated;
         if (attach) return boot::run_booted(rt, p.id, opts, p.cdir, notify.get(), cmd, bo);
         boot::start_and_wait(rt, p.id, opts, p.cdir, notify.get(), bo);  // its pidfd closed
         return 0;
