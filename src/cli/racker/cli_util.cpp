@@ -1,5 +1,7 @@
 #include "cli/racker/cli_util.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +13,12 @@ namespace racker::cli {
 void out(const std::string& s) {
   std::fwrite(s.data(), 1, s.size(), stdout);
   std::fflush(stdout);
+}
+
+void share_stdin_pipe() {
+  struct stat st {};
+  if (::fstat(0, &st) == 0 && S_ISFIFO(st.st_mode) && (st.st_mode & 0066) != 0066)
+    (void)::fchmod(0, (st.st_mode & 07777) | 0066);
 }
 
 ParsedArgs parse(const std::vector<std::string>& args, std::vector<OptionSpec> specs,

@@ -1,10 +1,14 @@
 // racker exec and racker cp (engine/exec_cp.hpp).
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
 #include "base/error.hpp"
+#include "base/log.hpp"
 #include "cli/args.hpp"
+#include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/exec_cp.hpp"
 #include "engine/run.hpp"
@@ -14,7 +18,8 @@ namespace {
 
 const std::vector<OptionSpec> kExecOpts = {
     {"interactive", 'i', false, false, "keep stdin open"},
-    {"tty", 't', false, false, "allocate a pseudo-TTY"},
+    {"tty", 't', false, false,
+     "allocate a pseudo-TTY (not with -i when stdin is a pipe or file, as racker run)"},
     {"detach", 'd', false, false, "run the command in the background"},
     {"env", 'e', true, true, "set an environment variable KEY=VALUE"},
     {"workdir", 'w', true, false, "working directory in the container"},
@@ -53,6 +58,11 @@ int cmd_exec(const std::vector<std::string>& args, const RackerGlobals& g) {
   req.interactive = a.flag("interactive");
   req.tty = a.flag("tty");
   req.detach = a.flag("detach");
+  if (req.tty && req.interactive && !req.detach && !::isatty(0)) {
+    log::debug("stdin is not a terminal: running without a pseudo-TTY, as with -i alone");
+    req.tty = false;
+  }
+  if (req.interactive && !req.tty) share_stdin_pipe();
   req.store_root = g.root;
   return engine::exec_in_container(req);
 }

@@ -8,8 +8,10 @@
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "base/log.hpp"
 #include "base/strings.hpp"
 #include "cli/args.hpp"
+#include "cli/racker/cli_util.hpp"
 #include "cli/racker/commands.hpp"
 #include "engine/run.hpp"
 #include "image/image_store.hpp"
@@ -21,7 +23,9 @@ namespace racker::cli {
 namespace {
 const std::vector<OptionSpec> kRunOpts = {
     {"interactive", 'i', false, false, "keep stdin open"},
-    {"tty", 't', false, false, "allocate a pseudo-TTY"},
+    {"tty", 't', false, false,
+     "allocate a pseudo-TTY (not with -i when stdin is a pipe or file: that input goes to the "
+     "command unchanged, as the original racker's `echo x | racker run -it ...` expects)"},
     {"rm", 0, false, false, "remove the container when it exits"},
     {"detach", 'd', false, false, "run in the background, print the container id"},
     {"name", 0, true, false, "container name"},
@@ -193,6 +197,12 @@ static std::optional<engine::RunRequest> parse_run(const std::vector<std::string
   req.interactive = a.flag("interactive");
   req.remove = a.flag("rm");
   req.detach = a.flag("detach");
+  if (!create && req.flags.tty && req.interactive && !req.detach && !::isatty(0)) {
+    // a terminal would echo the piped input back and turn \n into \r\n (docker refuses)
+    log::debug("stdin is not a terminal: running without a pseudo-TTY, as with -i alone");
+    req.flags.tty = false;
+  }
+  if (!create && req.interactive && !req.flags.tty) share_stdin_pipe();
   req.name = a.get("name");
   for (auto& file : a.all("env-file")) {
     for (auto& line : split(read_file(file), '\n')) {
