@@ -462,6 +462,15 @@ def test_matrix_of_three_releases_and_two_packages(pr, image, tmp_path):
     p = pr.run("matrix", str(f), "--shard", "3/2")
     assert p.returncode == 2 and "invalid --shard \"3/2\"" in p.stderr, p
 
+    # selftest runs its images side by side too, each in a postroj of its own
+    rep = tmp_path / "self.xml"
+    p = pr.run("selftest", "hostnamectl", *[f"--image={l}" for l in labels], "--jobs", "2",
+               f"--report=junit:{rep}", timeout=1800)
+    assert p.returncode == 0, p
+    assert "selftest hostnamectl: 3 of 3 images passed" in p.stdout, p
+    assert sorted(junit_suites(rep)) == sorted(f"hostnamectl {l}" for l in labels), p
+    assert pr.containers_left() == []
+
 
 def test_pkgprobe_broken_unit(pr, image, packages, tmp_path):
     _, d = packages

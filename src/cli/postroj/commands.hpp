@@ -46,6 +46,21 @@ probe::ProbeEnv probe_env(const Globals& g);
 int seconds_option(const ParsedArgs& a, const std::string& name, int def);
 void out(const std::string& s);
 
+// A probe run as a child process: `postroj GLOBALS args --report=json:FILE`, its suite
+// renamed name (image: the label it probes; what: its progress line).
+struct ChildProbe {
+  std::string image;
+  std::string name;
+  std::string what;
+  std::vector<std::string> args;
+};
+// Runs the children, jobs at a time; returns their suites in order (a child that never
+// started, after an interrupt, has an empty suite name).
+std::vector<probe::SuiteResult> run_children(const Globals& g,
+                                             const std::vector<ChildProbe>& children, int jobs);
+// --jobs N (1..256), default the number of cores.
+int jobs_option(const ParsedArgs& a);
+
 int cmd_list_images(const std::vector<std::string>& args, Globals& g);
 int cmd_pull(const std::vector<std::string>& args, Globals& g);
 int cmd_pkgprobe(const std::vector<std::string>& args, Globals& g);
