@@ -1,5 +1,5 @@
 # Writes OUT: a C++ file defining racker::engine::NAME with the text of IN (a seccomp profile
-# of data/seccomp/).
+# of data/seccomp/, or the package managers' recipes of data/provision/).
 file(READ ${IN} text)
 string(FIND "${text}" ")seccomp_profile\"" clash)
 if(NOT clash EQUAL -1)

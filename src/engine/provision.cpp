@@ -20,6 +20,7 @@
 #include "base/log.hpp"
 #include "base/strings.hpp"
 #include "engine/boot.hpp"
+#include "engine/package_managers.hpp"
 #include "engine/run.hpp"
 #include "image/bake.hpp"
 #include "image/content_store.hpp"
@@ -33,16 +34,6 @@ namespace racker::engine {
 namespace {
 
 using nlohmann::json;
-
-struct Manager {
-  const char* name;
-  const char* path;  // its executable in the rootfs
-};
-// in order of preference (a Fedora image may have both dnf and microdnf)
-const Manager kManagers[] = {
-    {"apt", "/usr/bin/apt-get"}, {"dnf", "/usr/bin/dnf"},       {"microdnf", "/usr/bin/microdnf"},
-    {"yum", "/usr/bin/yum"},     {"zypper", "/usr/bin/zypper"}, {"pacman", "/usr/bin/pacman"},
-};
 
 bool exists_in(const std::string& root, const std::string& path) {
   struct stat st;
@@ -65,42 +56,9 @@ bool in_any_layer(const std::vector<std::string>& roots, const std::string& path
 }
 
 std::string manager_of_layers(const std::vector<std::string>& roots) {
-  for (auto& m : kManagers)
-    if (in_any_layer(roots, m.path)) return m.name;
+  for (auto& m : package_managers())
+    if (in_any_layer(roots, m.detect)) return m.name;
   return "";
-}
-
-// The shell script that installs systemd (+ extras) with the image's package manager.
-std::string install_script(const std::string& pm, const std::vector<std::string>& extra) {
-  std::string pkgs;
-  auto add = [&](const std::vector<std::string>& list) {
-    for (auto& p : list) pkgs += " " + p;
-  };
-  if (pm == "apt") {
-    add({"systemd", "systemd-sysv", "dbus"});
-    add(extra);
-    // package lists are kept: pkgprobe installs packages with their dependencies later
-    return "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q; "
-           "apt-get install -y -q --no-install-recommends" +
-           pkgs + "; apt-get clean";
-  }
-  if (pm == "dnf" || pm == "yum" || pm == "microdnf") {
-    add({"systemd"});
-    add(extra);
-    return "set -e; " + pm + " install -y" + pkgs + "; " + pm + " clean all";
-  }
-  if (pm == "zypper") {
-    add({"systemd"});
-    add(extra);
-    return "set -e; zypper --non-interactive install --no-recommends" + pkgs +
-           "; zypper clean --all";
-  }
-  if (pm == "pacman") {
-    add({"systemd"});
-    add(extra);
-    return "set -e; pacman -Sy --noconfirm --needed" + pkgs + "; pacman -Scc --noconfirm";
-  }
-  throw Error("no supported package manager (apt, dnf, yum, microdnf, zypper, pacman)", ENOTSUP);
 }
 
 // overlayfs' upper dir -> a layer diff: whiteout devices become .wh.<name> files, opaque
@@ -180,11 +138,10 @@ image::ImageRecord ensure_systemd(const image::ImageRecord& base, const Provisio
   std::string pm = manager_of_layers(layer_roots(images, base));
   std::string what = "provision systemd into " + (base.names.empty() ? base.id : base.names[0]);
   if (pm.empty())
-    throw Error(what +
-                    ": the image has no supported package manager (apt, dnf, yum, microdnf, "
-                    "zypper, pacman)",
-                ENOTSUP);
-  std::string script = install_script(pm, o.extra_packages);
+    throw Error(
+        what + ": the image has no supported package manager (" + package_manager_names() + ")",
+        ENOTSUP);
+  std::string script = provision_script(package_manager(pm), o.extra_packages);
   for (auto& c : o.extra_commands) script += "; " + c;
   status("provisioning systemd into " + (base.names.empty() ? base.id : base.names[0]) + " with " +
          pm + " (once; stored as " + name + ")");

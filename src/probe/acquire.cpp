@@ -8,6 +8,7 @@
 #include "base/fs.hpp"
 #include "base/strings.hpp"
 #include "engine/foreign_arch.hpp"
+#include "engine/package_managers.hpp"
 #include "engine/provision.hpp"
 #include "image/bake.hpp"
 #include "image/content_store.hpp"
@@ -20,18 +21,12 @@
 namespace racker::probe {
 
 std::vector<std::string> bake_packages(const CatalogEntry& e) {
-  (void)e;  // debian and ubuntu alike
-  return {"systemd", "systemd-sysv", "dbus"};
+  return engine::package_manager(e.package_manager).systemd;
 }
 
 std::vector<std::string> probe_image_commands(const CatalogEntry& e) {
-  std::vector<std::string> c;
   // package lists, so that packages under test get their dependencies without a refresh
-  const std::string& pm = e.package_manager;
-  if (pm == "apt") c.push_back("apt-get update -q");
-  if (pm == "dnf" || pm == "yum" || pm == "microdnf") c.push_back(pm + " makecache");
-  if (pm == "zypper") c.push_back("zypper --non-interactive refresh");
-  if (pm == "pacman") c.push_back("pacman -Sy --noconfirm");
+  std::vector<std::string> c = {engine::package_manager(e.package_manager).refresh};
   // a journal in memory: no flush to /var/log at every boot of a throwaway container
   c.push_back(
       "mkdir -p /etc/systemd/journald.conf.d && "

@@ -8,6 +8,7 @@
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
+#include "engine/package_managers.hpp"
 
 namespace racker::probe {
 
@@ -16,8 +17,6 @@ extern const char* const kBuiltinCatalog;  // catalog_data.cpp, generated from t
 namespace {
 
 const std::set<std::string> kFamilies = {"debian", "ubuntu", "fedora", "rhel", "suse", "arch"};
-const std::set<std::string> kPackageManagers = {"apt",      "dnf",    "yum",
-                                                "microdnf", "zypper", "pacman"};
 
 bool valid_label(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
@@ -95,10 +94,13 @@ CatalogEntry parse_entry(const nlohmann::json& j, const std::string& where) {
         at + ": unknown family \"" + e.family + "\" (debian, ubuntu, fedora, rhel, suse, arch)",
         EINVAL);
   e.package_manager = field_string(j, "package_manager", at);
-  if (!kPackageManagers.count(e.package_manager))
-    throw Error(at + ": unknown package_manager \"" + e.package_manager +
-                    "\" (apt, dnf, yum, microdnf, zypper, pacman)",
+  try {
+    engine::package_manager(e.package_manager);  // data/provision/package_managers.json
+  } catch (const Error&) {
+    throw Error(at + ": unknown package_manager \"" + e.package_manager + "\" (" +
+                    engine::package_manager_names() + ")",
                 EINVAL);
+  }
   return e;
 }
 

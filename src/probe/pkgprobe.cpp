@@ -9,6 +9,7 @@
 #include "base/error.hpp"
 #include "base/strings.hpp"
 #include "engine/os_container.hpp"
+#include "engine/package_managers.hpp"
 #include "probe/acquire.hpp"
 #include "probe/netcheck.hpp"
 
@@ -151,22 +152,7 @@ std::string last_lines(const std::string& text, size_t n) {
 
 std::vector<std::string> install_command(const std::string& pm,
                                          const std::vector<std::string>& files) {
-  std::vector<std::string> a;
-  if (pm == "apt")
-    a = {"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
-         "-y",  "--no-install-recommends"};
-  else if (pm == "dnf")
-    a = {"dnf", "install", "-y", "--setopt=install_weak_deps=False"};
-  else if (pm == "yum")
-    a = {"yum", "install", "-y"};
-  else if (pm == "microdnf")
-    a = {"microdnf", "install", "-y"};
-  else if (pm == "zypper")
-    a = {"zypper", "--non-interactive", "install", "--allow-unsigned-rpm"};
-  else if (pm == "pacman")
-    a = {"pacman", "-U", "--noconfirm"};
-  else
-    throw Error("no install command for package manager \"" + pm + "\"", EINVAL);
+  std::vector<std::string> a = engine::package_manager(pm).install_files;
   a.insert(a.end(), files.begin(), files.end());
   return a;
 }

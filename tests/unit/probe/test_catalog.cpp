@@ -120,8 +120,8 @@ TEST(Catalog, ValidationErrorsNameTheEntryAndField) {
             "suse, arch)");
   EXPECT_EQ(err_of(one("{\"label\": \"x\", " + src +
                        ", \"family\": \"debian\", \"package_manager\": \"emerge\"}")),
-            "cat.json: images[0] (x): unknown package_manager \"emerge\" (apt, dnf, yum, "
-            "microdnf, zypper, pacman)");
+            "cat.json: images[0] (x): unknown package_manager \"emerge\" (apt, dnf, microdnf, yum, "
+            "zypper, pacman)");
   EXPECT_EQ(err_of(one("{\"label\": \"x\", " + src + ", \"family\": 3" +
                        ", \"package_manager\": \"apt\"}")),
             "cat.json: images[0] (x): \"family\" must be a non-empty string");
