@@ -16,6 +16,7 @@
 #include "base/fs.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "base/timing.hpp"
 #include "engine/boot.hpp"
 #include "engine/containers.hpp"
 #include "engine/flat_rootfs.hpp"
@@ -518,7 +519,9 @@ void finish(PreparedContainer& p, int status, bool remove) {
 }  // namespace
 
 int run_container(const RunRequest& req) {
+  timing::mark("entry");  // process start (and a rootless user's namespaces) to here
   image::ImageRecord rec = find_or_pull(req);
+  timing::mark("image");
   // until the container's meta.json names the image (rmi then refuses), a lease keeps
   // racker rmi / image prune from taking its layers away under us
   auto lease = hold_image(req, rec);
@@ -532,7 +535,9 @@ int run_container(const RunRequest& req) {
   std::string id = random_hex(64);
   RunMonitor monitor =
       RunMonitor::start(req.store_root, req.state_root, id, req.remove || req.detach);
+  timing::mark("monitor");
   PreparedContainer p = prepare_container(with_boot_defaults(req, boot), rec, id);
+  timing::mark("prepare");
   const std::string& cdir = p.cdir;
   UniqueFd notify;  // the boot's notify socket
   {
@@ -558,7 +563,9 @@ int run_container(const RunRequest& req) {
       };
     }
     write_container_files(p);
+    timing::mark("files");
     int status = launch(req.state_root, cdir, p.id, req.detach, req.interactive, booted);
+    if (!boot) timing::mark("payload");  // create, start, the payload's run, its exit
     if (req.detach) {
       p.commit();  // it runs on: racker stop / rm (and the monitor) own it now
       if (req.remove) monitor.hand_over();  // -d --rm: removed when it ends
@@ -566,6 +573,10 @@ int run_container(const RunRequest& req) {
       return 0;
     }
     finish(p, status, req.remove);
+    if (!boot) {
+      timing::mark("cleanup");
+      timing::report();
+    }
     return status;
   }
 }
