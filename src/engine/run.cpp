@@ -480,6 +480,13 @@ namespace {
 
 // Starts the container whose bundle is cdir (config.json written) and, unless detach, waits
 // for it: the runtime's part of run and start. Returns the payload's exit status.
+// An image whose programs run through qemu-user (its config names another architecture).
+bool emulated_image(const nlohmann::json& image_config) {
+  if (!image_config.is_object()) return false;
+  auto it = image_config.find("architecture");
+  return it != image_config.end() && it->is_string() && !runs_natively(it->get<std::string>());
+}
+
 int launch(const std::string& state_root, const std::string& cdir, const std::string& id,
            bool detach, bool interactive,
            const std::function<int(runtime::Runtime&, const runtime::CreateOptions&)>& booted) {
@@ -548,11 +555,12 @@ int run_container(const RunRequest& req) {
       std::string init = boot::find_init(p.rootfs);
       notify = boot::prepare_spec(p.built.config, cdir, init, effective_seccomp(req.flags));
       p.record.booted = true;
+      bool emulated = emulated_image(p.image_config);
       if (req.detach) {
         p.record.command = {init};
-        p.record.stop_signal = "SIGRTMIN+3";  // systemd's halt: racker stop shuts it down
+        // systemd's halt: racker stop shuts it down (under qemu-user from inside, see stop)
+        p.record.stop_signal = emulated ? "guest:SIGRTMIN+3" : "SIGRTMIN+3";
       }
-      bool emulated = !runs_natively(p.image_config.value("architecture", host_oci_arch()));
       booted = [&, boot_exec, emulated](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = req.boot_timeout_s * 1000;
@@ -630,6 +638,8 @@ int start_container(const std::string& store_root, const std::string& state_root
         "container " + c.name() + ": its image " + c.rec.image + " is no longer in the store",
         ENOENT, ErrorKind::not_found);
   p.rec = *rec;
+  p.image_config =
+      nlohmann::json::parse(image::ContentStore(store_root).read_blob(rec->config_digest));
   auto config = nlohmann::json::parse(read_file(c.dir + "/config.json"));
   p.mounted =
       is_mount_point(p.rootfs) || mount_overlay(images, p.rec, p.cdir, false, range_of(p.record));
@@ -659,9 +669,9 @@ int start_container(const std::string& store_root, const std::string& state_root
       if (std::string f = command_seccomp_file(cmd.process_file); path_exists(f))
         cmd.seccomp_file = f;
       cmd.tty = nlohmann::json::parse(read_file(cmd.process_file)).value("terminal", false);
-      p.record.stop_signal = "SIGRTMIN+3";
+      bool emulated = emulated_image(p.image_config);
+      p.record.stop_signal = emulated ? "guest:SIGRTMIN+3" : "SIGRTMIN+3";
       store.save(p.record);
-      bool emulated = !runs_natively(p.image_config.value("architecture", host_oci_arch()));
       booted = [&, cmd, emulated](runtime::Runtime& rt, const runtime::CreateOptions& opts) {
         boot::BootOptions bo;
         bo.ready_timeout_ms = p.record.boot_timeout_s * 1000;

@@ -151,6 +151,31 @@ def test_an_emulated_boot(racker_exe, arm64_store):
     assert str(arm64_store) not in left.stdout
 
 
+def test_a_detached_emulated_system_stops_cleanly(racker_exe, arm64_store):
+    """racker run -d of the arm64 system, exec into it, racker stop: the halt goes in through
+    the guest's own kill (SIGRTMIN+3 from the host would reach systemd as another signal),
+    so the system is down well before the 10 s after which SIGKILL would come."""
+    def racker(*args):
+        return subprocess.run([racker_exe, "--root", str(arm64_store), *args],
+                              capture_output=True, text=True, timeout=120)
+    name = "emu-" + os.urandom(4).hex()
+    r = racker("run", "-d", "--boot", "--name", name, "debian:bookworm-arm64")
+    assert r.returncode == 0, r
+    try:
+        r = racker("exec", name, "uname", "-m")
+        assert r.stdout == "aarch64\n", r
+        t0 = time.monotonic()
+        r = racker("stop", name)
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r
+        assert took < 8, f"stop took {took:.1f} s (SIGKILL after the timeout?)"
+        ps = json.loads(racker("ps", "-a", "--format", "json").stdout or "[]")
+        mine = [c for c in ps if c.get("name", c.get("Names")) == name]
+        assert mine and "Up" not in json.dumps(mine), ps
+    finally:
+        racker("rm", "-f", name)
+
+
 def test_pkgprobe_installs_an_arm64_package(racker_exe, arm64_store, arm64_apt, tmp_path):
     """postroj --arch arm64 pkgprobe: the catalog's debian-bookworm for arm64 (baked through
     qemu-user, provisioned), booted under emulation, an arm64 .deb installed with apt."""
