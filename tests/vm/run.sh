@@ -127,9 +127,39 @@ else
   # shellcheck disable=SC2054 # the comma belongs to qemu's option
   accel=(-accel tcg,thread=multi); cpu=${cpu:-max}
 fi
+# The guest copies what it is given onto its disk, which a cache of every release (and foreign
+# architectures) would fill: it gets the bookworm rootfs tarballs of this machine's
+# architecture only (what its tests bake), hard-linked into a directory of their own.
 bake=()
-if [ -d /var/cache/racker-tests/bake ]; then
-  bake=(-virtfs "local,path=/var/cache/racker-tests/bake,mount_tag=bake,security_model=none,readonly=on,id=bake")
+bake_src=/var/cache/racker-tests/bake
+bake_vm=/var/cache/racker-tests/bake-vm
+if [ -d "$bake_src" ]; then
+  rm -rf "$bake_vm"
+  mkdir -p "$bake_vm"
+  python3 - "$bake_src" "$bake_vm" <<'PY'
+import json, os, sys
+src, dst = sys.argv[1], sys.argv[2]
+arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+for f in os.listdir(src):
+    if not f.endswith(".json"):
+        continue
+    try:
+        meta = json.load(open(os.path.join(src, f)))
+    except (OSError, ValueError):
+        continue
+    tar = f[:-5] + ".tar"
+    if meta.get("suite") != "bookworm" or meta.get("arch", arch) != arch:
+        continue
+    if not os.path.exists(os.path.join(src, tar)):
+        continue
+    for name in (f, tar):
+        try:
+            os.link(os.path.join(src, name), os.path.join(dst, name))
+        except OSError:
+            import shutil
+            shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+PY
+  bake=(-virtfs "local,path=$bake_vm,mount_tag=bake,security_model=none,readonly=on,id=bake")
 fi
 # panic=1 + -no-reboot: a kernel panic (or an initramfs that cannot find the root) ends qemu.
 # A soft lockup (a CPU stuck in the kernel for 20 s) panics too, after a backtrace of every CPU:
