@@ -71,9 +71,36 @@ log "pytest ${args[*]} (uptime $(uptime_s) s)"
 t0=$(date +%s.%N)
 cd /root/tests || { echo 1 >"$out/rc"; exit 1; }
 RACKER_BUILD=$bin RACKER_OCI=$bin/racker-oci \
-  python3 -m pytest -v -rs -p no:cacheprovider "${args[@]}" --junitxml="$out/junit.xml" 2>&1 |
+  python3 -m pytest -v -rfEs -p no:cacheprovider "${args[@]}" --junitxml="$out/junit.xml" 2>&1 |
   tee "$out/pytest.log"
 rc=${PIPESTATUS[0]}
+# Under TCG on a loaded CI machine a test now and then misses a deadline: the failed ones run
+# once more, on their own. The lane passes only if they pass then; either way the first
+# failures are reported (run.sh prints their digest, facts.txt names them as flaky).
+if [ "$rc" = 1 ] && [ -s "$out/junit.xml" ]; then
+  mapfile -t failed < <(python3 - "$out/junit.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+ids = []  # a test that failed and then erred in its teardown is there twice
+for c in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    if c.find("failure") is not None or c.find("error") is not None:
+        i = c.get("classname").replace(".", "/") + ".py::" + c.get("name")
+        if i not in ids:
+            ids.append(i)
+print("\n".join(ids))
+PY
+  )
+  if [ ${#failed[@]} -gt 0 ] && [ ${#failed[@]} -le 3 ]; then
+    log "rerunning ${failed[*]}"
+    echo "===== rerun of ${failed[*]} =====" >>"$out/pytest.log"
+    RACKER_BUILD=$bin RACKER_OCI=$bin/racker-oci \
+      python3 -m pytest -v -rfEs -p no:cacheprovider "${failed[@]}" \
+      --junitxml="$out/junit-rerun.xml" 2>&1 | tee -a "$out/pytest.log"
+    rrc=${PIPESTATUS[0]}
+    echo "flaky=$([ "$rrc" = 0 ] && echo "${failed[*]}")" >>"$out/facts.txt"
+    [ "$rrc" != 0 ] || rc=0
+  fi
+fi
 t1=$(date +%s.%N)
 {
   echo "pytest_seconds=$(python3 -c "print(round($t1 - $t0, 1))")"

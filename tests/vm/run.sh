@@ -261,6 +261,10 @@ if [ ! -s "$res/rc" ]; then
   exit 1
 fi
 rc=$(cat "$res/rc")
+if [ "$rc" != 0 ] || [ -e "$res/junit-rerun.xml" ]; then
+  # last, so that a log cut to its head and tail still names what failed, and why
+  python3 "$here/digest.py" "$res/junit.xml" >&2 || true
+fi
 if [ "$rc" != 0 ]; then
   echo "run.sh: pytest in the guest exited $rc (console: $out/console.log, journal: $res/journal.txt)" >&2
 fi
