@@ -67,15 +67,16 @@ void write_file(const std::string& path, std::string_view data) {
 
 void mkdir_p(const std::string& path, mode_t mode) {
   if (path.empty()) return;
-  std::string cur;
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    cur = path.substr(0, j);
-    i = j + 1;
-    if (cur.empty()) continue;
-    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) throw_errno("mkdir " + cur);
+  // the whole path first: where it (or its parent) exists, as it mostly does, that is all
+  if (::mkdir(path.c_str(), mode) != 0) {
+    if (errno == ENOENT) {
+      size_t end = path.find_last_not_of('/');
+      size_t slash = end == std::string::npos ? std::string::npos : path.rfind('/', end);
+      if (slash != std::string::npos && slash > 0) mkdir_p(path.substr(0, slash), mode);
+      if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno("mkdir " + path);
+    } else if (errno != EEXIST) {
+      throw_errno("mkdir " + path);
+    }
   }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);

@@ -94,6 +94,36 @@ TEST(Files, AtomicWriteAndRemoveTree) {
   EXPECT_TRUE(path_exists("/etc/passwd"));  // the symlink was removed, not followed
 }
 
+TEST(Files, MkdirP) {
+  char tmpl[] = "/tmp/racker-unit-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  mkdir_p(dir + "/x//y/z/");  // doubled and trailing slashes
+  auto is_dir = [](const std::string& p) {
+    struct stat s;
+    return ::stat(p.c_str(), &s) == 0 && S_ISDIR(s.st_mode);
+  };
+  EXPECT_TRUE(is_dir(dir + "/x/y/z"));
+  mkdir_p(dir + "/x/y/z");  // there already
+  mkdir_p(dir + "/x/y/w", 0700);
+  struct stat st;
+  ASSERT_EQ(::stat((dir + "/x/y/w").c_str(), &st), 0);
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  EXPECT_EQ(st.st_mode & 07777, 0700u & ~mask);
+  // through a symlink to a directory, as before
+  ASSERT_EQ(symlink("x/y", (dir + "/l").c_str()), 0);
+  mkdir_p(dir + "/l/v");
+  EXPECT_TRUE(is_dir(dir + "/x/y/v"));
+  // a file on the way, or at the end: an error naming the path
+  write_file_atomic(dir + "/f", "");
+  EXPECT_THROW(mkdir_p(dir + "/f"), Error);
+  EXPECT_THROW(mkdir_p(dir + "/f/g/h"), Error);
+  EXPECT_FALSE(path_exists(dir + "/f/g"));
+  mkdir_p("/");
+  remove_tree(dir);
+}
+
 // A tree far deeper than PATH_MAX allows (made step by step with *at calls): remove_tree must
 // neither recurse per level (stack overflow) nor hold a descriptor per level (EMFILE, and the
 // tree silently left behind). Symlinks deep inside, beyond any descriptor kept open, point out
