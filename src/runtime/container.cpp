@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/strings.hpp"
+#include "base/timing.hpp"
 #include "runtime/cgroups.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/idmap.hpp"
@@ -363,8 +365,18 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
   if (spec.linux_ && spec.linux_->resources) {
     // the devices the spec creates must stay usable under the device controller
     res_with_devices = *spec.linux_->resources;
-    for (auto& rule : device_rules_for(spec.linux_->devices))
-      res_with_devices->devices.push_back(rule);
+    auto& rules = res_with_devices->devices;
+    for (auto& rule : device_rules_for(spec.linux_->devices)) {
+      // an allow rule already there, with no deny after it, need not be written again (each
+      // rule is a write to the device controller)
+      auto same = [&](const oci::DeviceRule& r) {
+        return r.allow && r.type == rule.type && r.major == rule.major && r.minor == rule.minor &&
+               r.access == rule.access;
+      };
+      auto last_deny = std::find_if(rules.rbegin(), rules.rend(),
+                                    [](const oci::DeviceRule& r) { return !r.allow; });
+      if (std::find_if(rules.rbegin(), last_deny, same) == last_deny) rules.push_back(rule);
+    }
   }
   const oci::Resources* resources = res_with_devices ? &*res_with_devices : nullptr;
   if (resources) cgroup->validate(*resources);
@@ -458,6 +470,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     log::debug("container " + id + " has no mount namespace");
   }
 
+  timing::mark("rt_prepare");
   Creating creating;
   creating.creator = ::getpid();
   creating.creator_start = process_start_time(creating.creator);
@@ -520,6 +533,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     if (pid < 0) throw_errno("clone container init", clone_err);
     child_sock.reset();
     console_conn.reset();
+    timing::mark("rt_clone");
     creating.init = pid;
     creating.init_start = process_start_time(pid);
     write_creating(dir, creating);
@@ -535,6 +549,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
     if (ns_owner) cgroup->delegate(ns_owner->first, ns_owner->second);
     creating.cgroup = cgroup->save();
     write_creating(dir, creating);
+    timing::mark("rt_cgroup");
     sync_send(parent_sock.get(), SyncType::go);
 
     SyncMessage m;
@@ -551,6 +566,7 @@ Runtime::Created Runtime::create_container(const std::string& id, const CreateOp
       }
       if (m.type == SyncType::ready) break;
     }
+    timing::mark("rt_init_setup");
     Created out;
     if (console_local) {
       int master = recv_fd(console_local.get(), nullptr);
@@ -655,6 +671,7 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
     cleanup(id, c.rec, true);
     throw;
   }
+  timing::mark("rt_started");
   if (detach) return 0;
   int status;
   if (c.pty_master) {
@@ -664,6 +681,7 @@ int Runtime::run(const std::string& id, const CreateOptions& opts, bool detach) 
   }
   int interrupted = 0;
   status = wait_forwarding(c.pid, c.pid, opts.kill_on_interrupt, &interrupted);
+  timing::mark("rt_exited");
   if (!c.rec.has_pid_ns) {
     // without a pid namespace, children of the payload may linger: end them
     try {
