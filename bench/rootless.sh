@@ -98,6 +98,27 @@ else
   echo "note: /dev/net/tun is not open to $user here: rootless private networks left out"
 fi
 in_leaf /usr/bin/python3 "$top/bench/run_bench.py" "${1:-30}" "${rows[@]}"
+# PHASES=N: where a run's time goes, rootless and rootful (racker's RACKER_TIMINGS marks, the
+# median of N runs of each phase)
+if [ -n "${PHASES:-}" ]; then
+  for side in rootless rootful; do
+    if [ $side = rootless ]; then cmd=(in_leaf $U); else cmd=(in_leaf $R); fi
+    for _ in $(seq "$PHASES"); do
+      # shellcheck disable=SC2068 # (a command line, split on purpose)
+      RACKER_TIMINGS=1 ${cmd[@]} run --rm --network none "$img" /bin/true 2>&1 >/dev/null |
+        grep '^racker-timing:' || true
+    done | python3 -c '
+import re, statistics, sys
+rows = {}
+for line in sys.stdin:
+    for k, v in re.findall(r"(\w+)=([\d.]+)", line):
+        if k != "t0_mono_ms":
+            rows.setdefault(k, []).append(float(v))
+print(sys.argv[1] + ": " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in rows.items()) + " (ms, medians)")
+' "$side"
+  done
+  echo
+fi
 # podman apart, one tool after the other: its run returns before its cleanup (podman container
 # cleanup, conmon) is done, which would run into whatever comes next
 echo

@@ -5,11 +5,15 @@
 // racker) and then cleans up as racker would have: with --rm the container goes, else its
 // mount, network and runtime state are released and it stays as exited. A container racker
 // had not finished making (no meta.json) goes in any case.
+// It starts as a watcher that shares racker's memory (no exec, no page tables copied: a run
+// pays nothing for it but a clone) and becomes the monitor proper, `racker container monitor`,
+// only when there is work: racker gone, or the container handed over (-d --rm).
 #pragma once
 
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 
 #include "base/fd.hpp"
 
@@ -37,8 +41,10 @@ class RunMonitor {
 // The monitor's side (racker container monitor): blocks on fd until racker is done ("done":
 // returns 0), hands the container over ("hand": waits for it to end, cleans up) or is gone
 // (end of file: stops a booted system, waits for the container, cleans up, returns 0).
+// then: what the watcher (the process that waits for racker without being the monitor proper)
+// saw before it started the monitor: "hand" or "gone"; empty: wait on fd as said.
 int monitor_main(int fd, pid_t parent, const std::string& store_root, const std::string& state_root,
-                 const std::string& id, bool remove);
+                 const std::string& id, bool remove, std::string_view then = {});
 
 // What racker run does after the payload of a foreground run ended, when racker itself could
 // not: the runtime's state and cgroups, the network, the overlay mount; with remove the

@@ -90,6 +90,41 @@ def test_rm_happens_after_racker_run_is_killed(ctx):
     wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
 
 
+def watchers_of(pid):
+    """racker's monitor watchers: its children named racker-monitor."""
+    found = []
+    for c in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{c}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == "racker-monitor" and ppid == pid:
+            found.append(int(c))
+    return found
+
+
+def test_monitor_watcher_holds_none_of_rackers_files(ctx):
+    """While racker run waits for its payload, its monitor is a watcher that shares racker's
+    memory: it must hold none of racker's descriptors (the image lease's lock, the store's
+    directories), only /dev/null, its pipe and racker's pidfd; when racker is done it goes."""
+    n = name(ctx, "watcher")
+    p = ctx.popen("run", "--rm", "--name", n, ctx.images.bb, "sleep", "2")
+    wait_until(lambda: status_of(ctx, n) == "Up", timeout=10, what="the container")
+    cid = ctx.container_ids()[0]
+    w = watchers_of(p.pid)
+    assert len(w) == 1, w
+    fds = {int(fd): os.readlink(f"/proc/{w[0]}/fd/{fd}") for fd in os.listdir(f"/proc/{w[0]}/fd")}
+    assert [fds.get(i) for i in range(3)] == ["/dev/null"] * 3, fds
+    rest = sorted(t.split(":")[0] for fd, t in fds.items() if fd > 2)
+    assert rest == ["anon_inode", "pipe"], fds
+    assert p.wait(timeout=20) == 0
+    assert not os.path.exists(f"/proc/{w[0]}") or watchers_of(p.pid) == []
+    assert not monitor_pids(cid)  # it left without starting the monitor proper
+
+
 def test_detached_rm_container_goes_when_it_ends(ctx):
     """racker run -d --rm, as docker's: the container is removed once its payload ends, by
     itself or through racker stop (the monitor takes it over from racker, then leaves); without

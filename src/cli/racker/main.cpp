@@ -117,14 +117,17 @@ int main(int argc, char** argv) {
       if (sub == "pull") return cli::cmd_pull(rest, globals);
       throw Error("unknown command \"image " + sub + "\" (see racker --help)", EINVAL);
     }
-    if (verb == "container" && rest.size() == 7 && rest[0] == "monitor" &&
+    if (verb == "container" && (rest.size() == 7 || rest.size() == 9) && rest[0] == "monitor" &&
         rest[1] == "--state-root" && rest[3] == "--parent" &&
-        (rest[5] == "--rm" || rest[5] == "--keep")) {
-      // internal: started by racker run (engine/monitor.hpp), its pipe is fd 3
+        (rest[5] == "--rm" || rest[5] == "--keep") &&
+        (rest.size() == 7 || (rest[6] == "--then" && (rest[7] == "hand" || rest[7] == "gone")))) {
+      // internal: started by racker run (engine/monitor.hpp): its pipe is fd 3, or, with
+      // --then, its watcher saw racker hand the container over or go
       auto parent = parse_int(rest[4]);
       if (!parent || *parent <= 0) throw Error("container monitor: bad --parent", EINVAL);
-      return engine::monitor_main(3, static_cast<pid_t>(*parent), globals.root, rest[2], rest[6],
-                                  rest[5] == "--rm");
+      std::string then = rest.size() == 9 ? rest[7] : "";
+      return engine::monitor_main(3, static_cast<pid_t>(*parent), globals.root, rest[2],
+                                  rest.back(), rest[5] == "--rm", then);
     }
     if (verb == "container" && rest.size() >= 4 && rest[0] == "port-proxy") {
       // internal: started by -p (engine/ports.hpp), its status pipe is fd 3, sockets from 4
