@@ -6,9 +6,14 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <vector>
 
 #include "base/error.hpp"
+#include "base/fd.hpp"
 
 namespace racker::image {
 
@@ -56,6 +61,21 @@ std::string Sha256::digest() {
 std::string sha256_digest(std::string_view data) {
   Sha256 h;
   h.update(data.data(), data.size());
+  return h.digest();
+}
+
+std::string sha256_of_file(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("open " + path);
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + path);
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<size_t>(n));
+  }
   return h.digest();
 }
 

@@ -30,5 +30,7 @@ class Sha256 {
 };
 
 std::string sha256_digest(std::string_view data);
+// "sha256:<hex>" of a file's content; throws naming the path.
+std::string sha256_of_file(const std::string& path);
 
 }  // namespace racker::image

@@ -58,21 +58,6 @@ std::string sha256sums_entry(const std::string& sums_text, const std::string& fi
 
 namespace {
 
-std::string file_sha256_hex(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path);
-  image::Sha256 h;
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read " + path);
-    if (n == 0) break;
-    h.update(buf.data(), static_cast<size_t>(n));
-  }
-  return image::digest_hex(h.digest());
-}
-
 // A tarball source: SHA256SUMS fetched afresh, the tarball downloaded (resuming a partial
 // download) unless the cached one has the published checksum, checked, and imported.
 image::ImageRecord acquire_tarball(const CatalogEntry& e, const AcquireOptions& o,
@@ -93,13 +78,13 @@ image::ImageRecord acquire_tarball(const CatalogEntry& e, const AcquireOptions& 
   std::string want = sha256sums_entry(sums_text, tarball.file_name);
   if (want.empty()) throw Error(sums_url + " has no checksum for " + tarball.file_name, ENOENT);
   std::string cached = cache_path_for(f.cache_dir, tarball);
-  if (path_exists(cached) && file_sha256_hex(cached) != want) {
+  if (path_exists(cached) && image::digest_hex(image::sha256_of_file(cached)) != want) {
     status("cached " + tarball.file_name + " is not the published one, downloading it again");
     ::unlink(cached.c_str());
   }
   auto got = fetch_package(tarball, f);
   if (!got.from_cache) {
-    std::string have = file_sha256_hex(got.path);
+    std::string have = image::digest_hex(image::sha256_of_file(got.path));
     if (have != want) {
       ::unlink(got.path.c_str());
       throw Error(url + ": checksum mismatch: SHA256SUMS says " + want + ", the download is " +

@@ -37,6 +37,22 @@ std::string blob_of(size_t n, char seed) {
 
 }  // namespace
 
+TEST(Digest, Sha256OfFileAcrossReadChunks) {
+  test::TempDir tmp("racker-digest");
+  std::string data = blob_of((3 << 20) + 12345, 'q');  // more than one 1 MiB read
+  write_file_atomic(tmp.path() + "/f", data);
+  EXPECT_EQ(sha256_of_file(tmp.path() + "/f"), sha256_digest(data));
+  write_file_atomic(tmp.path() + "/empty", "");
+  EXPECT_EQ(sha256_of_file(tmp.path() + "/empty"),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  try {
+    sha256_of_file(tmp.path() + "/missing");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(tmp.path() + "/missing"), std::string::npos);
+  }
+}
+
 TEST_F(ContentStoreTest, PutReadHasListRemove) {
   ContentStore cs(dir_);
   std::string data = "{\"hello\":\"world\"}";
