@@ -30,7 +30,7 @@ fi
 
 lane() {
   rm -rf "$out"
-  "$here/run.sh" --build-dir "$build" --out "$out" --timeout 1200 -- \
+  "$here/run.sh" --build-dir "$build" --out "$out" --timeout 1800 -- \
     test_systemd_host.py test_boot.py test_lifecycle.py test_exec_cp.py test_containers.py \
     test_network.py test_userns.py test_seccomp.py test_rootless.py test_rootless_oci.py
 }

@@ -173,7 +173,7 @@ qemu_argv=("$qemu" -machine q35 "${accel[@]}" -cpu "$cpu" -smp 2 -m "$memory"
   -drive "file=$out/overlay.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap"
   -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share"
   "${bake[@]}"
-  -device virtio-rng-pci -nic none)
+  -device virtio-rng-pci -nic user,model=virtio-net-pci)
 echo "${qemu_argv[*]}" >"$out/qemu.cmdline"
 
 qpid=
