@@ -1,4 +1,5 @@
 #include "engine/boot.hpp"
+#include "engine/foreign_arch.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -416,7 +417,7 @@ void stop(runtime::Runtime& rt, const std::string& id, Booted& b, const BootOpti
   } else if (bo.emulated) {
     // the guest's own kill, through the same qemu: its SIGRTMIN+3 arrives as SIGRTMIN+3
     runtime::ExecOptions q;
-    q.args = {"sh", "-c", "kill -s RTMIN+3 1"};
+    q.args = guest_kill_argv("SIGRTMIN+3");
     bool sent = false;
     try {
       sent = with_stdio_to("/dev/null", [&] { return rt.exec(id, q); }) == 0;

@@ -1,4 +1,5 @@
 #include "engine/containers.hpp"
+#include "engine/foreign_arch.hpp"
 #include "engine/idrange.hpp"
 
 #include <dirent.h>
@@ -225,9 +226,7 @@ bool ContainerStore::stop(const ContainerEntry& c, int timeout_s) const {
     // guest's kill, through the same qemu, delivers the signal the guest means
     ExecRequest q;
     q.container = c.id;
-    q.args = {"sh", "-c",
-              "kill -s " +
-                  (guest_signal.starts_with("SIG") ? guest_signal.substr(3) : guest_signal) + " 1"};
+    q.args = guest_kill_argv(guest_signal);
     q.store_root = store_root_;
     q.state_root = state_root_;
     try {

@@ -126,4 +126,9 @@ void ensure_runnable_arch(const std::string& arch) {
                             "(qemu-user-static's /usr/lib/binfmt.d files have it)");
 }
 
+std::vector<std::string> guest_kill_argv(std::string_view signal) {
+  if (signal.starts_with("SIG")) signal.remove_prefix(3);
+  return {"sh", "-c", "kill -s " + std::string(signal) + " 1"};
+}
+
 }  // namespace racker::engine

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace racker::engine {
 
@@ -24,5 +26,10 @@ bool runs_natively(const std::string& oci_arch);
 // /usr/lib/binfmt.d or /etc/binfmt.d by root when missing). Throws a one-line racker::Error
 // saying what is missing and how to get it.
 void ensure_runnable_arch(const std::string& oci_arch);
+
+// The command that makes an emulated system's init get signal ("SIGRTMIN+3", "RTMIN+3", "TERM")
+// as the guest means it: qemu-user maps real-time signals onto other host numbers, so it is
+// sent by the guest's own kill, run through the same qemu.
+std::vector<std::string> guest_kill_argv(std::string_view signal);
 
 }  // namespace racker::engine
