@@ -17,6 +17,7 @@
 #include <cstring>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "base/error.hpp"
 #include "base/fs.hpp"
@@ -30,17 +31,25 @@ namespace racker::engine {
 namespace {
 
 // monitors this process started, reaped once they have ended (a process that runs many
-// containers, as postroj does, collects no zombies)
-std::vector<pid_t>& spawned_monitors() {
-  static std::vector<pid_t> pids;
-  return pids;
+// containers collects no zombies), with the memory block a watcher ran on (below), which is
+// unmapped only then
+struct Spawned {
+  pid_t pid;
+  void* block = nullptr;
+  size_t size = 0;
+};
+
+std::vector<Spawned>& spawned_monitors() {
+  static std::vector<Spawned> list;
+  return list;
 }
 
 void reap_earlier_monitors() {
-  auto& pids = spawned_monitors();
-  std::erase_if(pids, [](pid_t pid) {
-    pid_t r = ::waitpid(pid, nullptr, WNOHANG);
-    return r == pid || (r < 0 && errno == ECHILD);
+  std::erase_if(spawned_monitors(), [](const Spawned& s) {
+    pid_t r = ::waitpid(s.pid, nullptr, WNOHANG);
+    if (r != s.pid && !(r < 0 && errno == ECHILD)) return false;
+    if (s.block) ::munmap(s.block, s.size);
+    return true;
   });
 }
 
@@ -132,6 +141,11 @@ class Arena {
     if (m == MAP_FAILED) throw_errno("mmap for the container monitor");
     base_ = static_cast<char*>(m);
   }
+  ~Arena() {
+    if (base_) ::munmap(base_, size_);
+  }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
   void* take(size_t n) {
     n = (n + 15) & ~size_t{15};
     if (used_ + n > size_) throw Error("container monitor: its arguments are too long", E2BIG);
@@ -149,13 +163,16 @@ class Arena {
     return out;
   }
   char* top() const { return base_ + size_; }
+  size_t size() const { return size_; }
+  // the block is the caller's from here on (to unmap once the watcher has ended)
+  void* release() { return std::exchange(base_, nullptr); }
 
  private:
   char* base_ = nullptr;
   size_t size_ = 0, used_ = 0;
 };
 
-pid_t start_watcher(int pipe_fd, const std::vector<std::string>& argv) {
+Spawned start_watcher(int pipe_fd, const std::vector<std::string>& argv) {
   std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
   size_t bytes = 64 * 1024;
@@ -177,7 +194,8 @@ pid_t start_watcher(int pipe_fd, const std::vector<std::string>& argv) {
   arena.take(32 * 1024);
   pid_t pid = ::clone(watcher, stack, CLONE_VM | SIGCHLD, w);
   if (pid < 0) throw_errno("start the container monitor");
-  return pid;
+  size_t size = arena.size();
+  return {pid, arena.release(), size};
 }
 #endif
 
@@ -241,9 +259,9 @@ RunMonitor RunMonitor::start(const std::string& store_root, const std::string& s
                                    id};
   reap_earlier_monitors();
 #ifdef RACKER_LIGHT_WATCHER
-  pid_t child = start_watcher(theirs.get(), argv);
+  Spawned child = start_watcher(theirs.get(), argv);
 #else
-  pid_t child = spawn_monitor(theirs.get(), argv);
+  Spawned child{spawn_monitor(theirs.get(), argv)};
 #endif
   // our child until we go (then init's); one that ends before us is reaped by the next start
   spawned_monitors().push_back(child);
