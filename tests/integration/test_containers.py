@@ -84,7 +84,8 @@ def test_rm_happens_after_racker_run_is_killed(ctx):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert status_of(ctx, n) == "Up"
-    assert monitor_pids(cid)
+    # (the run's watcher becomes `racker container monitor` once racker is gone)
+    wait_until(lambda: monitor_pids(cid), timeout=5, what="the monitor proper")
     wait_until(lambda: ctx.container_ids() == [], timeout=20, what="the container removed")
     gone(ctx, cid, n)
     wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
@@ -132,7 +133,8 @@ def test_detached_rm_container_goes_when_it_ends(ctx):
     n = name(ctx, "drm-ends")
     cid = ok(ctx, "run", "-d", "--rm", "--name", n, ctx.images.bb, "sleep", "1").stdout.strip()
     assert status_of(ctx, n) == "Up"
-    assert monitor_pids(cid)
+    # (the run's watcher becomes `racker container monitor` once racker is gone)
+    wait_until(lambda: monitor_pids(cid), timeout=5, what="the monitor proper")
     wait_until(lambda: cid not in ctx.container_ids(), timeout=20, what="the container removed")
     gone(ctx, cid, n)
     wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
@@ -161,7 +163,8 @@ def test_start_attached_killed_releases_after_the_end(ctx):
     cid = ctx.container_ids()[0]
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert monitor_pids(cid)
+    # (the run's watcher becomes `racker container monitor` once racker is gone)
+    wait_until(lambda: monitor_pids(cid), timeout=5, what="the monitor proper")
     wait_until(lambda: status_of(ctx, n).startswith("Exited") and not store_mounts(ctx.root)
                and not state_entries_for(n), timeout=20, what="released")
     wait_until(lambda: not monitor_pids(cid), timeout=5, what="the monitor gone")
